@@ -1,0 +1,60 @@
+"""Shared fixtures: tiny random checkpoints of the real model types, stitched through stitch.py."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+ASSETS = REPO.parent / "shared" / "assets"
+sys.path.insert(0, str(REPO))
+
+import tiny  # noqa: E402
+from stitch import stitch  # noqa: E402
+
+QWEN3_BASE_VOCAB = 151643  # Qwen3's ordinary BPE tokens; its special tokens start here
+
+
+@pytest.fixture(scope="session")
+def qwen_tokenizer_dir(tmp_path_factory):
+    """The real Qwen3 tokenizer when the shared assets are present, else a stand-in with
+    Qwen3's special tokens at their real ids."""
+    real = ASSETS / "qwen3-0.6b"
+    if (real / "vocab.json").is_file():
+        return real
+    out = tmp_path_factory.mktemp("standin_tokenizer")
+    tiny.build_standin_tokenizer(out, base_vocab_size=QWEN3_BASE_VOCAB)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen_dir(tmp_path_factory, qwen_tokenizer_dir):
+    return tiny.build_tiny_qwen(tmp_path_factory.mktemp("tiny_qwen"), qwen_tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_smolvlm_dir(tmp_path_factory):
+    return tiny.build_tiny_smolvlm(tmp_path_factory.mktemp("tiny_smolvlm"), geometry="tiny")
+
+
+@pytest.fixture(scope="session")
+def real_geometry_smolvlm_dir(tmp_path_factory):
+    return tiny.build_tiny_smolvlm(tmp_path_factory.mktemp("real_geometry_smolvlm"), geometry="real")
+
+
+@pytest.fixture(scope="session")
+def stitched_dir(tmp_path_factory, tiny_smolvlm_dir, tiny_qwen_dir):
+    """A stitched tiny model + processor saved to disk, as `stitch.py --out` writes it."""
+    model, processor = stitch(tiny_smolvlm_dir, tiny_qwen_dir)
+    out = tmp_path_factory.mktemp("stitched")
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
+
+
+@pytest.fixture
+def stitched(stitched_dir):
+    """A fresh (model, processor) loaded from `stitched_dir` with plain transformers."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    return AutoModelForImageTextToText.from_pretrained(stitched_dir), AutoProcessor.from_pretrained(stitched_dir)

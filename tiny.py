@@ -1,0 +1,145 @@
+"""Tiny random stand-ins for the two source checkpoints, for tests and the offline demo.
+
+They have the same model types and on-disk layout as Qwen3-0.6B and SmolVLM2-256M-Video-Instruct,
+so `stitch.py` loads them through the same `from_pretrained` path as the real ones.
+"""
+
+import json
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoTokenizer,
+    GenerationConfig,
+    LlamaConfig,
+    Qwen3Config,
+    Qwen3ForCausalLM,
+    SmolVLMConfig,
+    SmolVLMForConditionalGeneration,
+    SmolVLMImageProcessor,
+    SmolVLMVideoProcessor,
+)
+from transformers.models.smolvlm.configuration_smolvlm import SmolVLMVisionConfig
+
+# Qwen3's added tokens in id order; the first 14 are "special" (never split, skipped on decode).
+QWEN3_ADDED_TOKENS = [
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
+    "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
+    "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>",
+    "<tool_call>", "</tool_call>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>",
+    "<|repo_name|>", "<|file_sep|>", "<tool_response>", "</tool_response>", "<think>", "</think>",
+]
+QWEN3_SPECIAL_COUNT = 14
+
+# Image geometries: "tiny" trains in seconds on a CPU (one 32 px view, 4 features);
+# "real" is SmolVLM2's own (512 px tiles of 64 features, images resized to 2048 px, splitting on).
+GEOMETRIES = {
+    "tiny": dict(image_size=32, patch_size=8, scale_factor=2, longest_edge=32, splitting=False),
+    "real": dict(image_size=512, patch_size=16, scale_factor=4, longest_edge=2048, splitting=True),
+}
+
+
+def _byte_level_alphabet():
+    """The 256 printable characters GPT-2-style byte-level BPE maps bytes to."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+    printable += list(range(ord("®"), ord("ÿ") + 1))
+    extra = [b for b in range(256) if b not in printable]
+    return [chr(b) for b in printable] + [chr(256 + i) for i in range(len(extra))]
+
+
+def build_standin_tokenizer(out_dir, base_vocab_size=512):
+    """A byte-level BPE tokenizer laid out like Qwen3's: `base_vocab_size` ordinary tokens, then
+    Qwen3's added tokens. With base_vocab_size=151643 every special token sits at its real id."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    alphabet = _byte_level_alphabet()
+    fillers = [f"<unused_{i}>" for i in range(base_vocab_size - len(alphabet))]
+    vocab = {token: i for i, token in enumerate(alphabet + fillers)}
+    (out_dir / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
+    (out_dir / "merges.txt").write_text("#version: 0.2\n")
+    added = {
+        str(base_vocab_size + i): {
+            "content": token, "lstrip": False, "rstrip": False, "normalized": False,
+            "single_word": False, "special": i < QWEN3_SPECIAL_COUNT,
+        }
+        for i, token in enumerate(QWEN3_ADDED_TOKENS)
+    }
+    config = {
+        "tokenizer_class": "Qwen2Tokenizer",
+        "added_tokens_decoder": added,
+        "additional_special_tokens": QWEN3_ADDED_TOKENS[1:QWEN3_SPECIAL_COUNT],
+        "bos_token": None,
+        "eos_token": "<|im_end|>",
+        "pad_token": "<|endoftext|>",
+        "unk_token": None,
+        "add_prefix_space": False,
+        "errors": "replace",
+        "split_special_tokens": False,
+        "model_max_length": 131072,
+    }
+    (out_dir / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
+    return AutoTokenizer.from_pretrained(out_dir)
+
+
+def build_tiny_qwen(out_dir, tokenizer_dir, hidden_size=64, num_layers=2, seed=0):
+    """A random Qwen3ForCausalLM sized for tests, saved with the tokenizer from `tokenizer_dir`
+    and a generation config that stops at <|im_end|>, as Qwen3-0.6B's does."""
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    config = Qwen3Config(
+        vocab_size=-(-len(tokenizer) // 64) * 64,  # padded past the tokenizer, as Qwen3's is
+        hidden_size=hidden_size,
+        intermediate_size=hidden_size * 2,
+        num_hidden_layers=num_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=hidden_size // 4,
+        max_position_embeddings=4096,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(seed)
+    model = Qwen3ForCausalLM(config)
+    model.generation_config = GenerationConfig(
+        eos_token_id=[tokenizer.eos_token_id, tokenizer.pad_token_id],
+        pad_token_id=tokenizer.pad_token_id,
+        do_sample=False,
+    )
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return Path(out_dir)
+
+
+def build_tiny_smolvlm(out_dir, geometry="tiny", vision_hidden=32, seed=0):
+    """A random SmolVLMForConditionalGeneration (llama text tower, as SmolVLM2's SmolLM2) with its
+    image and video processors, laid out like SmolVLM2-256M-Video-Instruct's directory."""
+    geo = GEOMETRIES[geometry]
+    vision = SmolVLMVisionConfig(
+        hidden_size=vision_hidden,
+        intermediate_size=vision_hidden * 2,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=geo["image_size"],
+        patch_size=geo["patch_size"],
+    )
+    text = LlamaConfig(
+        vocab_size=300, hidden_size=48, intermediate_size=96, num_hidden_layers=1,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=24,
+    )
+    config = SmolVLMConfig(
+        vision_config=vision, text_config=text, scale_factor=geo["scale_factor"], image_token_id=299
+    )
+    torch.manual_seed(seed)
+    SmolVLMForConditionalGeneration(config).save_pretrained(out_dir)
+    image_size = {"longest_edge": geo["image_size"]}
+    SmolVLMImageProcessor(
+        size={"longest_edge": geo["longest_edge"]},
+        max_image_size=image_size,
+        do_image_splitting=geo["splitting"],
+    ).save_pretrained(out_dir)
+    SmolVLMVideoProcessor(
+        size={"longest_edge": geo["image_size"]}, max_image_size=image_size
+    ).save_pretrained(out_dir)
+    features = (geo["image_size"] // geo["patch_size"]) ** 2 // geo["scale_factor"] ** 2
+    (Path(out_dir) / "processor_config.json").write_text(json.dumps({"image_seq_len": features}))
+    return Path(out_dir)
