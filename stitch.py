@@ -244,10 +244,15 @@ def trainable_summary(model):
     return f"trainable params: {mebi(trainable)} || all params: {mebi(total)} || trainable %: {100 * trainable / total:.2f}"
 
 
-def freeze_backbones(model):
-    """The recipe's default: only the connector trains."""
+def set_trainable(model, vision=False, connector=True, text=False):
+    """Choose which parts train; the recipe's default trains only the connector. A tied LM head
+    is the input embedding's weight, so it follows `text`."""
+    parts = {"model.vision_model.": vision, "model.connector.": connector, "model.text_model.": text, "lm_head.": text}
     for name, parameter in model.named_parameters():
-        parameter.requires_grad = name.startswith("model.connector.")
+        prefix = next((p for p in parts if name.startswith(p)), None)
+        if prefix is None:
+            raise GraftError(f"parameter {name} belongs to no known part ({', '.join(parts)})")
+        parameter.requires_grad = parts[prefix]
 
 
 def dry_run(smolvlm_path, qwen_path):
@@ -258,7 +263,7 @@ def dry_run(smolvlm_path, qwen_path):
     config = build_config(smol_config, qwen_config, tokenizer)
     with torch.device("meta"):
         model = SmolVLMForConditionalGeneration(config)
-    freeze_backbones(model)
+    set_trainable(model)
     lines = [f"graft: {smolvlm_path} (vision) + {qwen_path} (text)"]
     for part, count in parameter_counts(model).items():
         note = " (tied to the input embeddings)" if part == "lm_head" and config.tie_word_embeddings else ""
@@ -293,7 +298,7 @@ def main(argv=None):
         raise SystemExit(f"stitch.py: {error}")
     model.save_pretrained(args.out)
     processor.save_pretrained(args.out)
-    freeze_backbones(model)
+    set_trainable(model)
     print(trainable_summary(model))
     print(f"wrote {args.out}")
 

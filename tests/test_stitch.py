@@ -148,7 +148,7 @@ def test_dry_run_needs_no_weights(tmp_path, tiny_smolvlm_dir, tiny_qwen_dir):
     shutil.copytree(tiny_qwen_dir, qwen, ignore=shutil.ignore_patterns("*.safetensors"))
     report = stitch.dry_run(smol, qwen)
     model, _ = stitch.stitch(tiny_smolvlm_dir, tiny_qwen_dir)
-    stitch.freeze_backbones(model)
+    stitch.set_trainable(model)
     assert report.splitlines()[-1] == stitch.trainable_summary(model)
     with pytest.raises(stitch.GraftError, match="has no weights"):
         stitch.stitch(smol, qwen)
