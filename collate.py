@@ -1,0 +1,292 @@
+"""Batches of the_cauldron rows for the Trainer.
+
+Each row is rendered with the chat template as a (multi-turn) conversation, its images at the start of
+the first user turn, and encoded by the processor in one call (images, placeholder expansion and
+tokenization). Labels are -100 on padding and on every image block; with `assistant_only_loss` also on
+everything but the answers and their closing <|im_end|>. Long samples lose text after the last image
+block, never part of a block; rows that cannot be trained on are named (`on_bad_sample="raise"`) or
+skipped and counted (`"skip"`).
+"""
+
+import io
+import re
+import warnings
+from typing import NamedTuple
+
+import torch
+from PIL import Image
+
+IGNORE_INDEX = -100
+PADDING_CHOICES = ("longest", "max_length")
+ON_BAD_SAMPLE_CHOICES = ("raise", "skip")
+SKIP_REASONS = (
+    "bad image", "no texts", "empty answer", "image exceeds max_length", "template", "placeholder mismatch",
+    "nothing to learn",
+)
+
+
+class BadSample(ValueError):
+    """A row that cannot be trained on; `reason` is one of SKIP_REASONS. The message is the only
+    positional argument, so DataLoader workers can re-raise it in the main process as it is."""
+
+    def __init__(self, message, reason=None):
+        super().__init__(message)
+        self.reason = reason
+
+
+class Encoded(NamedTuple):
+    input_ids: torch.Tensor  # (length,)
+    labels: torch.Tensor  # (length,)
+    tiles: list  # the image processor's (3, height, width) tiles of all the row's images, in order
+
+
+def to_rgb(image):
+    """RGB as transformers' image processors convert it: transparency is composited onto white."""
+    if image.mode == "RGB":
+        return image
+    if "A" in image.getbands() or "transparency" in image.info:
+        image = image.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", image.size, "white"), image).convert("RGB")
+    return image.convert("RGB")
+
+
+def decode_image(image):
+    """An RGB PIL image from a PIL image or from datasets' undecoded `{"bytes", "path"}` dict."""
+    if image is None or isinstance(image, dict) and not (image.get("bytes") or image.get("path")):
+        raise BadSample("image is missing (None, or neither bytes nor path)", reason="bad image")
+    if not isinstance(image, (dict, Image.Image)):
+        raise BadSample(f"image is a {type(image).__name__}, not a PIL image or a {{'bytes', 'path'}} dict",
+                        reason="bad image")
+    try:
+        if isinstance(image, dict):
+            image = Image.open(io.BytesIO(image["bytes"]) if image.get("bytes") else image["path"])
+        image.load()  # PIL decodes lazily: a truncated file fails here, not inside the image processor
+        return to_rgb(image)
+    except Exception as error:  # whatever PIL raises on a broken file
+        raise BadSample(f"image cannot be decoded ({type(error).__name__}: {error})", reason="bad image") from None
+
+
+def describe(row, position):
+    """How an error names a row: position in the batch, source and the start of its first question."""
+    texts = row.get("texts") if isinstance(row, dict) else None
+    first = texts[0] if isinstance(texts, list) and texts and isinstance(texts[0], dict) else {}
+    question = str(first.get("user") or "")
+    question = question if len(question) <= 60 else question[:60] + "..."
+    return f"sample {position} of the batch (source {first.get('source')!r}, question {question!r})"
+
+
+def token_mask(offsets, spans):
+    """Tokens whose characters overlap any of the (start, end) character spans."""
+    starts, ends = offsets[:, 0], offsets[:, 1]
+    mask = torch.zeros(len(offsets), dtype=torch.bool)
+    for start, end in spans:
+        mask |= (starts < end) & (ends > start)
+    return mask
+
+
+def expanded_span(span, replacements):
+    """Where a span of the rendered text sits once the processor has expanded the image placeholders."""
+    shift = sum(
+        (r["new_span"][1] - r["new_span"][0]) - (r["span"][1] - r["span"][0])
+        for r in replacements
+        if r["span"][1] <= span[0]
+    )
+    return span[0] + shift, span[1] + shift
+
+
+class Collator:
+    """the_cauldron rows -> input_ids, attention_mask, labels (+ pixel_values, pixel_attention_mask).
+
+    `skipped` / `skipped_by_reason` count the rows dropped under on_bad_sample="skip"; the counts live
+    in shared memory, so they include rows skipped in DataLoader worker processes.
+    """
+
+    decode_image = staticmethod(decode_image)
+
+    def __init__(self, processor, max_length=2048, padding="max_length", max_images=1, assistant_only_loss=False,
+                 first_turn_only=False, on_bad_sample="raise", pad_to_multiple_of=8):
+        if padding not in PADDING_CHOICES:
+            raise ValueError(f"padding must be one of {PADDING_CHOICES}, not {padding!r}")
+        if on_bad_sample not in ON_BAD_SAMPLE_CHOICES:
+            raise ValueError(f"on_bad_sample must be one of {ON_BAD_SAMPLE_CHOICES}, not {on_bad_sample!r}")
+        if max_length < 1 or max_images < 1 or (pad_to_multiple_of or 1) < 1:
+            raise ValueError("max_length, max_images and pad_to_multiple_of must be positive")
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.max_length = max_length
+        self.padding = padding
+        self.max_images = max_images
+        self.assistant_only_loss = assistant_only_loss
+        self.first_turn_only = first_turn_only
+        self.on_bad_sample = on_bad_sample
+        self.pad_to_multiple_of = pad_to_multiple_of or 1
+        self.image_backend = processor.image_processor.backend
+        self.image_token_id = processor.image_token_id
+        # Labelled -100 wherever they occur, also outside an image block (e.g. typed into a question).
+        markers = (processor.image_token, processor.fake_image_token, processor.global_image_token)
+        self.marker_ids = torch.tensor(self.tokenizer.convert_tokens_to_ids(list(markers)))
+        self.skip_counts = torch.zeros(len(SKIP_REASONS), dtype=torch.int64).share_memory_()
+
+    @property
+    def skipped(self):
+        return int(self.skip_counts.sum())
+
+    @property
+    def skipped_by_reason(self):
+        return {reason: int(count) for reason, count in zip(SKIP_REASONS, self.skip_counts) if count}
+
+    def __call__(self, rows):
+        samples = []
+        for position, row in enumerate(rows):
+            try:
+                samples.append(self.encode(row))
+            except BadSample as bad:
+                named = BadSample(f"{describe(row, position)}: {bad}", reason=bad.reason)
+                if self.on_bad_sample == "raise":
+                    raise named from None
+                self.skip_counts[SKIP_REASONS.index(bad.reason)] += 1
+                warnings.warn(f"skipped {named}", stacklevel=2)
+        if not samples:
+            raise ValueError(
+                f"every one of the {len(rows)} samples of this batch was skipped as unusable "
+                f"(skipped so far: {self.skipped_by_reason}); the Trainer cannot take an empty batch"
+            )
+        return {**self.pad_text(samples), **self.pad_images(samples)}
+
+    def encode(self, row):
+        turns = self.turns_of(row)
+        images = [decode_image(image) for image in (row.get("images") or [])[: self.max_images]]
+        text = self.render(turns, len(images))
+        # do_pad=False: tiles come back unpadded (no copy into a zero tensor); pad_images pads the batch once.
+        inputs = self.processor(
+            text=[text], images=[images] if images else None, do_pad=False, add_special_tokens=False,
+            return_offsets_mapping=True, return_text_replacement_offsets=True,
+        )
+        input_ids, offsets = torch.tensor(inputs["input_ids"][0]), torch.tensor(inputs["offset_mapping"][0])
+        replacements = inputs["text_replacement_offsets"][0]
+        tiles = [torch.as_tensor(tile) for tile in inputs["pixel_values"][0]] if images else []  # numpy from PIL
+        labels = self.labels_of(input_ids, offsets, replacements, text, turns)
+        if len(input_ids) > self.max_length:
+            image_end = int((offsets[:, 0] < replacements[-1]["new_span"][1]).sum()) if replacements else 0
+            if image_end > self.max_length:
+                sizes = ", ".join(f"{image.width}x{image.height}" for image in images)
+                raise BadSample(
+                    f"its image block(s) end at token {image_end} of {len(input_ids)} (images {sizes}: {len(tiles)} "
+                    f"tiles x {self.processor.image_seq_len} features) but max_length is {self.max_length}; "
+                    "raise max_length or lower the image processor's resolution",
+                    reason="image exceeds max_length",
+                )
+            input_ids, labels = input_ids[: self.max_length], labels[: self.max_length]
+        if not (labels[1:] != IGNORE_INDEX).any():  # the first label is never a target once shifted
+            raise BadSample(f"no supervised token left within max_length={self.max_length}",
+                            reason="nothing to learn")
+        self.check_placeholders(input_ids, tiles)
+        return Encoded(input_ids, labels, tiles)
+
+    def labels_of(self, input_ids, offsets, replacements, text, turns):
+        """input_ids with -100 on the image blocks (found by the characters each replaced placeholder
+        expanded into) and, for assistant_only_loss, on everything outside the answers."""
+        ignored = token_mask(offsets, [r["new_span"] for r in replacements]) | torch.isin(input_ids, self.marker_ids)
+        if self.assistant_only_loss:
+            answers = [expanded_span(span, replacements) for span in self.answer_spans(text, turns)]
+            ignored |= ~token_mask(offsets, answers)
+        return input_ids.masked_fill(ignored, IGNORE_INDEX)
+
+    def turns_of(self, row):
+        texts = row.get("texts")
+        if not texts:
+            raise BadSample("row has no texts (no question/answer pair)", reason="no texts")
+        turns = texts[:1] if self.first_turn_only else texts
+        for index, turn in enumerate(turns):
+            answer = turn.get("assistant")
+            if not isinstance(answer, str) or not answer.strip():
+                raise BadSample(f"turn {index} has an empty assistant answer ({answer!r})", reason="empty answer")
+        return turns
+
+    def render(self, turns, image_count):
+        """The conversation as the chat template renders it with thinking off, images leading the first
+        user turn. Qwen3's template gives only the final answer the empty think block (earlier answers
+        render bare, as history does at inference) and ends every message, the last too, with <|im_end|>\n."""
+        messages = []
+        for index, turn in enumerate(turns):
+            question = turn.get("user") or ""
+            if index == 0 and image_count:
+                question = [{"type": "image"}] * image_count + [{"type": "text", "text": question}]
+            messages += [{"role": "user", "content": question}, {"role": "assistant", "content": turn["assistant"]}]
+        text = self.tokenizer.apply_chat_template(
+            messages, chat_template=self.processor.chat_template, tokenize=False, enable_thinking=False
+        )
+        placeholders = text.count(self.processor.image_token)
+        if placeholders != image_count:
+            raise BadSample(
+                f"the text holds {placeholders} {self.processor.image_token} for {image_count} image(s) "
+                f"(is {self.processor.image_token} typed into a question or answer?)",
+                reason="placeholder mismatch",
+            )
+        return text
+
+    def answer_spans(self, text, turns):
+        """Character spans of each answer and its closing end-of-utterance token in the rendered text.
+        Every message ends with one end-of-utterance token, so answer i ends at the (2i+1)-th."""
+        end_token = self.processor.end_of_utterance_token
+        ends = [match.start() for match in re.finditer(re.escape(end_token), text)]
+        if len(ends) != 2 * len(turns):
+            raise BadSample(f"{len(ends)} {end_token} in the rendered text for {len(turns)} turns",
+                            reason="template")
+        spans = []
+        for turn, end in zip(turns, ends[1::2]):
+            answer = turn["assistant"].lstrip("\n")  # Qwen3's template strips them from the final answer
+            start = end - len(answer)
+            if text[start:end] != answer:
+                raise BadSample(f"the chat template did not render the answer verbatim: {answer[:60]!r}",
+                                reason="template")
+            spans.append((start, end + len(end_token)))
+        return spans
+
+    def check_placeholders(self, input_ids, tiles):
+        """The model puts one image feature on each placeholder, and drops all-zero tiles as padding."""
+        # A tile's first value almost always settles it; only a zero there needs the whole tile read.
+        seen = sum(bool(tile[0, 0, 0] != 0 or tile.any()) for tile in tiles)
+        features = seen * self.processor.image_seq_len
+        placeholders = int((input_ids == self.image_token_id).sum())
+        if placeholders != features:
+            raise BadSample(
+                f"{placeholders} {self.processor.image_token} placeholders but {seen} image tiles x "
+                f"{self.processor.image_seq_len} = {features} image features",
+                reason="placeholder mismatch",
+            )
+
+    def padded_length(self, longest):
+        if self.padding == "max_length":
+            return self.max_length
+        return min(self.max_length, -(-longest // self.pad_to_multiple_of) * self.pad_to_multiple_of)
+
+    def pad_text(self, samples):
+        """Right padding; attention_mask (not the pad id, which is also real text) marks it."""
+        length = self.padded_length(max(len(sample.input_ids) for sample in samples))
+        input_ids = torch.full((len(samples), length), self.tokenizer.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(samples), length), dtype=torch.long)
+        labels = torch.full((len(samples), length), IGNORE_INDEX, dtype=torch.long)
+        for index, sample in enumerate(samples):
+            size = len(sample.input_ids)
+            input_ids[index, :size] = sample.input_ids
+            attention_mask[index, :size] = 1
+            labels[index, :size] = sample.labels
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+    def pad_images(self, samples):
+        """(batch, tiles, 3, H, W) as SmolVLM's image processor pads a batch: missing tiles are all-zero
+        (the model drops them), smaller tiles are padded bottom/right; the mask is True on real pixels."""
+        tiles = [tile for sample in samples for tile in sample.tiles]
+        if not tiles:
+            return {}
+        count = max(len(sample.tiles) for sample in samples)
+        height = max(tile.shape[1] for tile in tiles)
+        width = max(tile.shape[2] for tile in tiles)
+        pixel_values = torch.zeros((len(samples), count, tiles[0].shape[0], height, width), dtype=tiles[0].dtype)
+        pixel_attention_mask = torch.zeros((len(samples), count, height, width), dtype=torch.bool)
+        for index, sample in enumerate(samples):
+            for position, tile in enumerate(sample.tiles):
+                pixel_values[index, position, :, : tile.shape[1], : tile.shape[2]] = tile
+                pixel_attention_mask[index, position, : tile.shape[1], : tile.shape[2]] = True
+        return {"pixel_values": pixel_values, "pixel_attention_mask": pixel_attention_mask}
