@@ -21,6 +21,8 @@ from transformers import (
 )
 from transformers.models.smolvlm.configuration_smolvlm import SmolVLMVisionConfig
 
+from data import write_synthetic_cauldron
+
 # Qwen3's added tokens in id order; the first 14 are "special" (never split, skipped on decode).
 QWEN3_ADDED_TOKENS = [
     "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
@@ -143,3 +145,18 @@ def build_tiny_smolvlm(out_dir, geometry="tiny", vision_hidden=32, seed=0):
     features = (geo["image_size"] // geo["patch_size"]) ** 2 // geo["scale_factor"] ** 2
     (Path(out_dir) / "processor_config.json").write_text(json.dumps({"image_seq_len": features}))
     return Path(out_dir)
+
+
+def prepare_offline_demo(cache_dir, rows=256):
+    """Tiny checkpoints (a small-vocabulary stand-in tokenizer, so the LM head is cheap) and a
+    synthetic colour-naming the_cauldron, built once under `cache_dir` and reused afterwards."""
+    cache_dir = Path(cache_dir)
+    paths = {"qwen": cache_dir / "Qwen3-tiny", "smolvlm": cache_dir / "SmolVLM2-tiny", "data": cache_dir / "the_cauldron"}
+    done = cache_dir / ".complete"
+    if not done.is_file():
+        build_standin_tokenizer(cache_dir / "tokenizer")
+        build_tiny_qwen(paths["qwen"], cache_dir / "tokenizer")
+        build_tiny_smolvlm(paths["smolvlm"])
+        write_synthetic_cauldron(paths["data"], subsets=("cocoqa",), rows_per_subset=rows)
+        done.write_text("built by tiny.prepare_offline_demo\n")
+    return paths

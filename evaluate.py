@@ -1,0 +1,209 @@
+"""VQA accuracy and eval loss of a trained Qwen3-SmVL on the rows its training config held out.
+
+    python evaluate.py cocoqa_train.yaml --model model/freeze_llm_vlm_cocoqa [--samples 200] [--max-new-tokens 128] [--think]
+
+The held-out rows are the ones train.py set aside for the config's data_dir, train_data, test_size and
+data seed, so the model never trained on them; further `--key value` flags override the YAML as in
+train.py. Each row's first question is asked about its first image and the answer scored against the
+reference; the eval loss is the mean cross-entropy over the tokens the config's collator supervises
+(the Trainer's eval_loss averages per-row means instead). A table goes to stdout and the summary with
+every answer to <model>/eval_results.json.
+"""
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from num2words import num2words
+
+import data
+import infer
+import train
+from collate import IGNORE_INDEX, BadSample, Collator
+
+ARTICLES = {"a", "an", "the"}
+# "twenty-one" is "twenty one" once punctuation is gone; "none" -> "0" as the official VQA evaluation maps it.
+NUMBER_WORDS = {num2words(n).replace("-", " "): str(n) for n in range(101)} | {"none": "0"}
+NUMBER_PATTERN = re.compile(r"(?<!\S)(" + "|".join(sorted(NUMBER_WORDS, key=len, reverse=True)) + r")(?!\S)")
+CONTRACTIONS = [  # with or without the apostrophe, which answers often drop
+    (r"\bcan'?t\b|\bcannot\b", "can not"),
+    (r"\bwon'?t\b", "will not"),
+    (r"\b(do|does|did|is|are|was|were|has|have|had|could|should|would|must|need)n'?t\b", r"\1 not"),
+    (r"'re\b", " are"), (r"'m\b", " am"), (r"'ve\b", " have"), (r"'ll\b", " will"),
+]
+DEFAULT_MAX_NEW_TOKENS = 128
+
+
+def normalise(answer):
+    """VQA-style: lowercase, contractions expanded, punctuation gone (decimal points and thousands
+    commas in numbers kept and folded: "1,000.5" -> "1000.5"), number words as digits, articles
+    dropped, single spaces."""
+    text = answer.lower().replace("\u2019", "'")
+    for pattern, replacement in CONTRACTIONS:
+        text = re.sub(pattern, replacement, text)
+    text = re.sub(r"(?<=\d),(?=\d{3}(?!\d))", "", text)
+    text = re.sub(r"\.(?!\d)", " ", text)  # a period that is not a decimal point
+    text = re.sub(r"[^\w\s.]|_", " ", text.replace("'", ""))
+    words = NUMBER_PATTERN.sub(lambda match: NUMBER_WORDS[match[1]], " ".join(text.split())).split()
+    # A last "a" is an option letter ("Answer: A"), not an article.
+    return " ".join(word for i, word in enumerate(words) if word not in ARTICLES or i == len(words) - 1)
+
+
+def score(prediction, reference):
+    """(exact, contains) after normalisation. VQA's accuracy, min(#humans who gave the answer / 3, 1),
+    is plain exact match here: the_cauldron keeps a single reference answer per question. `contains`
+    matches whole words, so a chatty "There are 2 dogs." counts for "two" but "12" does not for "2"."""
+    predicted, expected = normalise(prediction), normalise(reference)
+    return predicted == expected, f" {expected} " in f" {predicted} "
+
+
+def collator_for(processor, data_args):
+    """The training collator's encoding; it raises on an unusable row so that evaluate can count it."""
+    return Collator(
+        processor,
+        max_length=data_args.max_length,
+        padding="longest",  # batches of one: right padding cannot change a causal model's loss
+        max_images=data_args.max_images,
+        assistant_only_loss=data_args.assistant_only_loss,
+        first_turn_only=data_args.first_turn_only,
+    )
+
+
+def loss_of_row(model, collator, row):
+    """(summed cross-entropy, supervised tokens) of one row, shifted and masked as the model's own loss."""
+    batch = {key: value.to(model.device) for key, value in collator([row]).items()}
+    labels = batch.pop("labels")[0, 1:]
+    with torch.no_grad():
+        logits = model(**batch).logits[0, :-1]
+    loss = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX, reduction="sum")
+    return loss.item(), int((labels != IGNORE_INDEX).sum())
+
+
+def evaluate_row(model, processor, row, collator, max_new_tokens, think):
+    try:
+        loss, tokens = loss_of_row(model, collator, row)
+    except BadSample as bad:  # training skips or refuses such a row; here it is counted
+        return {"skipped": str(bad)}
+    first = row["texts"][0]
+    image = Collator.decode_image(row["images"][0]) if row["images"] else None
+    reply = infer.answer(model, processor, image, first["user"], think=think, max_new_tokens=max_new_tokens)
+    prediction = infer.split_thinking(reply)[1]  # a reply cut off while thinking answers nothing
+    correct, contains = score(prediction, first["assistant"])
+    return {
+        "source": first["source"], "question": first["user"], "reference": first["assistant"],
+        "prediction": prediction, "correct": correct, "contains": contains,
+        "loss": loss / tokens, "tokens": tokens,
+    }
+
+
+def metrics(records):
+    tokens = sum(record["tokens"] for record in records)
+    mean = lambda key: sum(record[key] for record in records) / len(records) if records else None
+    return {
+        "n": len(records),
+        "accuracy": mean("correct"),
+        "contains": mean("contains"),
+        "eval_loss": sum(record["loss"] * record["tokens"] for record in records) / tokens if tokens else None,
+    }
+
+
+def evaluate(model, processor, rows, collator, max_new_tokens=DEFAULT_MAX_NEW_TOKENS, think=False):
+    """Answers and scores each row's first question about its first image, and its eval loss (mean
+    over the supervised tokens of all rows). `collator` as collator_for builds it.
+    -> {"summary": {subset: metrics, ..., "overall": metrics}, "skipped": count, "samples": [record, ...]}"""
+    model.eval()
+    records = [evaluate_row(model, processor, row, collator, max_new_tokens, think) for row in rows]
+    scored = [record for record in records if "skipped" not in record]
+    subsets = dict.fromkeys(record["source"] for record in scored)
+    summary = {subset: metrics([r for r in scored if r["source"] == subset]) for subset in subsets}
+    summary["overall"] = metrics(scored)
+    return {"summary": summary, "skipped": len(records) - len(scored), "samples": records}
+
+
+def format_table(summary):
+    cell = lambda value, spec: "-" if value is None else format(value, spec)
+    width = max(len("overall"), *map(len, summary)) + 2
+    lines = [f"{'subset':<{width}}{'n':>6}{'accuracy':>10}{'contains':>10}{'eval loss':>11}"]
+    for subset, m in summary.items():
+        lines.append(f"{subset:<{width}}{m['n']:>6}{cell(m['accuracy'], '.1%'):>10}"
+                     f"{cell(m['contains'], '.1%'):>10}{cell(m['eval_loss'], '.4f'):>11}")
+    return "\n".join(lines)
+
+
+def report(results, out_dir, settings):
+    """Prints the table and writes <out_dir>/eval_results.json; returns its path."""
+    print(format_table(results["summary"]))
+    if results["skipped"]:
+        print(f"{results['skipped']} unusable rows skipped (see eval_results.json)")
+    path = Path(out_dir) / "eval_results.json"
+    path.write_text(json.dumps({**settings, **results}, indent=2, ensure_ascii=False))
+    print(f"wrote {path}")
+    return path
+
+
+def evaluate_and_report(model, processor, rows, data_args, out_dir, max_new_tokens=DEFAULT_MAX_NEW_TOKENS,
+                        think=False, settings=None):
+    """evaluate + report with the config's collator settings: what train.py calls after training."""
+    results = evaluate(model, processor, rows, collator_for(processor, data_args), max_new_tokens, think)
+    settings = {**(settings or {}), "max_new_tokens": max_new_tokens, "think": think}
+    report(results, out_dir, settings)
+    return results
+
+
+def held_out_rows(config_argv):
+    """(rows, data_args, data seed): the rows train.py holds out for this config."""
+    # Only the data fields are used: use_cpu keeps a bf16 training config parseable without a GPU.
+    model_args, data_args, run_args, training_args = train.parse_config([*config_argv, "--use_cpu", "true"])
+    if run_args.offline_demo_dir:
+        train.use_offline_demo(model_args, data_args, run_args)
+    if data_args.test_size == 0:
+        raise train.ConfigError("test_size is 0: the config holds out no rows to evaluate on")
+    seed = train.seed_of_data(training_args)
+    _, rows = data.load_cauldron(data_args.data_dir, data_args.train_data, data_args.test_size, seed,
+                                 decode_images=False)
+    return rows, data_args, seed
+
+
+def parse_args(argv):
+    """-> (evaluate.py's options, the YAML and its overrides for train.parse_config)."""
+    parser = argparse.ArgumentParser(
+        prog="evaluate.py", allow_abbrev=False, usage="%(prog)s CONFIG.yaml --model DIR [options] [--key value ...]",
+        description="VQA accuracy and eval loss on the rows a train.py config holds out.",
+        epilog="Any other --key value overrides the YAML, as in train.py.",
+    )
+    parser.add_argument("--model", required=True, metavar="DIR", help="a model directory written by train.py or stitch.py")
+    parser.add_argument("--samples", type=int, metavar="N", help="evaluate the first N held-out rows only")
+    parser.add_argument("--max-new-tokens", "--max_new_tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS,
+                        metavar="N", help="answer length cap, thinking included (default %(default)s)")
+    parser.add_argument("--think", action="store_true", help="answer with thinking on (training used it off)")
+    config = argv[:1] if argv and not argv[0].startswith("-") else []
+    args, overrides = parser.parse_known_args(argv[len(config):])
+    return args, [*config, *overrides]
+
+
+def main(argv=None):
+    args, config_argv = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        if not (Path(args.model) / "config.json").is_file():
+            raise FileNotFoundError(f"--model {args.model} is not a model directory (no config.json)")
+        if (args.samples is not None and args.samples < 1) or args.max_new_tokens < 1:
+            raise ValueError("--samples and --max-new-tokens must be positive")
+        rows, data_args, seed = held_out_rows(config_argv)
+    except (train.ConfigError, FileNotFoundError, ValueError) as error:
+        raise SystemExit(f"evaluate.py: {error}")
+    if args.samples:
+        rows = rows.select(range(min(args.samples, len(rows))))
+    model, processor = infer.load_model(args.model)
+    settings = {
+        "model": str(args.model), "config": config_argv, "data_dir": data_args.data_dir,
+        "train_data": data.resolve_subsets(data_args.train_data), "test_size": data_args.test_size, "data_seed": seed,
+    }
+    evaluate_and_report(model, processor, rows, data_args, args.model, args.max_new_tokens, args.think, settings)
+
+
+if __name__ == "__main__":
+    main()

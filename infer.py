@@ -1,0 +1,158 @@
+"""Ask a stitched Qwen3-SmVL checkpoint about an image, streaming the answer to the terminal.
+
+    python infer.py --model DIR --image PATH --question "What is in the picture?" [--think] [--max-new-tokens N]
+    python infer.py --model DIR --image PATH --chat     # a conversation; an empty line, `exit` or EOF ends it
+
+Without --image the question goes to the text model alone. With --think Qwen3 reasons in a
+<think> block first (shown dimmed on a terminal); without it the prompt closes that block empty.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from PIL import Image
+from transformers import AutoModelForImageTextToText, AutoProcessor, TextStreamer
+
+DIM, RESET = "\033[2m", "\033[0m"
+
+
+def load_model(model_dir, device=None):
+    """(model, processor) from a saved checkpoint, in eval mode: bf16 on a GPU, float32 on the CPU."""
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise FileNotFoundError(f"model directory not found: {model_dir}")
+    if not (model_dir / "config.json").is_file():
+        raise FileNotFoundError(f"{model_dir} is not a model directory (no config.json)")
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=dtype).to(device)
+    return model.eval(), AutoProcessor.from_pretrained(model_dir)
+
+
+def load_image(path):
+    """The image at `path` in RGB; a missing or unreadable file raises an error naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image not found: {path}")
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (OSError, SyntaxError) as error:  # PIL reports some malformed headers as SyntaxError
+        raise ValueError(f"cannot read image {path}: {error}") from error
+
+
+def user_turn(text, with_image):
+    content = [{"type": "image"}] if with_image else []
+    return {"role": "user", "content": content + [{"type": "text", "text": text}]}
+
+
+def build_messages(question, image=True, history=()):
+    """Chat messages for `question` after the earlier (question, answer) pairs in `history`;
+    the image, if any, belongs to the first user turn."""
+    messages = []
+    for earlier_question, earlier_answer in history:
+        messages.append(user_turn(earlier_question, image and not messages))
+        messages.append({"role": "assistant", "content": earlier_answer})
+    messages.append(user_turn(question, image and not messages))
+    return messages
+
+
+def render_prompt(processor, messages, think=False):
+    """The prompt text the model continues, ending with the assistant's header (and, with think off,
+    an empty think block)."""
+    # The processor's template through its tokenizer: SmolVLMProcessor.apply_chat_template turns any
+    # template variable such as enable_thinking into a "kwargs belong in processor_kwargs" warning.
+    return processor.tokenizer.apply_chat_template(
+        messages, chat_template=processor.chat_template, tokenize=False,
+        add_generation_prompt=True, enable_thinking=think,
+    )
+
+
+def answer(model, processor, image, question, think=False, max_new_tokens=512, history=(), streamer=None):
+    """The model's greedy reply to `question` about `image` (None: text only), without the prompt.
+    With think=True the reply starts with Qwen3's <think> block (see split_thinking)."""
+    prompt = render_prompt(processor, build_messages(question, image is not None, history), think)
+    images = None if image is None else [[image]]
+    inputs = processor(text=[prompt], images=images, return_tensors="pt").to(model.device)
+    output = model.generate(**inputs, do_sample=False, max_new_tokens=max_new_tokens, streamer=streamer)
+    new_tokens = output[0, inputs["input_ids"].shape[1]:]
+    return processor.decode(new_tokens, skip_special_tokens=True)
+
+
+def split_thinking(reply):
+    """(thinking, answer) of a reply. <think>/</think> are plain text in Qwen3's tokenizer, so
+    they survive decoding; a reply cut off inside its think block is all thinking."""
+    reply = reply.strip()
+    if "</think>" in reply:
+        thinking, _, final = reply.partition("</think>")
+        return thinking.removeprefix("<think>").strip(), final.strip()
+    if reply.startswith("<think>"):
+        return reply.removeprefix("<think>").strip(), ""
+    return "", reply
+
+
+class ReplyStreamer(TextStreamer):
+    """Prints the reply as it is generated, the think block dimmed when stdout is a terminal.
+    The tags are single tokens without spaces, so TextStreamer never splits one across chunks."""
+
+    def __init__(self, tokenizer):
+        super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
+        self.dim = sys.stdout.isatty()
+
+    def on_finalized_text(self, text, stream_end=False):
+        if self.dim:
+            text = text.replace("<think>", DIM + "<think>").replace("</think>", "</think>" + RESET)
+        super().on_finalized_text(text, stream_end)
+
+
+def chat(model, processor, image, think, max_new_tokens):
+    """Questions from stdin until an empty line, `exit` or EOF; each turn sees the earlier ones."""
+    history = []
+    streamer = ReplyStreamer(processor.tokenizer)
+    while True:
+        try:
+            question = input("you> ").strip()
+        except EOFError:
+            print()
+            return
+        if question in ("", "exit"):
+            return
+        print("model> ", end="", flush=True)
+        reply = answer(model, processor, image, question, think, max_new_tokens, history, streamer)
+        # Qwen3's template drops earlier turns' thinking anyway; keeping only answers says so.
+        history.append((question, split_thinking(reply)[1]))
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="stitched (or trained) checkpoint directory")
+    parser.add_argument("--image", help="image to ask about; omit for a text-only question")
+    asking = parser.add_mutually_exclusive_group(required=True)
+    asking.add_argument("--question", help="one question; the answer streams to stdout")
+    asking.add_argument("--chat", action="store_true", help="an interactive conversation on stdin")
+    parser.add_argument("--think", action="store_true", help="let Qwen3 think before answering")
+    parser.add_argument("--max-new-tokens", type=int, default=512)
+    args = parser.parse_args(argv)
+    if args.max_new_tokens < 1:
+        parser.error("--max-new-tokens must be positive")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        image = load_image(args.image) if args.image else None
+        model, processor = load_model(args.model)
+    except (FileNotFoundError, ValueError) as error:
+        raise SystemExit(f"infer.py: {error}")
+    if args.chat:
+        chat(model, processor, image, args.think, args.max_new_tokens)
+    else:
+        answer(model, processor, image, args.question, args.think, args.max_new_tokens,
+               streamer=ReplyStreamer(processor.tokenizer))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,239 @@
+"""train.py end to end on tiny checkpoints and a synthetic the_cauldron, on the CPU."""
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+from PIL import Image
+from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor
+
+import data
+import infer
+import stitch
+import train
+from collate import Collator
+from conftest import REPO
+
+
+@pytest.fixture(scope="session")
+def cauldron_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("the_cauldron")
+    data.write_synthetic_cauldron(root, subsets=("cocoqa", "ai2d"), rows_per_subset=48)
+    return root
+
+
+@pytest.fixture
+def config(tmp_path, tiny_smolvlm_dir, tiny_qwen_dir, cauldron_dir):
+    """A short CPU run; tests override what they exercise."""
+    return {
+        "smolvlm_path": str(tiny_smolvlm_dir),
+        "qwen_path": str(tiny_qwen_dir),
+        "data_dir": str(cauldron_dir),
+        "train_data": ["cocoqa", "ai2d"],
+        "test_size": 8,
+        "max_steps": 8,
+        "per_device_train_batch_size": 2,
+        "learning_rate": 5e-3,
+        "warmup_steps": 0.1,
+        "lr_scheduler_type": "cosine",
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "eval_strategy": "no",
+        "report_to": "none",
+        "use_cpu": True,
+        "seed": 0,
+        "demo_max_new_tokens": 4,
+        "output_dir": str(tmp_path / "run"),
+    }
+
+
+def write_yaml(path, config):
+    path.write_text(yaml.safe_dump(config, allow_unicode=True))
+    return str(path)
+
+
+def run(tmp_path, config, *flags):
+    train.main([write_yaml(tmp_path / "cfg.yaml", config), *flags])
+
+
+def losses(output_dir):
+    state = json.loads((output_dir / "trainer_state.json").read_text())
+    return [entry["loss"] for entry in state["log_history"] if "loss" in entry]
+
+
+def state_of(module):
+    return {name: tensor.clone() for name, tensor in module.state_dict().items()}
+
+
+def test_trains_saves_standalone_and_runs_the_demo(tmp_path, config, tiny_qwen_dir, tiny_smolvlm_dir, capsys):
+    run(tmp_path, {**config, "run_evaluation": True, "eval_max_new_tokens": 2})
+    out = tmp_path / "run"
+    printed = capsys.readouterr().out
+    assert "trainable params:" in printed and "demo answer:" in printed and "图中有什么动物？" in printed
+    results = json.loads((out / "eval_results.json").read_text())
+    assert results["summary"]["overall"]["n"] == config["test_size"]
+
+    model = AutoModelForImageTextToText.from_pretrained(out)
+    processor = AutoProcessor.from_pretrained(out)
+    qwen = AutoModelForCausalLM.from_pretrained(tiny_qwen_dir)
+    smol = AutoModelForImageTextToText.from_pretrained(tiny_smolvlm_dir)
+    for name, tensor in qwen.model.state_dict().items():
+        assert torch.equal(model.model.text_model.state_dict()[name], tensor), name
+    for name, tensor in smol.model.vision_model.state_dict().items():
+        assert torch.equal(model.model.vision_model.state_dict()[name], tensor), name
+    # the connector starts from the same seeded init as a fresh graft, and training moved it
+    fresh, _ = stitch.stitch(tiny_smolvlm_dir, tiny_qwen_dir)
+    assert not torch.equal(model.model.connector.modality_projection.proj.weight, fresh.model.connector.modality_projection.proj.weight)
+
+    assert not list(out.glob("checkpoint-*"))  # save_strategy "no": only the final standalone model
+    reply = infer.answer(model, processor, Image.new("RGB", (40, 30), "red"), "Colour?", max_new_tokens=3)
+    assert isinstance(reply, str)
+
+
+def test_loss_decreases(tmp_path, config):
+    run(tmp_path, {**config, "save_strategy": "steps", "save_steps": 8})
+    history = losses(tmp_path / "run" / "checkpoint-8")
+    assert len(history) == 8
+    assert sum(history[-3:]) / 3 < sum(history[:3]) / 3
+
+
+def test_resume_continues_steps_data_order_and_schedule(tmp_path, config):
+    reference = {**config, "max_steps": 6, "save_strategy": "steps", "save_steps": 3, "output_dir": str(tmp_path / "ref")}
+    run(tmp_path, reference)
+    resumed_dir = tmp_path / "resumed"
+    resumed_dir.mkdir()
+    shutil.copytree(tmp_path / "ref" / "checkpoint-3", resumed_dir / "checkpoint-3")
+    run(tmp_path, {**reference, "output_dir": str(resumed_dir)})
+
+    ref_history = json.loads((tmp_path / "ref" / "checkpoint-6" / "trainer_state.json").read_text())["log_history"]
+    resumed_history = json.loads((resumed_dir / "checkpoint-6" / "trainer_state.json").read_text())["log_history"]
+    pick = lambda history: [(e["step"], e["learning_rate"], e["loss"]) for e in history if "loss" in e]
+    for (step, lr, loss), (r_step, r_lr, r_loss) in zip(pick(ref_history), pick(resumed_history), strict=True):
+        assert step == r_step and lr == pytest.approx(r_lr) and loss == pytest.approx(r_loss, rel=1e-4)
+    ref = AutoModelForImageTextToText.from_pretrained(tmp_path / "ref")
+    resumed = AutoModelForImageTextToText.from_pretrained(resumed_dir)
+    assert torch.allclose(ref.model.connector.modality_projection.proj.weight, resumed.model.connector.modality_projection.proj.weight, atol=1e-6)
+
+
+def test_non_empty_output_dir_without_checkpoints_is_left_alone(tmp_path, config):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(SystemExit, match="not empty and holds no checkpoint"):
+        run(tmp_path, config)
+    assert os.listdir(out) == ["notes.txt"]
+
+
+def test_overwrite_output_dir_starts_afresh(tmp_path, config):
+    out = tmp_path / "run"
+    (out / "checkpoint-99").mkdir(parents=True)
+    run(tmp_path, {**config, "max_steps": 2, "overwrite_output_dir": True})
+    assert not (out / "checkpoint-99").exists() and (out / "model.safetensors").is_file()
+
+
+def test_init_from_a_stitched_directory(tmp_path, config, stitched_dir):
+    run(tmp_path, {**config, "init_from": str(stitched_dir), "smolvlm_path": "nowhere", "qwen_path": "nowhere", "max_steps": 2})
+    assert (tmp_path / "run" / "model.safetensors").is_file()
+
+
+def answer_loss_per_sample(model, processor, rows, images):
+    """Summed cross-entropy over the answer tokens (+ <|im_end|>) of each row, with `images` shown."""
+    collator = Collator(processor, padding="longest", assistant_only_loss=True)
+    total = 0.0
+    for row, image in zip(rows, images):
+        batch = collator([{**row, "images": [image]}])
+        with torch.no_grad():
+            logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits[0, :-1]
+        labels = batch["labels"][0, 1:]
+        total += torch.nn.functional.cross_entropy(logits.float(), labels, ignore_index=-100, reduction="sum").item()
+    return total / len(rows)
+
+
+def test_learns_a_task_that_needs_the_image(tmp_path, config):
+    """Colour naming: a blind model cannot beat ln(6) nats per answer; a seeing one can. Uses the
+    offline demo's small-vocabulary checkpoints so that 60 steps are enough."""
+    demo = tmp_path / "demo"
+    run(tmp_path, {
+        **config, "offline_demo_dir": str(demo), "train_data": ["cocoqa"], "test_size": 16,
+        "freeze_text": False, "assistant_only_loss": True,
+        "max_steps": 60, "per_device_train_batch_size": 8, "learning_rate": 1e-2,
+    })
+    model = AutoModelForImageTextToText.from_pretrained(tmp_path / "run")
+    processor = AutoProcessor.from_pretrained(tmp_path / "run")
+    _, held_out = data.load_cauldron(str(demo / "the_cauldron"), "cocoqa", test_size=16, data_seed=config["seed"])
+    rows = [held_out[i] for i in range(len(held_out))]
+    seeing = answer_loss_per_sample(model, processor, rows, [row["images"][0] for row in rows])
+    shuffled = answer_loss_per_sample(model, processor, rows, [row["images"][0] for row in rows[1:] + rows[:1]])
+    blind_floor = math.log(len(data.COLOURS))
+    assert seeing < 0.25 * blind_floor < blind_floor < shuffled, (seeing, blind_floor, shuffled)
+
+
+def test_shipped_yamls_parse_with_documented_defaults():
+    for name, subsets, output in (("cocoqa_train.yaml", "cocoqa", "freeze_llm_vlm_cocoqa"), ("full_train.yaml", "all", "freeze_llm_vlm_fulldata")):
+        model_args, data_args, run_args, training_args = train.parse_config([str(REPO / name), "--use_cpu", "true"])  # bf16 needs a GPU or use_cpu
+        assert model_args.smolvlm_path == "model/SmolVLM2-256M-Video-Instruct"
+        assert model_args.qwen_path == "model/Qwen3-0.6B"
+        assert data_args.data_dir == "data/the_cauldron"
+        assert data.resolve_subsets(data_args.train_data) == data.resolve_subsets(subsets)
+        assert training_args.output_dir.endswith(output)
+        assert training_args.warmup_steps == 0.1 and training_args.learning_rate == 1e-4
+        assert training_args.report_to == ["swanlab"] and not training_args.remove_unused_columns
+        assert run_args.demo_question == "图中有什么动物？"
+
+
+def test_original_warmup_ratio_is_mapped_with_a_notice(tmp_path, capsys):
+    path = write_yaml(tmp_path / "old.yaml", {"warmup_ratio": 0.1, "overwrite_output_dir": True})
+    _, _, run_args, training_args = train.parse_config([path])
+    assert training_args.warmup_steps == 0.1 and run_args.overwrite_output_dir
+    assert "'warmup_ratio: 0.1' mapped to 'warmup_steps: 0.1'" in capsys.readouterr().out
+
+
+def test_command_line_overrides_the_yaml(tmp_path):
+    path = write_yaml(tmp_path / "c.yaml", {"max_steps": 200, "train_data": "cocoqa"})
+    _, data_args, _, training_args = train.parse_config([path, "--max_steps", "3", "--train_data", "ai2d", "chartqa"])
+    assert training_args.max_steps == 3 and data_args.train_data == ["ai2d", "chartqa"]
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"learnig_rate": 1e-4}, "unknown key 'learnig_rate' (did you mean 'learning_rate'?)"),
+    ({"padding": "shortest"}, "padding: 'shortest' is not one of"),
+    ({"freeze_connector": True}, "nothing would train"),
+    ({"eval_strategy": "steps", "eval_steps": 5, "test_size": 0}, "nothing to evaluate on"),
+    ({"run_evaluation": True, "test_size": 0}, "nothing to evaluate on"),
+    ({"remove_unused_columns": True}, "remove_unused_columns must be false"),
+    ({"data_dir": "/nonexistent/the_cauldron"}, "download_resource.sh"),
+    ({"qwen_path": "/nonexistent/qwen"}, "Qwen3 checkpoint not found"),
+    ({"init_from": "/nonexistent/run"}, "init_from: /nonexistent/run is not a model directory"),
+])
+def test_bad_configs_are_refused_before_loading(tmp_path, config, bad, message):
+    with pytest.raises(SystemExit) as stop:
+        run(tmp_path, {**config, **bad})
+    assert message in str(stop.value)
+    assert not (tmp_path / "run").exists()
+
+
+def test_cli_and_two_cpu_ranks_train_together(tmp_path, config, cauldron_dir, stitched_dir):
+    """`accelerate launch --multi_gpu` with use_cpu runs two gloo ranks (`--cpu` alone runs one)."""
+    path = write_yaml(tmp_path / "ddp.yaml", {**config, "max_steps": 3, "per_device_train_batch_size": 1})
+    result = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "train.py"), path],
+        capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "rank 0/2: 3 steps" in result.stdout and "rank 1/2: 3 steps" in result.stdout
+    assert (tmp_path / "run" / "model.safetensors").is_file()
+
+    # Tokens seen are summed over ranks: six samples' worth, more than one rank's three could hold.
+    collator = Collator(AutoProcessor.from_pretrained(stitched_dir), padding="longest")
+    train_rows, _ = data.load_cauldron(str(cauldron_dir), ["cocoqa", "ai2d"], test_size=8, data_seed=0)
+    lengths = [int(collator([row])["attention_mask"].sum()) for row in train_rows]
+    seen = [int(line.split(" tokens seen")[0].split()[-1]) for line in result.stdout.splitlines() if " tokens seen" in line]
+    assert len(seen) == 2 and seen[0] == seen[1]
+    assert 6 * min(lengths) <= seen[0] <= 6 * max(lengths) and seen[0] > 3 * max(lengths)
