@@ -62,8 +62,8 @@ def build_messages(question, image=True, history=()):
 def render_prompt(processor, messages, think=False):
     """The prompt text the model continues, ending with the assistant's header (and, with think off,
     an empty think block)."""
-    # The processor's template through its tokenizer: SmolVLMProcessor.apply_chat_template turns any
-    # template variable such as enable_thinking into a "kwargs belong in processor_kwargs" warning.
+    # The processor's template, rendered by its tokenizer: given any template variable (enable_thinking),
+    # SmolVLMProcessor.apply_chat_template adds video kwargs that transformers warns about on every call.
     return processor.tokenizer.apply_chat_template(
         messages, chat_template=processor.chat_template, tokenize=False,
         add_generation_prompt=True, enable_thinking=think,

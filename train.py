@@ -277,10 +277,21 @@ def run_demo(model, processor, run_args, eval_dataset, report_to):
         log_demo_to_swanlab(image, run_args.demo_question, reply, prompt + reply)
 
 
+def start_swanlab(training_args):
+    """Start the SwanLab run on the main process before the Trainer does: transformers'
+    SwanLabCallback asks `swanlab.get_run()`, which raises in swanlab 0.10 when no run is active."""
+    if "swanlab" not in training_args.report_to or training_args.process_index != 0:
+        return
+    import swanlab
+
+    if not swanlab.has_run():
+        swanlab.init(project=os.getenv("SWANLAB_PROJECT", "Qwen3-SmVL"), experiment_name=training_args.run_name)
+
+
 def log_demo_to_swanlab(image, question, reply, context):
     import swanlab
 
-    if swanlab.get_run() is None:
+    if not swanlab.has_run():
         return
     table = swanlab.echarts.Table()
     table.add(["question", "answer"], [[question, reply]])
@@ -313,6 +324,7 @@ def main(argv=None):
 
     dtype = model.dtype
     prepare_trainable(model, model_args)
+    start_swanlab(training_args)
     trainer = build_trainer(model, processor, training_args, data_args, train_dataset, eval_dataset)
     if trainer.is_world_process_zero():
         print(stitch.trainable_summary(model))

@@ -1,0 +1,68 @@
+"""A newcomer's first hour: the README's demo command, then infer.py and evaluate.py on its output."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from transformers import AutoModelForImageTextToText, AutoProcessor
+
+from conftest import REPO
+
+
+def python(*args, cwd, env=None):
+    return subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """`python train.py demo_train.yaml`, reporting to SwanLab offline (no account needed)."""
+    cwd = tmp_path_factory.mktemp("newcomer")
+    env = {**os.environ, "SWANLAB_MODE": "offline", "SWANLAB_LOG_DIR": str(cwd / "swanlog")}
+    result = python(REPO / "train.py", REPO / "demo_train.yaml", "--report_to", "swanlab", cwd=cwd, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return cwd, result.stdout
+
+
+def test_demo_trains_and_answers(demo_run):
+    cwd, printed = demo_run
+    assert "trainable params:" in printed
+    assert "demo prompt:" in printed and "What colour is the picture?" in printed
+    answer = printed.split("demo answer:", 1)[1]
+    assert answer.strip()
+    model = AutoModelForImageTextToText.from_pretrained(cwd / "model" / "demo_run")
+    processor = AutoProcessor.from_pretrained(cwd / "model" / "demo_run")
+    batch = processor(text=["<|im_start|>user\nhi<|im_end|>\n"], return_tensors="pt")
+    with torch.no_grad():
+        assert torch.isfinite(model(**batch).logits).all()
+
+
+def test_demo_logs_image_answer_and_context_to_swanlab(demo_run):
+    cwd, _ = demo_run
+    runs = list((cwd / "swanlog").glob("run-*"))
+    assert len(runs) == 1
+    assert list(runs[0].glob("media/image/*.png"))
+    texts = [path.read_text() for path in runs[0].glob("media/text/*")]
+    assert any("What colour is the picture?" in text for text in texts)
+    assert list(runs[0].glob("media/echarts/*.json"))
+
+
+def test_infer_and_evaluate_run_on_the_demo_output(demo_run, tmp_path):
+    cwd, _ = demo_run
+    model_dir = cwd / "model" / "demo_run"
+    image = tmp_path / "red.png"
+    from PIL import Image
+
+    Image.new("RGB", (64, 48), "red").save(image)
+    asked = python(REPO / "infer.py", "--model", model_dir, "--image", image, "--question", "What colour is the picture?",
+                   "--max-new-tokens", "8", cwd=cwd)
+    assert asked.returncode == 0, asked.stderr[-2000:]
+    assert asked.stdout.strip()
+
+    scored = python(REPO / "evaluate.py", REPO / "demo_train.yaml", "--model", model_dir, "--samples", "4",
+                    "--max-new-tokens", "8", cwd=cwd)
+    assert scored.returncode == 0, scored.stderr[-2000:]
+    results = json.loads((model_dir / "eval_results.json").read_text())
+    assert results["summary"]["overall"]["n"] == 4
