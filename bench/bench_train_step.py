@@ -1,0 +1,105 @@
+"""Training-step throughput and memory at the real model size, random weights (a benchmark, not a test).
+
+    python bench/bench_train_step.py [--steps 10] [--smolvlm DIR --qwen DIR]
+
+Builds the grafted model from the real configs (../shared/assets, or the downloaded checkpoints'
+configs) with random weights, freezes all but the connector as the recipe does, and times
+forward + backward + AdamW steps on batches the project's collator makes from a real-looking row,
+for fixed 2K padding (the original) and `longest` padding. On a GPU it runs in bf16 autocast and
+reports peak memory; on a CPU it runs in float32 (pass --text-layers 2 for a quick smoke run).
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers import SmolVLMForConditionalGeneration
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import stitch  # noqa: E402
+import train  # noqa: E402
+from collate import Collator  # noqa: E402
+
+ASSETS = REPO.parent / "shared" / "assets"
+
+
+def default_source(asset, download):
+    return str(ASSETS / asset) if (ASSETS / asset / "config.json").is_file() else download
+
+
+def photo():
+    path = ASSETS / "images" / "dog.png"
+    if path.is_file():
+        return Image.open(path).convert("RGB")
+    return Image.fromarray(np.random.default_rng(0).integers(0, 255, (584, 1076, 3), dtype=np.uint8))
+
+
+def build(smolvlm_path, qwen_path, text_layers, device):
+    smol_config, qwen_config = stitch.load_source_configs(smolvlm_path, qwen_path)
+    if text_layers:
+        qwen_config.num_hidden_layers = text_layers
+    tokenizer = stitch.load_tokenizer(qwen_path)
+    config = stitch.build_config(smol_config, qwen_config, tokenizer)
+    with torch.device(device):
+        model = SmolVLMForConditionalGeneration(config)
+    # bf16 backbone on a GPU (as the checkpoints are), connector trained in fp32, as train.py does
+    model.to(torch.bfloat16 if device.type == "cuda" else torch.float32)
+    train.prepare_trainable(model, train.ModelArguments())
+    return model, stitch.build_processor(smolvlm_path, tokenizer, config)
+
+
+def time_steps(model, batch, steps, device):
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    batch = {key: value.to(device) for key, value in batch.items()}
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+    def step():
+        with autocast:
+            loss = model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    step()  # warm-up: allocator, kernels
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = (time.perf_counter() - start) / steps
+    peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
+    return seconds, peak
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smolvlm", default=default_source("smolvlm2-256m-video-instruct", stitch.DEFAULT_SMOLVLM))
+    parser.add_argument("--qwen", default=default_source("qwen3-0.6b", stitch.DEFAULT_QWEN))
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--text-layers", type=int, default=0, help="truncate Qwen3 to this many layers (0: all)")
+    args = parser.parse_args()
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model, processor = build(args.smolvlm, args.qwen, args.text_layers, device)
+    print(f"device: {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}; {stitch.trainable_summary(model)}")
+    row = {"images": [photo()], "texts": [{"user": "How many dogs are in the picture?", "assistant": "three", "source": "cocoqa"}]}
+    print(f"{'padding':<12}{'batch':>6}{'tokens/sample':>15}{'s/step':>9}{'samples/s':>11}{'peak GiB':>10}")
+    for padding in ("max_length", "longest"):
+        batch = Collator(processor, padding=padding)([row] * args.batch_size)
+        seconds, peak = time_steps(model, batch, args.steps, device)
+        tokens = batch["input_ids"].shape[1]
+        print(f"{padding:<12}{args.batch_size:>6}{tokens:>15}{seconds:>9.3f}{args.batch_size / seconds:>11.2f}{peak:>10.2f}")
+
+
+if __name__ == "__main__":
+    main()
