@@ -94,6 +94,16 @@ def expanded_span(span, replacements):
     return span[0] + shift, span[1] + shift
 
 
+def supervised_logits(labels):
+    """`logits_to_keep` and `shift_labels` so that the model projects only the positions that have a
+    next-token target onto its 152K-row LM head: on a ~1K-token sample most positions are image
+    placeholders, and the head would otherwise run (and keep fp32 logits) for every one of them.
+    The model's own loss function reads the targets from `shift_labels`: the loss is unchanged."""
+    next_labels = torch.nn.functional.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)
+    keep = next_labels != IGNORE_INDEX
+    return {"logits_to_keep": keep, "shift_labels": next_labels[keep]}
+
+
 class Collator:
     """the_cauldron rows -> input_ids, attention_mask, labels (+ pixel_values, pixel_attention_mask).
 
@@ -104,7 +114,7 @@ class Collator:
     decode_image = staticmethod(decode_image)
 
     def __init__(self, processor, max_length=2048, padding="max_length", max_images=1, assistant_only_loss=False,
-                 first_turn_only=False, on_bad_sample="raise", pad_to_multiple_of=8):
+                 first_turn_only=False, on_bad_sample="raise", pad_to_multiple_of=8, supervised_logits_only=False):
         if padding not in PADDING_CHOICES:
             raise ValueError(f"padding must be one of {PADDING_CHOICES}, not {padding!r}")
         if on_bad_sample not in ON_BAD_SAMPLE_CHOICES:
@@ -120,6 +130,7 @@ class Collator:
         self.first_turn_only = first_turn_only
         self.on_bad_sample = on_bad_sample
         self.pad_to_multiple_of = pad_to_multiple_of or 1
+        self.supervised_logits_only = supervised_logits_only
         self.image_backend = processor.image_processor.backend
         self.image_token_id = processor.image_token_id
         # Labelled -100 wherever they occur, also outside an image block (e.g. typed into a question).
@@ -151,7 +162,10 @@ class Collator:
                 f"every one of the {len(rows)} samples of this batch was skipped as unusable "
                 f"(skipped so far: {self.skipped_by_reason}); the Trainer cannot take an empty batch"
             )
-        return {**self.pad_text(samples), **self.pad_images(samples)}
+        batch = {**self.pad_text(samples), **self.pad_images(samples)}
+        if self.supervised_logits_only:
+            batch.update(supervised_logits(batch["labels"]))
+        return batch
 
     def encode(self, row):
         turns = self.turns_of(row)

@@ -55,6 +55,7 @@ class DataArguments:
     first_turn_only: bool = field(default=False, metadata={"help": "train on texts[0] only, as the original did"})
     assistant_only_loss: bool = field(default=False, metadata={"help": "supervise only the answers"})
     on_bad_sample: str = field(default="raise", metadata={"help": "'raise' or 'skip' (counted) for unusable rows"})
+    supervised_logits_only: bool = field(default=True, metadata={"help": "run the LM head only where a token is supervised (same loss, less compute and memory)"})
 
 
 @dataclass
@@ -238,6 +239,7 @@ def build_trainer(model, processor, training_args, data_args, train_dataset, eva
         assistant_only_loss=data_args.assistant_only_loss,
         first_turn_only=data_args.first_turn_only,
         on_bad_sample=data_args.on_bad_sample,
+        supervised_logits_only=data_args.supervised_logits_only,
     )
     return Trainer(
         model=model,

@@ -4,8 +4,9 @@
 
 Builds the grafted model from the real configs (../shared/assets, or the downloaded checkpoints'
 configs) with random weights, freezes all but the connector as the recipe does, and times
-forward + backward + AdamW steps on batches the project's collator makes from a real-looking row,
-for fixed 2K padding (the original) and `longest` padding. On a GPU it runs in bf16 autocast and
+forward + backward + AdamW steps on batches the project's collator makes from a real-looking row:
+fixed 2K padding (the original), `longest` padding, and `longest` with the LM head run only on
+supervised positions (train.py's default). On a GPU it runs in bf16 autocast and
 reports peak memory; on a CPU it runs in float32 (pass --text-layers 2 for a quick smoke run).
 """
 
@@ -93,12 +94,13 @@ def main():
     model, processor = build(args.smolvlm, args.qwen, args.text_layers, device)
     print(f"device: {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}; {stitch.trainable_summary(model)}")
     row = {"images": [photo()], "texts": [{"user": "How many dogs are in the picture?", "assistant": "three", "source": "cocoqa"}]}
-    print(f"{'padding':<12}{'batch':>6}{'tokens/sample':>15}{'s/step':>9}{'samples/s':>11}{'peak GiB':>10}")
-    for padding in ("max_length", "longest"):
-        batch = Collator(processor, padding=padding)([row] * args.batch_size)
+    print(f"{'padding':<12}{'LM head on':>14}{'batch':>6}{'tokens/sample':>15}{'s/step':>9}{'samples/s':>11}{'peak GiB':>10}")
+    for padding, supervised_only in (("max_length", False), ("longest", False), ("longest", True)):
+        batch = Collator(processor, padding=padding, supervised_logits_only=supervised_only)([row] * args.batch_size)
         seconds, peak = time_steps(model, batch, args.steps, device)
         tokens = batch["input_ids"].shape[1]
-        print(f"{padding:<12}{args.batch_size:>6}{tokens:>15}{seconds:>9.3f}{args.batch_size / seconds:>11.2f}{peak:>10.2f}")
+        head = "supervised" if supervised_only else "all"
+        print(f"{padding:<12}{head:>14}{args.batch_size:>6}{tokens:>15}{seconds:>9.3f}{args.batch_size / seconds:>11.2f}{peak:>10.2f}")
 
 
 if __name__ == "__main__":

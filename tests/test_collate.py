@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 from transformers import AutoProcessor, SmolVLMImageProcessorPil
 
 from collate import IGNORE_INDEX, SKIP_REASONS, Collator
-from stitch import stitch
+from stitch import set_trainable, stitch
 
 THINK = "<think>\n\n</think>\n\n"
 
@@ -209,6 +209,23 @@ def test_forward_pass_on_every_kind_of_batch(stitched):
     for kind, rows in batches.items():
         batch = Collator(processor, padding="longest", max_images=2)(rows)
         assert torch.isfinite(model(**batch).loss), kind
+
+
+def test_supervised_logits_only_gives_the_same_loss_and_gradient(stitched):
+    model, processor = stitched
+    set_trainable(model)
+    rows = [make_row(turns=[("And now?", "still red")]), make_row(answer="blue"), make_row(images=2)]
+    results = []
+    for supervised_only in (False, True):
+        batch = Collator(processor, padding="longest", max_images=2, supervised_logits_only=supervised_only)(rows)
+        model.zero_grad()
+        output = model(**batch)
+        output.loss.backward()
+        results.append((output.loss, model.model.connector.modality_projection.proj.weight.grad.clone(), output.logits.shape[:-1].numel()))
+    (full_loss, full_grad, all_positions), (kept_loss, kept_grad, kept_positions) = results
+    assert torch.allclose(full_loss, kept_loss) and torch.allclose(full_grad, kept_grad, rtol=1e-4, atol=1e-7)
+    supervised = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+    assert kept_positions == supervised < all_positions
 
 
 @pytest.mark.parametrize("mode", ["RGBA", "LA", "L", "P", "CMYK"])

@@ -103,6 +103,16 @@ def test_loss_decreases(tmp_path, config):
     assert sum(history[-3:]) / 3 < sum(history[:3]) / 3
 
 
+def test_lm_head_on_supervised_positions_only_trains_identically(tmp_path, config):
+    histories = []
+    for supervised_only in (False, True):
+        out = tmp_path / f"supervised_only_{supervised_only}"
+        run(tmp_path, {**config, "max_steps": 4, "gradient_accumulation_steps": 2, "save_strategy": "steps",
+                       "save_steps": 4, "supervised_logits_only": supervised_only, "output_dir": str(out)})
+        histories.append(losses(out / "checkpoint-4"))
+    assert histories[0] == pytest.approx(histories[1], rel=1e-4)
+
+
 def test_resume_continues_steps_data_order_and_schedule(tmp_path, config):
     reference = {**config, "max_steps": 6, "save_strategy": "steps", "save_steps": 3, "output_dir": str(tmp_path / "ref")}
     run(tmp_path, reference)
