@@ -32,6 +32,9 @@ QWEN3_ADDED_TOKENS = [
     "<|repo_name|>", "<|file_sep|>", "<tool_response>", "</tool_response>", "<think>", "</think>",
 ]
 QWEN3_SPECIAL_COUNT = 14
+# Qwen3's ordinary BPE tokens; its added tokens start here. Only the stand-in tokenizer uses it:
+# the graft reads every id from the real tokenizer.
+QWEN3_BASE_VOCAB = 151643
 
 # Image geometries: "tiny" trains in seconds on a CPU (one 32 px view, 4 features);
 # "real" is SmolVLM2's own (512 px tiles of 64 features, images resized to 2048 px, splitting on).
@@ -51,7 +54,7 @@ def _byte_level_alphabet():
 
 def build_standin_tokenizer(out_dir, base_vocab_size=512):
     """A byte-level BPE tokenizer laid out like Qwen3's: `base_vocab_size` ordinary tokens, then
-    Qwen3's added tokens. With base_vocab_size=151643 every special token sits at its real id."""
+    Qwen3's added tokens. With base_vocab_size=QWEN3_BASE_VOCAB every special token sits at its real id."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     alphabet = _byte_level_alphabet()

@@ -28,7 +28,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 import data
 import stitch
-from collate import Collator
+from collate import ON_BAD_SAMPLE_CHOICES, PADDING_CHOICES, Collator
 
 logger = logging.getLogger("train")
 
@@ -143,6 +143,11 @@ def parse_config(argv):
     check_known_keys(config, source)
     check_known_keys(overrides, "command line")
     parser = HfArgumentParser(ARGUMENT_CLASSES)
+
+    def refuse(message):  # argparse would print the usage of ~150 TrainingArguments first
+        raise ConfigError(message)
+
+    parser.error = refuse
     parser.set_defaults(**{**PROJECT_DEFAULTS, **config})
     cli = [token for key, values in overrides.items() for token in (f"--{key}", *values)]
     try:
@@ -157,7 +162,7 @@ def parse_config(argv):
 
 def check_config(model_args, data_args, run_args, training_args):
     """Refuse what would fail (or silently mislead) only after hours of GPU time."""
-    choices = {"padding": ("longest", "max_length"), "on_bad_sample": ("raise", "skip")}
+    choices = {"padding": PADDING_CHOICES, "on_bad_sample": ON_BAD_SAMPLE_CHOICES}
     for key, allowed in choices.items():
         if getattr(data_args, key) not in allowed:
             raise ConfigError(f"{key}: '{getattr(data_args, key)}' is not one of {allowed}")

@@ -30,7 +30,6 @@ import stitch  # noqa: E402
 import tiny  # noqa: E402
 from collate import Collator  # noqa: E402
 
-QWEN3_BASE_VOCAB = 151643  # Qwen3's ordinary BPE tokens; its special tokens start here (as in tests/conftest.py)
 QA = [
     ("What is the color of the dog?", "brown"), ("How many dogs are there?", "three"),
     ("What are the dogs lying on?", "grass"), ("What animal is shown?", "dogs"),
@@ -51,7 +50,7 @@ def build_processor(workdir):
         origin.append("SmolVLM2 image processor config")
     if not (qwen / "vocab.json").is_file():
         qwen = workdir / "tokenizer"
-        tiny.build_standin_tokenizer(qwen, base_vocab_size=QWEN3_BASE_VOCAB)
+        tiny.build_standin_tokenizer(qwen, base_vocab_size=tiny.QWEN3_BASE_VOCAB)
         origin.append("stand-in tokenizer")
     else:
         origin.append("Qwen3 tokenizer")

@@ -12,8 +12,6 @@ sys.path.insert(0, str(REPO))
 import tiny  # noqa: E402
 from stitch import stitch  # noqa: E402
 
-QWEN3_BASE_VOCAB = 151643  # Qwen3's ordinary BPE tokens; its special tokens start here
-
 
 @pytest.fixture(scope="session")
 def qwen_tokenizer_dir(tmp_path_factory):
@@ -23,7 +21,7 @@ def qwen_tokenizer_dir(tmp_path_factory):
     if (real / "vocab.json").is_file():
         return real
     out = tmp_path_factory.mktemp("standin_tokenizer")
-    tiny.build_standin_tokenizer(out, base_vocab_size=QWEN3_BASE_VOCAB)
+    tiny.build_standin_tokenizer(out, base_vocab_size=tiny.QWEN3_BASE_VOCAB)
     return out
 
 

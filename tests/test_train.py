@@ -212,6 +212,7 @@ def test_command_line_overrides_the_yaml(tmp_path):
 
 @pytest.mark.parametrize("bad, message", [
     ({"learnig_rate": 1e-4}, "unknown key 'learnig_rate' (did you mean 'learning_rate'?)"),
+    ({"max_steps": "two hundred"}, "cfg.yaml: argument --max_steps/--max-steps: invalid int value: 'two hundred'"),
     ({"padding": "shortest"}, "padding: 'shortest' is not one of"),
     ({"freeze_connector": True}, "nothing would train"),
     ({"eval_strategy": "steps", "eval_steps": 5, "test_size": 0}, "nothing to evaluate on"),
