@@ -28,6 +28,8 @@ import train  # noqa: E402
 from collate import Collator  # noqa: E402
 
 ASSETS = REPO.parent / "shared" / "assets"
+ON_GPU = torch.cuda.is_available()
+DEVICE = torch.device("cuda" if ON_GPU else "cpu")
 
 
 def default_source(asset, download):
@@ -41,24 +43,24 @@ def photo():
     return Image.fromarray(np.random.default_rng(0).integers(0, 255, (584, 1076, 3), dtype=np.uint8))
 
 
-def build(smolvlm_path, qwen_path, text_layers, device):
+def build(smolvlm_path, qwen_path, text_layers):
     smol_config, qwen_config = stitch.load_source_configs(smolvlm_path, qwen_path)
     if text_layers:
         qwen_config.num_hidden_layers = text_layers
     tokenizer = stitch.load_tokenizer(qwen_path)
     config = stitch.build_config(smol_config, qwen_config, tokenizer)
-    with torch.device(device):
+    with DEVICE:
         model = SmolVLMForConditionalGeneration(config)
     # bf16 backbone on a GPU (as the checkpoints are), connector trained in fp32, as train.py does
-    model.to(torch.bfloat16 if device.type == "cuda" else torch.float32)
+    model.to(torch.bfloat16 if ON_GPU else torch.float32)
     train.prepare_trainable(model, train.ModelArguments())
     return model, stitch.build_processor(smolvlm_path, tokenizer, config)
 
 
-def time_steps(model, batch, steps, device):
+def time_steps(model, batch, steps):
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    batch = {key: value.to(device) for key, value in batch.items()}
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    batch = {key: value.to(DEVICE) for key, value in batch.items()}
+    autocast = torch.autocast(DEVICE.type, dtype=torch.bfloat16, enabled=ON_GPU)
 
     def step():
         with autocast:
@@ -68,16 +70,16 @@ def time_steps(model, batch, steps, device):
         optimizer.zero_grad(set_to_none=True)
 
     step()  # warm-up: allocator, kernels
-    if device.type == "cuda":
+    if ON_GPU:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
     for _ in range(steps):
         step()
-    if device.type == "cuda":
+    if ON_GPU:
         torch.cuda.synchronize()
     seconds = (time.perf_counter() - start) / steps
-    peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
+    peak = torch.cuda.max_memory_allocated() / 2**30 if ON_GPU else float("nan")
     return seconds, peak
 
 
@@ -90,14 +92,13 @@ def main():
     parser.add_argument("--text-layers", type=int, default=0, help="truncate Qwen3 to this many layers (0: all)")
     args = parser.parse_args()
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model, processor = build(args.smolvlm, args.qwen, args.text_layers, device)
-    print(f"device: {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}; {stitch.trainable_summary(model)}")
+    model, processor = build(args.smolvlm, args.qwen, args.text_layers)
+    print(f"device: {torch.cuda.get_device_name() if ON_GPU else 'cpu'}; {stitch.trainable_summary(model)}")
     row = {"images": [photo()], "texts": [{"user": "How many dogs are in the picture?", "assistant": "three", "source": "cocoqa"}]}
     print(f"{'padding':<12}{'LM head on':>14}{'batch':>6}{'tokens/sample':>15}{'s/step':>9}{'samples/s':>11}{'peak GiB':>10}")
     for padding, supervised_only in (("max_length", False), ("longest", False), ("longest", True)):
         batch = Collator(processor, padding=padding, supervised_logits_only=supervised_only)([row] * args.batch_size)
-        seconds, peak = time_steps(model, batch, args.steps, device)
+        seconds, peak = time_steps(model, batch, args.steps)
         tokens = batch["input_ids"].shape[1]
         head = "supervised" if supervised_only else "all"
         print(f"{padding:<12}{head:>14}{args.batch_size:>6}{tokens:>15}{seconds:>9.3f}{args.batch_size / seconds:>11.2f}{peak:>10.2f}")

@@ -56,3 +56,13 @@ def stitched(stitched_dir):
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     return AutoModelForImageTextToText.from_pretrained(stitched_dir), AutoProcessor.from_pretrained(stitched_dir)
+
+
+@pytest.fixture(scope="session")
+def cauldron_dir(tmp_path_factory):
+    """A small synthetic the_cauldron (colour naming) with two subsets, in the real on-disk layout."""
+    from data import write_synthetic_cauldron
+
+    root = tmp_path_factory.mktemp("the_cauldron")
+    write_synthetic_cauldron(root, subsets=("cocoqa", "ai2d"), rows_per_subset=48)
+    return root

@@ -102,13 +102,6 @@ def test_row_loss_is_the_models_mean_over_supervised_tokens(stitched):
     assert loss_sum / tokens == pytest.approx(expected.item(), rel=1e-5)
 
 
-@pytest.fixture(scope="module")
-def cauldron_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("the_cauldron")
-    data.write_synthetic_cauldron(root, subsets=("cocoqa", "ai2d"), rows_per_subset=8)
-    return root
-
-
 @pytest.fixture
 def config_path(tmp_path, cauldron_dir):
     config = {"data_dir": str(cauldron_dir), "train_data": ["cocoqa", "ai2d"], "test_size": 4, "seed": 0,

@@ -21,13 +21,6 @@ from collate import Collator
 from conftest import REPO
 
 
-@pytest.fixture(scope="session")
-def cauldron_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("the_cauldron")
-    data.write_synthetic_cauldron(root, subsets=("cocoqa", "ai2d"), rows_per_subset=48)
-    return root
-
-
 @pytest.fixture
 def config(tmp_path, tiny_smolvlm_dir, tiny_qwen_dir, cauldron_dir):
     """A short CPU run; tests override what they exercise."""
