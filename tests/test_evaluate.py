@@ -98,7 +98,7 @@ def test_row_loss_is_the_models_mean_over_supervised_tokens(stitched):
     loss_sum, tokens = evaluate.loss_of_row(model, collator, row)
     with torch.no_grad():
         expected = model(**collator([row])).loss
-    assert tokens == 2  # "red" and <|im_end|>
+    assert tokens == len(processor.tokenizer.encode("red", add_special_tokens=False)) + 1  # the answer and <|im_end|>
     assert loss_sum / tokens == pytest.approx(expected.item(), rel=1e-5)
 
 
