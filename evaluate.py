@@ -162,10 +162,8 @@ def held_out_rows(config_argv):
         train.use_offline_demo(model_args, data_args, run_args)
     if data_args.test_size == 0:
         raise train.ConfigError("test_size is 0: the config holds out no rows to evaluate on")
-    seed = train.seed_of_data(training_args)
-    _, rows = data.load_cauldron(data_args.data_dir, data_args.train_data, data_args.test_size, seed,
-                                 decode_images=False)
-    return rows, data_args, seed
+    _, rows = train.load_data(data_args, training_args)
+    return rows, data_args, train.seed_of_data(training_args)
 
 
 def parse_args(argv):

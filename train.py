@@ -174,6 +174,8 @@ def check_config(model_args, data_args, run_args, training_args):
         raise ConfigError("remove_unused_columns must be false: the collator reads the raw `images` and `texts` columns")
     if model_args.freeze_vision and model_args.freeze_text and model_args.freeze_connector:
         raise ConfigError("freeze_vision, freeze_text and freeze_connector are all true: nothing would train")
+    if run_args.demo_image and not Path(run_args.demo_image).is_file():
+        raise ConfigError(f"demo_image: {run_args.demo_image} not found")
     if model_args.init_from and not (Path(model_args.init_from) / "config.json").is_file():
         raise ConfigError(f"init_from: {model_args.init_from} is not a model directory (no config.json)")
     if not model_args.init_from:
@@ -235,6 +237,14 @@ def seed_of_data(training_args):
     return training_args.seed if training_args.data_seed is None else training_args.data_seed
 
 
+def load_data(data_args, training_args):
+    """(train, held-out) rows; evaluate.py reads the same held-out split through this."""
+    return data.load_cauldron(
+        data_args.data_dir, data_args.train_data, data_args.test_size, seed_of_data(training_args),
+        data_args.max_train_samples, decode_images=False,
+    )
+
+
 def build_trainer(model, processor, training_args, data_args, train_dataset, eval_dataset):
     collator = Collator(
         processor,
@@ -267,10 +277,9 @@ def save_standalone(trainer, processor, dtype, output_dir):
 def run_demo(model, processor, run_args, eval_dataset, report_to):
     """Ask the demo question about the demo image with thinking on; print it and log it."""
     import infer
-    from PIL import Image
 
     if run_args.demo_image:
-        image = Image.open(run_args.demo_image).convert("RGB")
+        image = infer.load_image(run_args.demo_image)
     elif len(eval_dataset):
         image = Collator.decode_image(eval_dataset[0]["images"][0])
     else:
@@ -319,10 +328,7 @@ def main(argv=None):
     try:  # everything that can be refused is refused here, before training starts
         model_args, data_args, run_args, training_args = configure(sys.argv[1:] if argv is None else argv)
         checkpoint = resume_checkpoint(training_args.output_dir, run_args.overwrite_output_dir, training_args.process_index == 0)
-        train_dataset, eval_dataset = data.load_cauldron(
-            data_args.data_dir, data_args.train_data, data_args.test_size, seed_of_data(training_args),
-            data_args.max_train_samples, decode_images=False,
-        )
+        train_dataset, eval_dataset = load_data(data_args, training_args)
         model, processor = load_model(model_args)
     except (ConfigError, stitch.GraftError, FileNotFoundError, ValueError) as error:
         raise SystemExit(f"train.py: {error}")

@@ -213,6 +213,7 @@ def test_command_line_overrides_the_yaml(tmp_path):
     ({"remove_unused_columns": True}, "remove_unused_columns must be false"),
     ({"data_dir": "/nonexistent/the_cauldron"}, "download_resource.sh"),
     ({"qwen_path": "/nonexistent/qwen"}, "Qwen3 checkpoint not found"),
+    ({"demo_image": "/nonexistent/dog.png"}, "demo_image: /nonexistent/dog.png not found"),
     ({"init_from": "/nonexistent/run"}, "init_from: /nonexistent/run is not a model directory"),
 ])
 def test_bad_configs_are_refused_before_loading(tmp_path, config, bad, message):
