@@ -138,6 +138,16 @@ class Collator:
         self.marker_ids = torch.tensor(self.tokenizer.convert_tokens_to_ids(list(markers)))
         self.skip_counts = torch.zeros(len(SKIP_REASONS), dtype=torch.int64).share_memory_()
 
+    @classmethod
+    def from_args(cls, processor, data_args, **overrides):
+        """The collator a config's DataArguments describe; training and evaluation both build it here."""
+        settings = dict(
+            max_length=data_args.max_length, padding=data_args.padding, max_images=data_args.max_images,
+            assistant_only_loss=data_args.assistant_only_loss, first_turn_only=data_args.first_turn_only,
+            on_bad_sample=data_args.on_bad_sample, supervised_logits_only=data_args.supervised_logits_only,
+        )
+        return cls(processor, **{**settings, **overrides})
+
     @property
     def skipped(self):
         return int(self.skip_counts.sum())

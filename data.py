@@ -1,16 +1,17 @@
 """the_cauldron loading: <data_dir>/<subset>/train-*.parquet with `images` and `texts` columns."""
 import glob
-import hashlib
-import io
 import logging
 import os
 import warnings
 
-import numpy as np
-from datasets import Dataset, Features, Image, List, Value, concatenate_datasets, load_dataset
-from PIL import Image as PILImage
+from datasets import Features, Image, List, Value, concatenate_datasets, load_dataset
 
 logger = logging.getLogger(__name__)
+
+
+class DataError(ValueError):
+    """Training data that cannot be used; the message names the path and the cause."""
+
 
 # The original recipe's subsets. Left out because they failed to load for the original authors:
 # mimic_cgd, localized_narratives, okvqa, ocrvqa, clevr_math, nlvr2.
@@ -22,12 +23,6 @@ ALL_SUBSETS = [
 
 TURN = {"user": Value("string"), "assistant": Value("string"), "source": Value("string")}
 FEATURES = Features({"images": List(Image()), "texts": List(TURN)})
-
-COLOURS = {
-    "red": (220, 20, 20), "green": (20, 160, 20), "blue": (20, 40, 220),
-    "yellow": (240, 220, 20), "black": (0, 0, 0), "white": (255, 255, 255),
-}
-QUESTIONS = ["What colour is the picture?", "Which colour fills this image?", "Name the colour of this image."]
 
 
 def resolve_subsets(train_data):
@@ -62,7 +57,7 @@ def load_cauldron(data_dir, train_data, test_size=64, data_seed=42, max_train_sa
     (so it can name or skip a corrupt image instead of failing inside datasets)."""
     subsets = resolve_subsets(train_data)
     if not os.path.isdir(data_dir):
-        raise FileNotFoundError(f"data_dir {data_dir} does not exist (subsets: {subsets}); {_download_hint(subsets)}")
+        raise DataError(f"data_dir {data_dir} does not exist (subsets: {subsets}); {_download_hint(subsets)}")
 
     loaded, failed = [], {}
     for subset in subsets:
@@ -73,7 +68,7 @@ def load_cauldron(data_dir, train_data, test_size=64, data_seed=42, max_train_sa
             failed[subset] = f"{type(e).__name__}: {e}"
     reasons = "\n".join(f"  {subset}: {reason}" for subset, reason in failed.items())
     if not loaded:
-        raise ValueError(f"no subset of {subsets} could be loaded from {data_dir}:\n{reasons}\n{_download_hint(subsets)}")
+        raise DataError(f"no subset of {subsets} could be loaded from {data_dir}:\n{reasons}\n{_download_hint(subsets)}")
     if failed:
         warnings.warn(f"skipping the_cauldron subsets that failed to load from {data_dir}:\n{reasons}\n"
                       f"{_download_hint(list(failed))}", stacklevel=2)
@@ -82,7 +77,7 @@ def load_cauldron(data_dir, train_data, test_size=64, data_seed=42, max_train_sa
     if not decode_images:
         ds = ds.cast_column("images", List(Image(decode=False)))
     if test_size >= len(ds):
-        raise ValueError(f"test_size={test_size} leaves no training rows ({len(ds)} rows loaded)")
+        raise DataError(f"test_size={test_size} leaves no training rows ({len(ds)} rows loaded)")
     train, eval_ = ds.select(range(test_size, len(ds))), ds.select(range(test_size))
     if max_train_samples is not None and max_train_samples < len(train):
         train = train.select(range(max_train_samples))
@@ -90,38 +85,8 @@ def load_cauldron(data_dir, train_data, test_size=64, data_seed=42, max_train_sa
     return train, eval_
 
 
-def _colour_png(rgb, size, rng):
-    noise = rng.integers(-8, 9, size=(size, size, 3))
-    pixels = np.clip(np.array(rgb) + noise, 0, 255).astype(np.uint8)
-    buf = io.BytesIO()
-    PILImage.fromarray(pixels).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _colour_rows(subset, n, image_size, turns, rng):
-    names = list(COLOURS)
-    images, texts = [], []
-    for _ in range(n):
-        name = names[rng.integers(len(names))]
-        questions = rng.choice(QUESTIONS, size=turns, replace=False)
-        images.append([{"bytes": _colour_png(COLOURS[name], image_size, rng), "path": None}])
-        texts.append([{"user": str(q), "assistant": name, "source": subset} for q in questions])
-    return {"images": images, "texts": texts}
-
-
-def write_synthetic_cauldron(data_dir, subsets=("cocoqa",), rows_per_subset=64, image_size=32, seed=0,
-                             turns=1, files_per_subset=1):
-    """Writes a colour-naming task in the_cauldron's on-disk layout; returns the written parquet paths.
-    Each row has one solid-colour image and `turns` (at most len(QUESTIONS)) questions answered with its colour."""
-    rng = np.random.default_rng(seed)
-    paths = []
-    for subset in subsets:
-        os.makedirs(os.path.join(data_dir, subset), exist_ok=True)
-        shard_sizes = [len(a) for a in np.array_split(np.arange(rows_per_subset), files_per_subset)]
-        for shard, n in enumerate(shard_sizes):
-            rows = _colour_rows(subset, n, image_size, turns, rng)
-            digest = hashlib.sha1(f"{subset}-{seed}-{shard}".encode()).hexdigest()[:16]
-            path = os.path.join(data_dir, subset, f"train-{shard:05d}-of-{files_per_subset:05d}-{digest}.parquet")
-            Dataset.from_dict(rows, features=FEATURES).to_parquet(path)
-            paths.append(path)
-    return paths
+def load_data(data_args, seed):
+    """(train, held-out) rows of a config's DataArguments, images undecoded for the collator;
+    training and evaluation read the same split through this."""
+    return load_cauldron(data_args.data_dir, data_args.train_data, data_args.test_size, seed,
+                         data_args.max_train_samples, decode_images=False)

@@ -81,6 +81,15 @@ def answer(model, processor, image, question, think=False, max_new_tokens=512, h
     return processor.decode(new_tokens, skip_special_tokens=True)
 
 
+def demo(model, processor, image, question, max_new_tokens=512):
+    """The post-training demo: `question` about `image` with thinking on; prints the prompt and the
+    answer and returns both."""
+    prompt = render_prompt(processor, build_messages(question), think=True)
+    reply = answer(model, processor, image, question, think=True, max_new_tokens=max_new_tokens)
+    print(f"demo prompt:\n{prompt}\ndemo answer:\n{reply}")
+    return prompt, reply
+
+
 def split_thinking(reply):
     """(thinking, answer) of a reply. <think>/</think> are plain text in Qwen3's tokenizer, so
     they survive decoding; a reply cut off inside its think block is all thinking."""

@@ -4,10 +4,16 @@ They have the same model types and on-disk layout as Qwen3-0.6B and SmolVLM2-256
 so `stitch.py` loads them through the same `from_pretrained` path as the real ones.
 """
 
+import hashlib
+import io
 import json
+import os
 from pathlib import Path
 
+import numpy as np
 import torch
+from datasets import Dataset
+from PIL import Image
 from transformers import (
     AutoTokenizer,
     GenerationConfig,
@@ -21,7 +27,7 @@ from transformers import (
 )
 from transformers.models.smolvlm.configuration_smolvlm import SmolVLMVisionConfig
 
-from data import write_synthetic_cauldron
+from data import FEATURES
 
 # Qwen3's added tokens in id order; the first 14 are "special" (never split, skipped on decode).
 QWEN3_ADDED_TOKENS = [
@@ -35,6 +41,12 @@ QWEN3_SPECIAL_COUNT = 14
 # Qwen3's ordinary BPE tokens; its added tokens start here. Only the stand-in tokenizer uses it:
 # the graft reads every id from the real tokenizer.
 QWEN3_BASE_VOCAB = 151643
+
+COLOURS = {
+    "red": (220, 20, 20), "green": (20, 160, 20), "blue": (20, 40, 220),
+    "yellow": (240, 220, 20), "black": (0, 0, 0), "white": (255, 255, 255),
+}
+QUESTIONS = ["What colour is the picture?", "Which colour fills this image?", "Name the colour of this image."]
 
 # Image geometries: "tiny" trains in seconds on a CPU (one 32 px view, 4 features);
 # "real" is SmolVLM2's own (512 px tiles of 64 features, images resized to 2048 px, splitting on).
@@ -148,6 +160,43 @@ def build_tiny_smolvlm(out_dir, geometry="tiny", vision_hidden=32, seed=0):
     features = (geo["image_size"] // geo["patch_size"]) ** 2 // geo["scale_factor"] ** 2
     (Path(out_dir) / "processor_config.json").write_text(json.dumps({"image_seq_len": features}))
     return Path(out_dir)
+
+
+def _colour_png(rgb, size, rng):
+    noise = rng.integers(-8, 9, size=(size, size, 3))
+    pixels = np.clip(np.array(rgb) + noise, 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _colour_rows(subset, n, image_size, turns, rng):
+    names = list(COLOURS)
+    images, texts = [], []
+    for _ in range(n):
+        name = names[rng.integers(len(names))]
+        questions = rng.choice(QUESTIONS, size=turns, replace=False)
+        images.append([{"bytes": _colour_png(COLOURS[name], image_size, rng), "path": None}])
+        texts.append([{"user": str(q), "assistant": name, "source": subset} for q in questions])
+    return {"images": images, "texts": texts}
+
+
+def write_synthetic_cauldron(data_dir, subsets=("cocoqa",), rows_per_subset=64, image_size=32, seed=0,
+                             turns=1, files_per_subset=1):
+    """Writes a colour-naming task in the_cauldron's on-disk layout; returns the written parquet paths.
+    Each row has one solid-colour image and `turns` (at most len(QUESTIONS)) questions answered with its colour."""
+    rng = np.random.default_rng(seed)
+    paths = []
+    for subset in subsets:
+        os.makedirs(os.path.join(data_dir, subset), exist_ok=True)
+        shard_sizes = [len(a) for a in np.array_split(np.arange(rows_per_subset), files_per_subset)]
+        for shard, n in enumerate(shard_sizes):
+            rows = _colour_rows(subset, n, image_size, turns, rng)
+            digest = hashlib.sha1(f"{subset}-{seed}-{shard}".encode()).hexdigest()[:16]
+            path = os.path.join(data_dir, subset, f"train-{shard:05d}-of-{files_per_subset:05d}-{digest}.parquet")
+            Dataset.from_dict(rows, features=FEATURES).to_parquet(path)
+            paths.append(path)
+    return paths
 
 
 def prepare_offline_demo(cache_dir, rows=256):

@@ -1,213 +1,50 @@
-"""Train the grafted Qwen3-SmVL on the_cauldron with a frozen backbone, from a YAML config.
+"""Train the grafted Qwen3-SmVL on the_cauldron, from a YAML config.
 
     python train.py cocoqa_train.yaml [--key value ...]          # flags override the YAML
     accelerate launch train.py full_train.yaml                  # several GPUs
 
-Every key of the YAML is a field of `ModelArguments`, `DataArguments`, `RunArguments` below or of
-transformers' `TrainingArguments`; an unknown key stops the run before anything is loaded.
+The keys are documented in train_config.py and the README. The run: parse and check the config,
+load the data and the model, decide the output directory (resume, set aside, overwrite), train, save
+a standalone model, ask the demo question, and optionally evaluate.
 """
 
-import difflib
 import logging
 import os
-import shutil
 import sys
-from dataclasses import dataclass, field, fields
-from pathlib import Path
 
 import torch
-import yaml
-from transformers import (
-    AutoModelForImageTextToText,
-    AutoProcessor,
-    HfArgumentParser,
-    Trainer,
-    TrainingArguments,
-)
-from transformers.trainer_utils import get_last_checkpoint
+from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor, Trainer
 
 import data
+import infer
 import stitch
-from collate import ON_BAD_SAMPLE_CHOICES, PADDING_CHOICES, Collator
+from collate import Collator
+from safe_resume import CheckpointError, plan_output_dir
+from train_config import ConfigError, configure, seed_of_data
 
 logger = logging.getLogger("train")
 
 
-@dataclass
-class ModelArguments:
-    smolvlm_path: str = field(default=stitch.DEFAULT_SMOLVLM, metadata={"help": "SmolVLM2 checkpoint (vision tower, processors)"})
-    qwen_path: str = field(default=stitch.DEFAULT_QWEN, metadata={"help": "Qwen3 checkpoint (text model, tokenizer)"})
-    init_from: str | None = field(default=None, metadata={"help": "a directory written by stitch.py or by an earlier run; skips the graft"})
-    freeze_vision: bool = field(default=True, metadata={"help": "keep the vision tower frozen"})
-    freeze_text: bool = field(default=True, metadata={"help": "keep the text model and LM head frozen"})
-    freeze_connector: bool = field(default=False, metadata={"help": "keep the connector frozen"})
+def training_dtype(training_args):
+    """The dtype the backbone is loaded in: bf16 when training in bf16; otherwise float32, which
+    fp16 autocast also computes from (Qwen3's activations overflow float16 weights)."""
+    return torch.bfloat16 if training_args.bf16 else torch.float32
 
 
-@dataclass
-class DataArguments:
-    data_dir: str = field(default="data/the_cauldron", metadata={"help": "the_cauldron as downloaded: <data_dir>/<subset>/train-*.parquet"})
-    train_data: list[str] = field(default_factory=lambda: ["cocoqa"], metadata={"help": "subset name(s), or 'all'"})
-    test_size: int = field(default=64, metadata={"help": "held-out rows for evaluation and the demo"})
-    max_train_samples: int | None = field(default=None, metadata={"help": "cap on training rows"})
-    max_length: int = field(default=2048, metadata={"help": "token cap per sample; text is cut after the image, never inside it"})
-    padding: str = field(default="longest", metadata={"help": "'longest' (pad to the batch, fast) or 'max_length' (the original's 2K)"})
-    max_images: int = field(default=1, metadata={"help": "images kept per row"})
-    first_turn_only: bool = field(default=False, metadata={"help": "train on texts[0] only, as the original did"})
-    assistant_only_loss: bool = field(default=False, metadata={"help": "supervise only the answers"})
-    on_bad_sample: str = field(default="raise", metadata={"help": "'raise' or 'skip' (counted) for unusable rows"})
-    supervised_logits_only: bool = field(default=True, metadata={"help": "run the LM head only where a token is supervised (same loss, less compute and memory)"})
+def source_dtype(model_args):
+    """The dtype the source checkpoint is stored in (bf16 for the real ones)."""
+    config = AutoConfig.from_pretrained(model_args.init_from or model_args.qwen_path)
+    return config.dtype or torch.float32
 
 
-@dataclass
-class RunArguments:
-    overwrite_output_dir: bool = field(default=False, metadata={"help": "start afresh instead of resuming from output_dir's last checkpoint"})
-    demo_image: str | None = field(default=None, metadata={"help": "image for the post-training demo (default: first held-out row's)"})
-    demo_question: str = field(default="图中有什么动物？", metadata={"help": "question for the post-training demo"})
-    demo_max_new_tokens: int = field(default=512, metadata={"help": "answer length cap for the demo (thinking included)"})
-    run_evaluation: bool = field(default=False, metadata={"help": "after training, score VQA accuracy and eval loss on the held-out rows (evaluate.py)"})
-    eval_max_new_tokens: int = field(default=128, metadata={"help": "answer length cap for run_evaluation"})
-    offline_demo_dir: str | None = field(default=None, metadata={"help": "build tiny random checkpoints and synthetic data here and train on them (no downloads)"})
-
-
-ARGUMENT_CLASSES = (ModelArguments, DataArguments, RunArguments, TrainingArguments)
-# Keys that transformers 5 dropped from TrainingArguments, and what replaces them.
-RENAMED_KEYS = {"warmup_ratio": "warmup_steps"}  # a float below 1 in warmup_steps is a ratio
-# The project's defaults where TrainingArguments' own do not fit a VLM run.
-PROJECT_DEFAULTS = {
-    "remove_unused_columns": False,  # the collator needs the raw `images` and `texts` columns
-    "prediction_loss_only": True,  # evaluation would otherwise keep 2K x 152K logits per sample
-    "report_to": "none",
-    "output_dir": "output",
-}
-
-
-class ConfigError(ValueError):
-    """A config that must not start a run; the message names the file and key."""
-
-
-def read_yaml(path):
-    try:
-        config = yaml.safe_load(Path(path).read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} not found")
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path} is not valid YAML: {error}")
-    if not isinstance(config, dict):
-        raise ConfigError(f"{path} must hold a mapping of key: value, not {type(config).__name__}")
-    return config
-
-
-def rename_old_keys(config, source):
-    for old, new in RENAMED_KEYS.items():
-        if old in config:
-            if new in config:
-                raise ConfigError(f"{source}: both '{old}' and '{new}' are set; transformers 5 knows only '{new}'")
-            value = " ".join(config[old]) if isinstance(config[old], list) else config[old]
-            print(f"notice: {source}: '{old}: {value}' mapped to '{new}: {value}' (transformers 5 dropped '{old}')")
-            config[new] = config.pop(old)
-    return config
-
-
-def check_known_keys(config, source):
-    known = {f.name for cls in ARGUMENT_CLASSES for f in fields(cls)}
-    for key in config:
-        if key not in known:
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise ConfigError(f"{source}: unknown key '{key}'{hint}")
-
-
-def split_cli_overrides(flags):
-    """`--key value [value ...]` / `--key=value` / a bare `--flag` -> {key: [values]}."""
-    overrides, key = {}, None
-    for flag in flags:
-        if flag.startswith("--"):
-            key, has_value, value = flag[2:].partition("=")
-            key = key.replace("-", "_")
-            overrides[key] = [value] if has_value else []
-        elif key is None:
-            raise ConfigError(f"command line: expected --key value, got '{flag}'")
-        else:
-            overrides[key].append(flag)
-    return overrides
-
-
-def parse_config(argv):
-    """YAML file (optional, first) plus --key value overrides -> the four argument dataclasses."""
-    config, source = {}, "command line"
-    if argv and not argv[0].startswith("--"):
-        source = argv[0]
-        config = rename_old_keys(read_yaml(source), source)
-        argv = argv[1:]
-    overrides = rename_old_keys(split_cli_overrides(argv), "command line")
-    check_known_keys(config, source)
-    check_known_keys(overrides, "command line")
-    parser = HfArgumentParser(ARGUMENT_CLASSES)
-
-    def refuse(message):  # argparse would print the usage of ~150 TrainingArguments first
-        raise ConfigError(message)
-
-    parser.error = refuse
-    parser.set_defaults(**{**PROJECT_DEFAULTS, **config})
-    cli = [token for key, values in overrides.items() for token in (f"--{key}", *values)]
-    try:
-        model_args, data_args, run_args, training_args = parser.parse_args_into_dataclasses(args=cli)
-    except (ValueError, TypeError) as error:
-        raise ConfigError(f"{source}: {error}")
-    if "include_num_input_tokens_seen" not in {**config, **overrides}:
-        # Set after parsing: argparse reads a string default of this str|bool field as a bool.
-        training_args.include_num_input_tokens_seen = "non_padding"  # summed over ranks
-    return model_args, data_args, run_args, training_args
-
-
-def check_config(model_args, data_args, run_args, training_args):
-    """Refuse what would fail (or silently mislead) only after hours of GPU time."""
-    choices = {"padding": PADDING_CHOICES, "on_bad_sample": ON_BAD_SAMPLE_CHOICES}
-    for key, allowed in choices.items():
-        if getattr(data_args, key) not in allowed:
-            raise ConfigError(f"{key}: '{getattr(data_args, key)}' is not one of {allowed}")
-    if data_args.max_length < 1 or data_args.max_images < 1 or data_args.test_size < 0:
-        raise ConfigError("max_length and max_images must be positive and test_size not negative")
-    if (training_args.eval_strategy != "no" or run_args.run_evaluation) and data_args.test_size == 0:
-        raise ConfigError("eval_strategy or run_evaluation is set but test_size is 0: nothing to evaluate on")
-    if training_args.remove_unused_columns:
-        raise ConfigError("remove_unused_columns must be false: the collator reads the raw `images` and `texts` columns")
-    if model_args.freeze_vision and model_args.freeze_text and model_args.freeze_connector:
-        raise ConfigError("freeze_vision, freeze_text and freeze_connector are all true: nothing would train")
-    if run_args.demo_image and not Path(run_args.demo_image).is_file():
-        raise ConfigError(f"demo_image: {run_args.demo_image} not found")
-    if model_args.init_from and not (Path(model_args.init_from) / "config.json").is_file():
-        raise ConfigError(f"init_from: {model_args.init_from} is not a model directory (no config.json)")
-    if not model_args.init_from:
-        stitch.check_source_dirs(model_args.smolvlm_path, model_args.qwen_path)
-
-
-def resume_checkpoint(output_dir, overwrite, is_main_process):
-    """The checkpoint to resume from, or None to start afresh. A non-empty output_dir without
-    checkpoints is refused untouched; overwrite_output_dir=true clears its old checkpoints."""
-    if not os.path.isdir(output_dir) or not os.listdir(output_dir):
-        return None
-    last = get_last_checkpoint(output_dir)
-    if overwrite:
-        if is_main_process:
-            for old in Path(output_dir).glob("checkpoint-*"):
-                shutil.rmtree(old)
-        return None
-    if last is None:
-        raise ConfigError(
-            f"output_dir {output_dir} is not empty and holds no checkpoint-* to resume from; "
-            "choose another output_dir or set overwrite_output_dir: true"
-        )
-    return last
-
-
-def load_model(model_args):
+def load_model(model_args, training_args):
+    dtype = training_dtype(training_args)
     if model_args.init_from:
-        model = AutoModelForImageTextToText.from_pretrained(model_args.init_from)
+        model = AutoModelForImageTextToText.from_pretrained(model_args.init_from, dtype=dtype)
         processor = AutoProcessor.from_pretrained(model_args.init_from)
         stitch.verify_graft(model, processor)
         return model, processor
-    return stitch.stitch(model_args.smolvlm_path, model_args.qwen_path)
+    return stitch.stitch(model_args.smolvlm_path, model_args.qwen_path, dtype=dtype, seed=training_args.seed)
 
 
 def prepare_trainable(model, model_args):
@@ -224,73 +61,13 @@ def prepare_trainable(model, model_args):
             parameter.data = parameter.data.float()
 
 
-def use_offline_demo(model_args, data_args, run_args):
-    """Point the run at tiny random checkpoints and synthetic data, built once under the cache dir."""
-    import tiny
-
-    paths = tiny.prepare_offline_demo(run_args.offline_demo_dir)
-    model_args.smolvlm_path, model_args.qwen_path = str(paths["smolvlm"]), str(paths["qwen"])
-    data_args.data_dir = str(paths["data"])
-
-
-def seed_of_data(training_args):
-    return training_args.seed if training_args.data_seed is None else training_args.data_seed
-
-
-def load_data(data_args, training_args):
-    """(train, held-out) rows; evaluate.py reads the same held-out split through this."""
-    return data.load_cauldron(
-        data_args.data_dir, data_args.train_data, data_args.test_size, seed_of_data(training_args),
-        data_args.max_train_samples, decode_images=False,
-    )
-
-
-def build_trainer(model, processor, training_args, data_args, train_dataset, eval_dataset):
-    collator = Collator(
-        processor,
-        max_length=data_args.max_length,
-        padding=data_args.padding,
-        max_images=data_args.max_images,
-        assistant_only_loss=data_args.assistant_only_loss,
-        first_turn_only=data_args.first_turn_only,
-        on_bad_sample=data_args.on_bad_sample,
-        supervised_logits_only=data_args.supervised_logits_only,
-    )
-    return Trainer(
-        model=model,
-        args=training_args,
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset if len(eval_dataset) else None,
-        data_collator=collator,
-        processing_class=processor,
-    )
-
-
-def save_standalone(trainer, processor, dtype, output_dir):
-    """Model + processor in output_dir, in the backbone's dtype, loadable without this repo."""
-    trainer.model.to(dtype)
-    trainer.save_model(output_dir)
-    if trainer.is_world_process_zero():
-        processor.save_pretrained(output_dir)
-
-
-def run_demo(model, processor, run_args, eval_dataset, report_to):
-    """Ask the demo question about the demo image with thinking on; print it and log it."""
-    import infer
-
+def demo_image_of(run_args, eval_dataset):
+    """The demo's image: demo_image, else the first held-out row's; None to skip the demo."""
     if run_args.demo_image:
-        image = infer.load_image(run_args.demo_image)
-    elif len(eval_dataset):
-        image = Collator.decode_image(eval_dataset[0]["images"][0])
-    else:
-        print("demo: skipped (no demo_image and no held-out rows)")
-        return
-    messages = infer.build_messages(run_args.demo_question)
-    prompt = infer.render_prompt(processor, messages, think=True)
-    reply = infer.answer(model, processor, image, run_args.demo_question, think=True, max_new_tokens=run_args.demo_max_new_tokens)
-    print(f"demo prompt:\n{prompt}\ndemo answer:\n{reply}")
-    if "swanlab" in report_to:
-        log_demo_to_swanlab(image, run_args.demo_question, reply, prompt + reply)
+        return infer.load_image(run_args.demo_image)
+    if len(eval_dataset) and eval_dataset[0]["images"]:
+        return Collator.decode_image(eval_dataset[0]["images"][0])
+    return None
 
 
 def start_swanlab(training_args):
@@ -304,58 +81,77 @@ def start_swanlab(training_args):
         swanlab.init(project=os.getenv("SWANLAB_PROJECT", "Qwen3-SmVL"), experiment_name=training_args.run_name)
 
 
-def log_demo_to_swanlab(image, question, reply, context):
+def log_demo_to_swanlab(image, question, prompt, reply):
     import swanlab
 
     if not swanlab.has_run():
         return
     table = swanlab.echarts.Table()
     table.add(["question", "answer"], [[question, reply]])
-    swanlab.log({"demo/image": swanlab.Image(image), "demo/qa": table, "demo/context": swanlab.Text(context)})
+    swanlab.log({"demo/image": swanlab.Image(image), "demo/qa": table, "demo/context": swanlab.Text(prompt + reply)})
 
 
-def configure(argv):
-    """Parsed and checked arguments, with the offline demo's paths filled in when asked for."""
-    model_args, data_args, run_args, training_args = parse_config(argv)
-    if run_args.offline_demo_dir:
-        use_offline_demo(model_args, data_args, run_args)
-    check_config(model_args, data_args, run_args, training_args)
-    return model_args, data_args, run_args, training_args
+def build_trainer(model, processor, training_args, data_args, train_dataset, eval_dataset):
+    return Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset if len(eval_dataset) else None,
+        data_collator=Collator.from_args(processor, data_args),
+        processing_class=processor,
+    )
+
+
+def save_standalone(trainer, processor, dtype, output_dir):
+    """Model + processor in output_dir, in `dtype`, loadable without this repo."""
+    trainer.model.to(dtype)
+    trainer.save_model(output_dir)
+    if trainer.is_world_process_zero():
+        processor.save_pretrained(output_dir)
 
 
 def main(argv=None):
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    try:  # everything that can be refused is refused here, before training starts
+    try:  # everything that can refuse the run, before anything is deleted or trained
         model_args, data_args, run_args, training_args = configure(sys.argv[1:] if argv is None else argv)
-        checkpoint = resume_checkpoint(training_args.output_dir, run_args.overwrite_output_dir, training_args.process_index == 0)
-        train_dataset, eval_dataset = load_data(data_args, training_args)
-        model, processor = load_model(model_args)
-    except (ConfigError, stitch.GraftError, FileNotFoundError, ValueError) as error:
+        output_plan = plan_output_dir(training_args.output_dir, run_args.overwrite_output_dir)
+        with training_args.main_process_first(desc="loading data"):  # ranks > 0 reuse rank 0's cache
+            train_dataset, eval_dataset = data.load_data(data_args, seed_of_data(training_args))
+        demo_image = demo_image_of(run_args, eval_dataset)
+        save_dtype = source_dtype(model_args) if run_args.save_dtype == "auto" else getattr(torch, run_args.save_dtype)
+        model, processor = load_model(model_args, training_args)
+    except (ConfigError, CheckpointError, stitch.GraftError, data.DataError) as error:
         raise SystemExit(f"train.py: {error}")
-    if checkpoint:
-        print(f"resuming from {checkpoint} (set overwrite_output_dir: true to start afresh)")
+    with training_args.main_process_first(desc="output_dir"):
+        checkpoint = output_plan.apply(training_args.process_index == 0)
+    if training_args.process_index == 0 and output_plan.describe():
+        print("\n".join(output_plan.describe()))
 
-    dtype = model.dtype
     prepare_trainable(model, model_args)
     start_swanlab(training_args)
     trainer = build_trainer(model, processor, training_args, data_args, train_dataset, eval_dataset)
     if trainer.is_world_process_zero():
         print(stitch.trainable_summary(model))
-    trainer.train(resume_from_checkpoint=checkpoint)
-    save_standalone(trainer, processor, dtype, training_args.output_dir)
+    trainer.train(resume_from_checkpoint=checkpoint and str(checkpoint))
+    save_standalone(trainer, processor, save_dtype, training_args.output_dir)
     print(f"rank {training_args.process_index}/{training_args.world_size}: {trainer.state.global_step} steps, "
           f"{trainer.state.num_input_tokens_seen} tokens seen, {trainer.data_collator.skipped} samples skipped")
-    if trainer.is_world_process_zero():
-        run_demo(trainer.model, processor, run_args, eval_dataset, training_args.report_to)
-        if run_args.run_evaluation:
-            import evaluate
+    if not trainer.is_world_process_zero():
+        return
+    if demo_image is None:
+        print("demo: skipped (no demo_image and no held-out row with an image)")
+    else:
+        prompt, reply = infer.demo(trainer.model, processor, demo_image, run_args.demo_question, run_args.demo_max_new_tokens)
+        if "swanlab" in training_args.report_to:
+            log_demo_to_swanlab(demo_image, run_args.demo_question, prompt, reply)
+    if run_args.run_evaluation:
+        import eval_vqa
 
-            settings = {"train_data": data.resolve_subsets(data_args.train_data), "data_seed": seed_of_data(training_args)}
-            evaluate.evaluate_and_report(
-                trainer.model, processor, eval_dataset, data_args, training_args.output_dir,
-                max_new_tokens=run_args.eval_max_new_tokens, settings=settings,
-            )
-
+        settings = {"train_data": data.resolve_subsets(data_args.train_data), "data_seed": seed_of_data(training_args)}
+        eval_vqa.evaluate_and_report(
+            trainer.model, processor, eval_dataset, data_args, training_args.output_dir,
+            max_new_tokens=run_args.eval_max_new_tokens, settings=settings,
+        )
 
 if __name__ == "__main__":
     main()

@@ -25,6 +25,7 @@ sys.path.insert(0, str(REPO))
 
 import stitch  # noqa: E402
 import train  # noqa: E402
+import train_config  # noqa: E402
 from collate import Collator  # noqa: E402
 
 ASSETS = REPO.parent / "shared" / "assets"
@@ -53,7 +54,7 @@ def build(smolvlm_path, qwen_path, text_layers):
         model = SmolVLMForConditionalGeneration(config)
     # bf16 backbone on a GPU (as the checkpoints are), connector trained in fp32, as train.py does
     model.to(torch.bfloat16 if ON_GPU else torch.float32)
-    train.prepare_trainable(model, train.ModelArguments())
+    train.prepare_trainable(model, train_config.ModelArguments())
     return model, stitch.build_processor(smolvlm_path, tokenizer, config)
 
 

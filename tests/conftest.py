@@ -61,7 +61,7 @@ def stitched(stitched_dir):
 @pytest.fixture(scope="session")
 def cauldron_dir(tmp_path_factory):
     """A small synthetic the_cauldron (colour naming) with two subsets, in the real on-disk layout."""
-    from data import write_synthetic_cauldron
+    from tiny import write_synthetic_cauldron
 
     root = tmp_path_factory.mktemp("the_cauldron")
     write_synthetic_cauldron(root, subsets=("cocoqa", "ai2d"), rows_per_subset=48)

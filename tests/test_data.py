@@ -9,7 +9,8 @@ import pytest
 from datasets import Dataset
 from PIL import Image as PILImage
 
-from data import ALL_SUBSETS, COLOURS, FEATURES, load_cauldron, resolve_subsets, write_synthetic_cauldron
+from data import ALL_SUBSETS, FEATURES, DataError, load_cauldron, resolve_subsets
+from tiny import COLOURS, write_synthetic_cauldron
 
 ROWS = 40
 
@@ -133,13 +134,13 @@ def test_texts_without_source_are_cast(cauldron):
 
 
 def test_missing_data_dir_raises(tmp_path):
-    with pytest.raises(FileNotFoundError, match="download_resource.sh cocoqa") as e:
+    with pytest.raises(DataError, match="download_resource.sh cocoqa") as e:
         load_cauldron(str(tmp_path / "nowhere"), "cocoqa")
     assert "nowhere" in str(e.value)
 
 
 def test_no_subset_loaded_raises(cauldron):
-    with pytest.raises(ValueError, match="download_resource.sh docvqa dvqa") as e:
+    with pytest.raises(DataError, match="download_resource.sh docvqa dvqa") as e:
         load_cauldron(cauldron, "docvqa,dvqa")
     assert cauldron in str(e.value) and "docvqa:" in str(e.value)
 
@@ -163,7 +164,7 @@ def test_images_are_decoded_lazily(tmp_path):
 
 
 def test_test_size_too_large_raises(cauldron):
-    with pytest.raises(ValueError, match="test_size"):
+    with pytest.raises(DataError, match="test_size"):
         load_cauldron(cauldron, "cocoqa", test_size=ROWS)
 
 

@@ -1,4 +1,4 @@
-"""A newcomer's first hour: the README's demo command, then infer.py and evaluate.py on its output."""
+"""A newcomer's first hour: the README's demo command, then infer.py and eval_vqa.py on its output."""
 
 import json
 import os
@@ -61,7 +61,7 @@ def test_infer_and_evaluate_run_on_the_demo_output(demo_run, tmp_path):
     assert asked.returncode == 0, asked.stderr[-2000:]
     assert asked.stdout.strip()
 
-    scored = python(REPO / "evaluate.py", REPO / "demo_train.yaml", "--model", model_dir, "--samples", "4",
+    scored = python(REPO / "eval_vqa.py", REPO / "demo_train.yaml", "--model", model_dir, "--samples", "4",
                     "--max-new-tokens", "8", cwd=cwd)
     assert scored.returncode == 0, scored.stderr[-2000:]
     results = json.loads((model_dir / "eval_results.json").read_text())

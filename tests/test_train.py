@@ -16,7 +16,9 @@ from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, Auto
 import data
 import infer
 import stitch
+import tiny
 import train
+import train_config
 from collate import Collator
 from conftest import REPO
 
@@ -173,13 +175,13 @@ def test_learns_a_task_that_needs_the_image(tmp_path, config):
     rows = [held_out[i] for i in range(len(held_out))]
     seeing = answer_loss_per_sample(model, processor, rows, [row["images"][0] for row in rows])
     shuffled = answer_loss_per_sample(model, processor, rows, [row["images"][0] for row in rows[1:] + rows[:1]])
-    blind_floor = math.log(len(data.COLOURS))
+    blind_floor = math.log(len(tiny.COLOURS))
     assert seeing < 0.25 * blind_floor < blind_floor < shuffled, (seeing, blind_floor, shuffled)
 
 
 def test_shipped_yamls_parse_with_documented_defaults():
     for name, subsets, output in (("cocoqa_train.yaml", "cocoqa", "freeze_llm_vlm_cocoqa"), ("full_train.yaml", "all", "freeze_llm_vlm_fulldata")):
-        model_args, data_args, run_args, training_args = train.parse_config([str(REPO / name), "--use_cpu", "true"])  # bf16 needs a GPU or use_cpu
+        model_args, data_args, run_args, training_args = train_config.parse_config([str(REPO / name), "--use_cpu", "true"])  # bf16 needs a GPU or use_cpu
         assert model_args.smolvlm_path == "model/SmolVLM2-256M-Video-Instruct"
         assert model_args.qwen_path == "model/Qwen3-0.6B"
         assert data_args.data_dir == "data/the_cauldron"
@@ -192,14 +194,14 @@ def test_shipped_yamls_parse_with_documented_defaults():
 
 def test_original_warmup_ratio_is_mapped_with_a_notice(tmp_path, capsys):
     path = write_yaml(tmp_path / "old.yaml", {"warmup_ratio": 0.1, "overwrite_output_dir": True})
-    _, _, run_args, training_args = train.parse_config([path])
+    _, _, run_args, training_args = train_config.parse_config([path])
     assert training_args.warmup_steps == 0.1 and run_args.overwrite_output_dir
     assert "'warmup_ratio: 0.1' mapped to 'warmup_steps: 0.1'" in capsys.readouterr().out
 
 
 def test_command_line_overrides_the_yaml(tmp_path):
     path = write_yaml(tmp_path / "c.yaml", {"max_steps": 200, "train_data": "cocoqa"})
-    _, data_args, _, training_args = train.parse_config([path, "--max_steps", "3", "--train_data", "ai2d", "chartqa"])
+    _, data_args, _, training_args = train_config.parse_config([path, "--max_steps", "3", "--train_data", "ai2d", "chartqa"])
     assert training_args.max_steps == 3 and data_args.train_data == ["ai2d", "chartqa"]
 
 
@@ -213,7 +215,7 @@ def test_command_line_overrides_the_yaml(tmp_path):
     ({"remove_unused_columns": True}, "remove_unused_columns must be false"),
     ({"data_dir": "/nonexistent/the_cauldron"}, "download_resource.sh"),
     ({"qwen_path": "/nonexistent/qwen"}, "Qwen3 checkpoint not found"),
-    ({"demo_image": "/nonexistent/dog.png"}, "demo_image: /nonexistent/dog.png not found"),
+    ({"demo_image": "/nonexistent/dog.png"}, "demo_image: image not found: /nonexistent/dog.png"),
     ({"init_from": "/nonexistent/run"}, "init_from: /nonexistent/run is not a model directory"),
 ])
 def test_bad_configs_are_refused_before_loading(tmp_path, config, bad, message):

@@ -1,4 +1,4 @@
-"""evaluate.py: answer normalisation, scoring, and the CLI on a tiny checkpoint with a synthetic the_cauldron."""
+"""eval_vqa.py: answer normalisation, scoring, and the CLI on a tiny checkpoint with a synthetic the_cauldron."""
 
 import json
 import math
@@ -11,7 +11,7 @@ import torch
 import yaml
 
 import data
-import evaluate
+import eval_vqa
 from collate import BadSample
 from conftest import REPO
 
@@ -47,7 +47,7 @@ from conftest import REPO
     ("狗。", "狗"),
 ])
 def test_normalise(answer, normalised):
-    assert evaluate.normalise(answer) == normalised
+    assert eval_vqa.normalise(answer) == normalised
 
 
 @pytest.mark.parametrize("prediction, reference, exact, contains", [
@@ -61,7 +61,7 @@ def test_normalise(answer, normalised):
     ("blue", "red", False, False),
 ])
 def test_score(prediction, reference, exact, contains):
-    assert evaluate.score(prediction, reference) == (exact, contains)
+    assert eval_vqa.score(prediction, reference) == (exact, contains)
 
 
 def test_accuracy_contains_and_loss_on_hand_made_predictions(monkeypatch):
@@ -77,9 +77,9 @@ def test_accuracy_contains_and_loss_on_hand_made_predictions(monkeypatch):
             raise BadSample("unusable", reason="bad image")
         return losses[question]
 
-    monkeypatch.setattr(evaluate, "loss_of_row", loss_of_row)
-    monkeypatch.setattr(evaluate.infer, "answer", lambda model, processor, image, question, **_: replies[question])
-    results = evaluate.evaluate(torch.nn.Identity(), None, rows, collator=None)
+    monkeypatch.setattr(eval_vqa, "loss_of_row", loss_of_row)
+    monkeypatch.setattr(eval_vqa.infer, "answer", lambda model, processor, image, question, **_: replies[question])
+    results = eval_vqa.evaluate(torch.nn.Identity(), None, rows, collator=None)
 
     summary = results["summary"]
     assert list(summary) == ["cocoqa", "ai2d", "overall"]
@@ -88,14 +88,14 @@ def test_accuracy_contains_and_loss_on_hand_made_predictions(monkeypatch):
     assert summary["overall"] == pytest.approx({"n": 4, "accuracy": 0.5, "contains": 0.75, "eval_loss": 10 / 8})
     assert results["skipped"] == 1 and "unusable" in results["samples"][-1]["skipped"]
     assert [record.get("correct") for record in results["samples"]] == [True, False, False, True, None]
-    assert "overall" in evaluate.format_table(summary)
+    assert "overall" in eval_vqa.format_table(summary)
 
 
 def test_row_loss_is_the_models_mean_over_supervised_tokens(stitched):
     model, processor = stitched
     row = {"images": [], "texts": [{"user": "Colour?", "assistant": "red", "source": "cocoqa"}]}
-    collator = evaluate.Collator(processor, padding="max_length", max_length=64, assistant_only_loss=True)
-    loss_sum, tokens = evaluate.loss_of_row(model, collator, row)
+    collator = eval_vqa.Collator(processor, padding="max_length", max_length=64, assistant_only_loss=True)
+    loss_sum, tokens = eval_vqa.loss_of_row(model, collator, row)
     with torch.no_grad():
         expected = model(**collator([row])).loss
     assert tokens == len(processor.tokenizer.encode("red", add_special_tokens=False)) + 1  # the answer and <|im_end|>
@@ -119,7 +119,7 @@ def model_dir(tmp_path, stitched_dir):
 
 def test_cli_evaluates_the_held_out_rows(config_path, model_dir, cauldron_dir):
     result = subprocess.run(
-        [sys.executable, str(REPO / "evaluate.py"), str(config_path), "--model", str(model_dir), "--max-new-tokens", "4"],
+        [sys.executable, str(REPO / "eval_vqa.py"), str(config_path), "--model", str(model_dir), "--max-new-tokens", "4"],
         capture_output=True, text=True, cwd=model_dir.parent, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -138,7 +138,7 @@ def test_cli_evaluates_the_held_out_rows(config_path, model_dir, cauldron_dir):
 
 
 def test_samples_and_overrides(config_path, model_dir, capsys):
-    evaluate.main([str(config_path), "--model", str(model_dir), "--samples", "2", "--max-new-tokens", "2", "--think",
+    eval_vqa.main([str(config_path), "--model", str(model_dir), "--samples", "2", "--max-new-tokens", "2", "--think",
                    "--train_data", "cocoqa"])
     saved = json.loads((model_dir / "eval_results.json").read_text())
     assert saved["summary"]["overall"]["n"] == 2 and saved["train_data"] == ["cocoqa"] and saved["think"] is True
@@ -156,11 +156,11 @@ def test_samples_and_overrides(config_path, model_dir, capsys):
 def test_refusals_are_one_line(config_path, model_dir, flags, message):
     flags = [str(model_dir) if flag == "MODEL" else flag for flag in flags]
     with pytest.raises(SystemExit) as stop:
-        evaluate.main([str(config_path), *flags])
-    assert str(stop.value).startswith("evaluate.py: ") and message in str(stop.value)
+        eval_vqa.main([str(config_path), *flags])
+    assert str(stop.value).startswith("eval_vqa.py: ") and message in str(stop.value)
     assert not (model_dir / "eval_results.json").exists()
 
 
 def test_missing_config_file_is_refused(model_dir, tmp_path):
     with pytest.raises(SystemExit, match="config file .*missing.yaml not found"):
-        evaluate.main([str(tmp_path / "missing.yaml"), "--model", str(model_dir)])
+        eval_vqa.main([str(tmp_path / "missing.yaml"), "--model", str(model_dir)])

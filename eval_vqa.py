@@ -1,6 +1,6 @@
 """VQA accuracy and eval loss of a trained Qwen3-SmVL on the rows its training config held out.
 
-    python evaluate.py cocoqa_train.yaml --model model/freeze_llm_vlm_cocoqa [--samples 200] [--max-new-tokens 128] [--think]
+    python eval_vqa.py cocoqa_train.yaml --model model/freeze_llm_vlm_cocoqa [--samples 200] [--max-new-tokens 128] [--think]
 
 The held-out rows are the ones train.py set aside for the config's data_dir, train_data, test_size and
 data seed, so the model never trained on them; further `--key value` flags override the YAML as in
@@ -22,7 +22,7 @@ from num2words import num2words
 
 import data
 import infer
-import train
+from train_config import ConfigError, parse_config, seed_of_data, use_offline_demo
 from collate import IGNORE_INDEX, BadSample, Collator
 
 ARTICLES = {"a", "an", "the"}
@@ -59,18 +59,6 @@ def score(prediction, reference):
     matches whole words, so a chatty "There are 2 dogs." counts for "two" but "12" does not for "2"."""
     predicted, expected = normalise(prediction), normalise(reference)
     return predicted == expected, f" {expected} " in f" {predicted} "
-
-
-def collator_for(processor, data_args):
-    """The training collator's encoding; it raises on an unusable row so that evaluate can count it."""
-    return Collator(
-        processor,
-        max_length=data_args.max_length,
-        padding="longest",  # batches of one: right padding cannot change a causal model's loss
-        max_images=data_args.max_images,
-        assistant_only_loss=data_args.assistant_only_loss,
-        first_turn_only=data_args.first_turn_only,
-    )
 
 
 def loss_of_row(model, collator, row):
@@ -113,7 +101,7 @@ def metrics(records):
 
 def evaluate(model, processor, rows, collator, max_new_tokens=DEFAULT_MAX_NEW_TOKENS, think=False):
     """Answers and scores each row's first question about its first image, and its eval loss (mean
-    over the supervised tokens of all rows). `collator` as collator_for builds it.
+    over the supervised tokens of all rows). `collator` raises BadSample on an unusable row, which is counted.
     -> {"summary": {subset: metrics, ..., "overall": metrics}, "skipped": count, "samples": [record, ...]}"""
     model.eval()
     records = [evaluate_row(model, processor, row, collator, max_new_tokens, think) for row in rows]
@@ -148,7 +136,9 @@ def report(results, out_dir, settings):
 def evaluate_and_report(model, processor, rows, data_args, out_dir, max_new_tokens=DEFAULT_MAX_NEW_TOKENS,
                         think=False, settings=None):
     """evaluate + report with the config's collator settings: what train.py calls after training."""
-    results = evaluate(model, processor, rows, collator_for(processor, data_args), max_new_tokens, think)
+    # Batches of one: right padding cannot change a causal model's loss; an unusable row raises and is counted.
+    collator = Collator.from_args(processor, data_args, padding="longest", on_bad_sample="raise", supervised_logits_only=False)
+    results = evaluate(model, processor, rows, collator, max_new_tokens, think)
     settings = {**(settings or {}), "max_new_tokens": max_new_tokens, "think": think}
     report(results, out_dir, settings)
     return results
@@ -157,19 +147,19 @@ def evaluate_and_report(model, processor, rows, data_args, out_dir, max_new_toke
 def held_out_rows(config_argv):
     """(rows, data_args, data seed): the rows train.py holds out for this config."""
     # Only the data fields are used: use_cpu keeps a bf16 training config parseable without a GPU.
-    model_args, data_args, run_args, training_args = train.parse_config([*config_argv, "--use_cpu", "true"])
+    model_args, data_args, run_args, training_args = parse_config([*config_argv, "--use_cpu", "true"])
     if run_args.offline_demo_dir:
-        train.use_offline_demo(model_args, data_args, run_args)
+        use_offline_demo(model_args, data_args, run_args)
     if data_args.test_size == 0:
-        raise train.ConfigError("test_size is 0: the config holds out no rows to evaluate on")
-    _, rows = train.load_data(data_args, training_args)
-    return rows, data_args, train.seed_of_data(training_args)
+        raise ConfigError("test_size is 0: the config holds out no rows to evaluate on")
+    _, rows = data.load_data(data_args, seed_of_data(training_args))
+    return rows, data_args, seed_of_data(training_args)
 
 
 def parse_args(argv):
-    """-> (evaluate.py's options, the YAML and its overrides for train.parse_config)."""
+    """-> (eval_vqa.py's options, the YAML and its overrides for train_config.parse_config)."""
     parser = argparse.ArgumentParser(
-        prog="evaluate.py", allow_abbrev=False, usage="%(prog)s CONFIG.yaml --model DIR [options] [--key value ...]",
+        prog="eval_vqa.py", allow_abbrev=False, usage="%(prog)s CONFIG.yaml --model DIR [options] [--key value ...]",
         description="VQA accuracy and eval loss on the rows a train.py config holds out.",
         epilog="Any other --key value overrides the YAML, as in train.py.",
     )
@@ -187,12 +177,12 @@ def main(argv=None):
     args, config_argv = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         if not (Path(args.model) / "config.json").is_file():
-            raise FileNotFoundError(f"--model {args.model} is not a model directory (no config.json)")
+            raise ConfigError(f"--model {args.model} is not a model directory (no config.json)")
         if (args.samples is not None and args.samples < 1) or args.max_new_tokens < 1:
-            raise ValueError("--samples and --max-new-tokens must be positive")
+            raise ConfigError("--samples and --max-new-tokens must be positive")
         rows, data_args, seed = held_out_rows(config_argv)
-    except (train.ConfigError, FileNotFoundError, ValueError) as error:
-        raise SystemExit(f"evaluate.py: {error}")
+    except (ConfigError, data.DataError) as error:
+        raise SystemExit(f"eval_vqa.py: {error}")
     if args.samples:
         rows = rows.select(range(min(args.samples, len(rows))))
     model, processor = infer.load_model(args.model)
