@@ -11,15 +11,23 @@ from transformers import AutoModelForImageTextToText, AutoProcessor, pipeline
 from collate import IGNORE_INDEX, Collator
 
 ANSWERS = ("It is red.", "Yes, quite sure.")
+# Two questions of different lengths, so that a batch of them is padded.
+QUESTIONS = ("Colour?", "What is the colour of this picture, in one word?")
 
 
 def solid(colour, size=48):
     return Image.new("RGB", (size, size), colour)
 
 
+def ask(question, image=None):
+    """A user message with an image (a bare placeholder when the pixels are passed separately)."""
+    image_part = {"type": "image"} if image is None else {"type": "image", "image": image}
+    return {"role": "user", "content": [image_part, {"type": "text", "text": question}]}
+
+
 def two_turn_chat(image):
     return [
-        {"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": "What colour is it?"}]},
+        ask("What colour is it?", image),
         {"role": "assistant", "content": [{"type": "text", "text": ANSWERS[0]}]},
         {"role": "user", "content": [{"type": "text", "text": "Are you sure?"}]},
         {"role": "assistant", "content": [{"type": "text", "text": ANSWERS[1]}]},
@@ -71,11 +79,7 @@ def test_collator_assistant_only_loss_agrees_with_the_template_mask(stitched_dir
 
 def test_batched_pipeline_answers_as_each_prompt_alone(stitched_dir):
     pipe = pipeline("image-text-to-text", model=str(stitched_dir))
-    chats = [
-        [{"role": "user", "content": [{"type": "image", "image": solid("red")}, {"type": "text", "text": "Colour?"}]}],
-        [{"role": "user", "content": [{"type": "image", "image": solid("blue")},
-                                      {"type": "text", "text": "What is the colour of this picture, in one word?"}]}],
-    ]
+    chats = [[ask(question, solid(colour))] for question, colour in zip(QUESTIONS, ("red", "blue"))]
     options = dict(max_new_tokens=6, return_full_text=False, do_sample=False)
     alone = [pipe(text=chat, **options)[0]["generated_text"] for chat in chats]
     batched = [result[0]["generated_text"] for result in pipe(text=chats, batch_size=2, **options)]
@@ -104,11 +108,8 @@ def transformers_log(caplog, monkeypatch):
 def test_no_pad_warning_on_load_and_batched_generate(stitched_dir, transformers_log, recwarn):
     model = AutoModelForImageTextToText.from_pretrained(stitched_dir)
     processor = AutoProcessor.from_pretrained(stitched_dir)
-    prompts = [
-        processor.apply_chat_template([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}],
-                                      add_generation_prompt=True, enable_thinking=False)
-        for question in ("Colour?", "What is the colour of this picture, in one word?")
-    ]
+    prompts = [processor.apply_chat_template([ask(question)], add_generation_prompt=True, enable_thinking=False)
+               for question in QUESTIONS]
     inputs = processor(text=prompts, images=[[solid("red")], [solid("blue")]], padding=True, return_tensors="pt")
     assert (inputs["attention_mask"][:, 0] == 0).any()  # the batch is padded, on the left
     with torch.no_grad():
@@ -125,7 +126,7 @@ def test_trl_sft_trainer_trains_only_the_answers(stitched_dir, tmp_path):
     processor = AutoProcessor.from_pretrained(stitched_dir)
     rows = [
         {"images": [solid(colour)], "messages": [
-            {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What colour is it?"}]},
+            ask("What colour is it?"),
             {"role": "assistant", "content": [{"type": "text", "text": f"It is {colour}."}]},
         ]}
         for colour in ("red", "blue")
@@ -136,4 +137,5 @@ def test_trl_sft_trainer_trains_only_the_answers(stitched_dir, tmp_path):
     batch = next(iter(trainer.get_train_dataloader()))
     supervised = [processor.tokenizer.decode(ids[labels != IGNORE_INDEX])
                   for ids, labels in zip(batch["input_ids"], batch["labels"])]
-    assert supervised == [f"It is {colour}.{processor.end_of_utterance_token}" for colour in ("red", "blue")]
+    # The trainer shuffles the rows.
+    assert sorted(supervised) == [f"It is {colour}.{processor.end_of_utterance_token}" for colour in ("blue", "red")]
