@@ -3,6 +3,7 @@
 #   make test    the test suite
 VENV := .venv
 PYTHON := $(VENV)/bin/python
+export PATH := $(abspath $(VENV))/bin:$(PATH)  # console scripts (accelerate, transformers) from .venv
 
 .PHONY: demo test venv
 demo: $(VENV)/.installed
