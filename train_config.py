@@ -24,7 +24,7 @@ SAVE_DTYPES = ("auto", "bfloat16", "float16", "float32")
 class ModelArguments:
     smolvlm_path: str = field(default=stitch.DEFAULT_SMOLVLM, metadata={"help": "SmolVLM2 checkpoint (vision tower, processors)"})
     qwen_path: str = field(default=stitch.DEFAULT_QWEN, metadata={"help": "Qwen3 checkpoint (text model, tokenizer)"})
-    init_from: str | None = field(default=None, metadata={"help": "a directory written by stitch.py or by an earlier run; skips the graft"})
+    init_from: str | None = field(default=None, metadata={"help": "a directory written by `stitch.py` or by an earlier run; skips the graft"})
     freeze_vision: bool = field(default=True, metadata={"help": "keep the vision tower frozen"})
     freeze_text: bool = field(default=True, metadata={"help": "keep the text model and LM head frozen"})
     freeze_connector: bool = field(default=False, metadata={"help": "keep the connector frozen"})
@@ -32,29 +32,29 @@ class ModelArguments:
 
 @dataclass
 class DataArguments:
-    data_dir: str = field(default="data/the_cauldron", metadata={"help": "the_cauldron as downloaded: <data_dir>/<subset>/train-*.parquet"})
-    train_data: list[str] = field(default_factory=lambda: ["cocoqa"], metadata={"help": "subset name(s), or 'all'"})
-    test_size: int = field(default=64, metadata={"help": "held-out rows for evaluation and the demo"})
+    data_dir: str = field(default="data/the_cauldron", metadata={"help": "the_cauldron as downloaded: `<data_dir>/<subset>/train-*.parquet`"})
+    train_data: list[str] = field(default_factory=lambda: ["cocoqa"], metadata={"help": "a subset, a list, a comma-separated string, or `all` (the original's 21 subsets)"})
+    test_size: int = field(default=64, metadata={"help": "held-out rows (split with `data_seed`) for evaluation and the demo"})
     max_train_samples: int | None = field(default=None, metadata={"help": "cap on training rows"})
     max_length: int = field(default=2048, metadata={"help": "token cap per sample; text is cut after the image, never inside it"})
-    padding: str = field(default="longest", metadata={"help": "'longest' (pad to the batch, fast) or 'max_length' (the original's 2K)"})
+    padding: str = field(default="longest", metadata={"help": "`longest` (pad to the batch, multiple of 8) or `max_length` (the original's fixed 2K)"})
     max_images: int = field(default=1, metadata={"help": "images kept per row"})
-    first_turn_only: bool = field(default=False, metadata={"help": "train on texts[0] only, as the original did"})
-    assistant_only_loss: bool = field(default=False, metadata={"help": "supervise only the answers"})
-    on_bad_sample: str = field(default="raise", metadata={"help": "'raise' or 'skip' (counted) for unusable rows"})
-    supervised_logits_only: bool = field(default=True, metadata={"help": "run the LM head only where a token is supervised (same loss, less compute and memory)"})
+    first_turn_only: bool = field(default=False, metadata={"help": "train on `texts[0]` only, as the original did"})
+    assistant_only_loss: bool = field(default=False, metadata={"help": "supervise only the answers and their `<|im_end|>`"})
+    on_bad_sample: str = field(default="raise", metadata={"help": "`raise`, or `skip` (counted and reported) for unusable rows"})
+    supervised_logits_only: bool = field(default=True, metadata={"help": "run the LM head only on positions with a next-token target (same loss and gradients; see below)"})
 
 
 @dataclass
 class RunArguments:
-    overwrite_output_dir: bool = field(default=False, metadata={"help": "start afresh instead of resuming from output_dir's last checkpoint"})
-    save_dtype: str = field(default="auto", metadata={"help": "dtype of the final standalone model: 'auto' (the source checkpoints' dtype), 'bfloat16', 'float16' or 'float32'"})
-    demo_image: str | None = field(default=None, metadata={"help": "image for the post-training demo (default: first held-out row's)"})
-    demo_question: str = field(default="图中有什么动物？", metadata={"help": "question for the post-training demo"})
-    demo_max_new_tokens: int = field(default=512, metadata={"help": "answer length cap for the demo (thinking included)"})
-    run_evaluation: bool = field(default=False, metadata={"help": "after training, score VQA accuracy and eval loss on the held-out rows (eval_vqa.py)"})
-    eval_max_new_tokens: int = field(default=128, metadata={"help": "answer length cap for run_evaluation"})
-    offline_demo_dir: str | None = field(default=None, metadata={"help": "build tiny random checkpoints and synthetic data here and train on them (no downloads)"})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "start afresh instead of resuming from `output_dir`'s last checkpoint"})
+    save_dtype: str = field(default="auto", metadata={"help": "dtype of the final standalone model: `auto` (the source checkpoints' dtype, bf16 for the real ones), `bfloat16`, `float16` or `float32`"})
+    demo_image: str | None = field(default=None, metadata={"help": "image for the post-training demo (none: the first held-out row's image)"})
+    demo_question: str = field(default="图中有什么动物？", metadata={"help": "question for the post-training demo (asked with thinking on)"})
+    demo_max_new_tokens: int = field(default=512, metadata={"help": "answer length cap for the demo, thinking included"})
+    run_evaluation: bool = field(default=False, metadata={"help": "after training, run `eval_vqa.py`'s scoring on the held-out rows"})
+    eval_max_new_tokens: int = field(default=128, metadata={"help": "answer length cap for `run_evaluation`"})
+    offline_demo_dir: str | None = field(default=None, metadata={"help": "build tiny random checkpoints and synthetic data here and train on them"})
 
 
 ARGUMENT_CLASSES = (ModelArguments, DataArguments, RunArguments, TrainingArguments)
