@@ -19,11 +19,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from num2words import num2words
+from tqdm.auto import tqdm
 
 import data
 import infer
-from train_config import ConfigError, parse_config, seed_of_data, use_offline_demo
 from collate import IGNORE_INDEX, BadSample, Collator
+from train_config import ConfigError, parse_config, seed_of_data, use_offline_demo
 
 ARTICLES = {"a", "an", "the"}
 # "twenty-one" is "twenty one" once punctuation is gone; "none" -> "0" as the official VQA evaluation maps it.
@@ -104,7 +105,8 @@ def evaluate(model, processor, rows, collator, max_new_tokens=DEFAULT_MAX_NEW_TO
     over the supervised tokens of all rows). `collator` raises BadSample on an unusable row, which is counted.
     -> {"summary": {subset: metrics, ..., "overall": metrics}, "skipped": count, "samples": [record, ...]}"""
     model.eval()
-    records = [evaluate_row(model, processor, row, collator, max_new_tokens, think) for row in rows]
+    records = [evaluate_row(model, processor, row, collator, max_new_tokens, think)
+               for row in tqdm(rows, desc="evaluating", unit="row")]
     scored = [record for record in records if "skipped" not in record]
     subsets = dict.fromkeys(record["source"] for record in scored)
     summary = {subset: metrics([r for r in scored if r["source"] == subset]) for subset in subsets}

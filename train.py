@@ -110,10 +110,18 @@ def save_standalone(trainer, processor, dtype, output_dir):
         processor.save_pretrained(output_dir)
 
 
+def next_steps(output_dir, argv):
+    config = argv[0] if argv and not argv[0].startswith("--") else "CONFIG.yaml"
+    return (f"saved the trained model to {output_dir}; next:\n"
+            f"  python infer.py --model {output_dir} --image PATH --question \"...\"\n"
+            f"  python eval_vqa.py {config} --model {output_dir}")
+
+
 def main(argv=None):
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.INFO)
     try:  # everything that can refuse the run, before anything is deleted or trained
-        model_args, data_args, run_args, training_args = configure(sys.argv[1:] if argv is None else argv)
+        argv = sys.argv[1:] if argv is None else argv
+        model_args, data_args, run_args, training_args = configure(argv)
         output_plan = plan_output_dir(training_args.output_dir, run_args.overwrite_output_dir)
         with training_args.main_process_first(desc="loading data"):  # ranks > 0 reuse rank 0's cache
             train_dataset, eval_dataset = data.load_data(data_args, seed_of_data(training_args))
@@ -152,6 +160,7 @@ def main(argv=None):
             trainer.model, processor, eval_dataset, data_args, training_args.output_dir,
             max_new_tokens=run_args.eval_max_new_tokens, settings=settings,
         )
+    print(next_steps(training_args.output_dir, argv))
 
 if __name__ == "__main__":
     main()

@@ -72,6 +72,7 @@ def test_trains_saves_standalone_and_runs_the_demo(tmp_path, config, tiny_qwen_d
     out = tmp_path / "run"
     printed = capsys.readouterr().out
     assert "trainable params:" in printed and "demo answer:" in printed and "图中有什么动物？" in printed
+    assert f"python infer.py --model {out} --image" in printed  # what to run next
     results = json.loads((out / "eval_results.json").read_text())
     assert results["summary"]["overall"]["n"] == config["test_size"]
 
