@@ -125,12 +125,35 @@ def merge_adapters(trainer, probe, output_dir):
     return low_rank.merge_verified(trainer.model, probe)
 
 
+def check_fsdp_took_effect(trainer):
+    """accelerate runs FSDP on accelerators only: launched with an FSDP config and use_cpu, the run
+    would silently hold the whole model on every rank (DDP)."""
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" and not trainer.is_fsdp_enabled:
+        raise ConfigError(f"launched with an FSDP accelerate config, but accelerate enables FSDP only on GPUs "
+                          f"(it would run as {trainer.accelerator.distributed_type}); drop use_cpu or the FSDP config")
+
+
 def save_standalone(trainer, processor, dtype, output_dir):
-    """Model + processor in output_dir, in `dtype`, loadable without this repo."""
-    trainer.model.to(dtype)
-    trainer.save_model(output_dir)
+    """Model + processor in output_dir, in `dtype`, loadable without this repo. Under FSDP every
+    rank helps gather the shards and the main process writes the whole model."""
+    if not trainer.is_fsdp_enabled:
+        trainer.model.to(dtype)
+        trainer.save_model(output_dir)
+    else:
+        state_dict = trainer.accelerator.get_state_dict(trainer.model)
+        if trainer.is_world_process_zero():
+            state_dict = {name: tensor.to(dtype) for name, tensor in state_dict.items()}
+            trainer.accelerator.unwrap_model(trainer.model).save_pretrained(output_dir, state_dict=state_dict)
     if trainer.is_world_process_zero():
         processor.save_pretrained(output_dir)
+
+
+def standalone_model(trainer, dtype, output_dir):
+    """The trained model for the demo and evaluation on the main process alone; a sharded one would
+    wait for the other ranks, so under FSDP it is read back from output_dir."""
+    if not trainer.is_fsdp_enabled:
+        return trainer.model
+    return AutoModelForImageTextToText.from_pretrained(output_dir, dtype=dtype).to(trainer.args.device)
 
 
 def main(argv=None):
@@ -147,14 +170,17 @@ def main(argv=None):
         model = prepare_trainable(model, model_args, part_lrs, training_args.seed)
     except (ConfigError, CheckpointError, stitch.GraftError, data.DataError) as error:
         raise SystemExit(f"train.py: {error}")
+    optimizer_groups = param_groups.optimizer_groups(model, part_lrs, training_args.weight_decay)
+    start_swanlab(training_args)
+    trainer = build_trainer(model, processor, training_args, data_args, train_dataset, eval_dataset, optimizer_groups)
+    try:
+        check_fsdp_took_effect(trainer)
+    except ConfigError as error:
+        raise SystemExit(f"train.py: {error}")
     with training_args.main_process_first(desc="output_dir"):
         checkpoint = output_plan.apply(training_args.process_index == 0)
     if training_args.process_index == 0 and output_plan.describe():
         print("\n".join(output_plan.describe()))
-
-    optimizer_groups = param_groups.optimizer_groups(model, part_lrs, training_args.weight_decay)
-    start_swanlab(training_args)
-    trainer = build_trainer(model, processor, training_args, data_args, train_dataset, eval_dataset, optimizer_groups)
     if trainer.is_world_process_zero():
         print("\n".join([stitch.trainable_summary(model), *param_groups.describe(optimizer_groups)]))
     trainer.train(resume_from_checkpoint=checkpoint and str(checkpoint))
@@ -166,10 +192,11 @@ def main(argv=None):
           f"{trainer.state.num_input_tokens_seen} tokens seen, {trainer.data_collator.skipped} samples skipped")
     if not trainer.is_world_process_zero():
         return
+    model = standalone_model(trainer, save_dtype, training_args.output_dir)
     if demo_image is None:
         print("demo: skipped (no demo_image and no held-out row with an image)")
     else:
-        prompt, reply = infer.demo(trainer.model, processor, demo_image, run_args.demo_question, run_args.demo_max_new_tokens)
+        prompt, reply = infer.demo(model, processor, demo_image, run_args.demo_question, run_args.demo_max_new_tokens)
         if "swanlab" in training_args.report_to:
             log_demo_to_swanlab(demo_image, run_args.demo_question, prompt, reply)
     if run_args.run_evaluation:
@@ -177,7 +204,7 @@ def main(argv=None):
 
         settings = {"train_data": data.resolve_subsets(data_args.train_data), "data_seed": seed_of_data(training_args)}
         eval_vqa.evaluate_and_report(
-            trainer.model, processor, eval_dataset, data_args, training_args.output_dir,
+            model, processor, eval_dataset, data_args, training_args.output_dir,
             max_new_tokens=run_args.eval_max_new_tokens, settings=settings,
         )
 

@@ -1,8 +1,10 @@
 """Stage 2 on tiny checkpoints: per-part learning rates, LoRA with a verified merge, activation
 checkpointing, the shipped stage-2 recipes and the stage 1 -> stage 2 chain."""
 
-import json
+import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -16,7 +18,7 @@ import train
 import train_config
 from collate import Collator
 from conftest import REPO
-from test_train import config, losses, run  # noqa: F401 (config is a fixture)
+from test_train import config, losses, run, write_yaml  # noqa: F401 (config is a fixture)
 
 TINY_RUN = ["--use_cpu", "true", "--bf16", "false", "--report_to", "none", "--dataloader_num_workers", "0",
             "--eval_strategy", "no", "--save_strategy", "no", "--run_evaluation", "false", "--demo_max_new_tokens", "2",
@@ -95,7 +97,7 @@ def test_contradictory_or_impossible_settings_are_refused(tmp_path, config, bad,
     with pytest.raises(SystemExit) as stop:
         run(tmp_path, {**config, **bad})
     assert message in str(stop.value)
-    assert not (tmp_path / "run").exists()
+    assert not list((tmp_path / "run").iterdir())  # the Trainer makes output_dir; nothing is written
 
 
 def test_merge_that_loses_the_adapters_is_an_error(stitched, cauldron_dir):
@@ -194,3 +196,37 @@ def test_shipped_stage2_recipes_chain_from_stage1():
         assert train_config.part_learning_rates(model_args, training_args) == expected_lrs
         assert data_args.assistant_only_loss and training_args.activation_checkpointing
     assert train_config.lora_parts(model_args) == set()
+
+
+def test_fsdp2_on_two_cpu_ranks_matches_one_process(tmp_path, config):
+    """The shipped FSDP2 config with the text model unfrozen: both ranks train on shards, the main
+    process writes a whole checkpoint that plain transformers reloads, equal to a one-process run
+    over the same global batches. tests/fsdp_on_cpu.py lets accelerate run FSDP on CPU ranks."""
+    fsdp = {**config, "freeze_text": False, "max_steps": 3, "per_device_train_batch_size": 1, "learning_rate": 1e-3,
+            "output_dir": str(tmp_path / "fsdp")}
+    path = write_yaml(tmp_path / "fsdp.yaml", fsdp)
+    result = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO / "accelerate" / "fsdp2.yaml"),
+         "--num_processes", "2", str(REPO / "tests" / "fsdp_on_cpu.py"), path],
+        capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "rank 0/2: 3 steps" in result.stdout and "rank 1/2: 3 steps" in result.stdout
+
+    run(tmp_path, {**fsdp, "per_device_train_batch_size": 2, "output_dir": str(tmp_path / "single")})
+    sharded = AutoModelForImageTextToText.from_pretrained(tmp_path / "fsdp")
+    single = AutoModelForImageTextToText.from_pretrained(tmp_path / "single")
+    assert sharded.state_dict().keys() == single.state_dict().keys()
+    for name, tensor in single.state_dict().items():
+        assert torch.allclose(sharded.state_dict()[name], tensor, atol=1e-5), name
+    assert changed(tensors(AutoModelForCausalLM.from_pretrained(config["qwen_path"]).model),
+                   tensors(sharded.model.text_model))
+
+
+def test_fsdp_config_on_cpu_without_fsdp_is_refused(tmp_path, config, monkeypatch):
+    """Launched with an FSDP config where accelerate cannot shard, the run stops instead of silently
+    keeping the whole model on every rank."""
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    with pytest.raises(SystemExit, match="accelerate enables FSDP only on GPUs"):
+        run(tmp_path, {**config, "freeze_text": False})
+    assert not list((tmp_path / "run").iterdir())  # the Trainer makes output_dir; nothing is written
