@@ -7,21 +7,10 @@ optimizer). Groups follow nanoGPT: matrices decay, 1-d tensors (norms, biases) d
 
 import torch
 
+import stitch
 from train_config import ConfigError
 
-PARTS = ("vision", "connector", "text")
-PART_PREFIXES = {"model.vision_model.": "vision", "model.connector.": "connector", "model.text_model.": "text",
-                 "lm_head.": "text"}
 PEFT_PREFIX = "base_model.model."  # what peft puts in front of the wrapped model's parameter names
-
-
-def part_of(name):
-    """The part a parameter belongs to, by its name in the model (or in a peft wrapper of it)."""
-    name = name.removeprefix(PEFT_PREFIX)
-    part = next((part for prefix, part in PART_PREFIXES.items() if name.startswith(prefix)), None)
-    if part is None:
-        raise ValueError(f"parameter {name} belongs to no known part ({', '.join(PART_PREFIXES)})")
-    return part
 
 
 def train_last_text_layers(model, count):
@@ -45,7 +34,7 @@ def optimizer_groups(model, part_lrs, weight_decay):
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
-        part = part_of(name)
+        part = stitch.part_of(name.removeprefix(PEFT_PREFIX))
         if part not in part_lrs:
             raise ValueError(f"{name} is trainable but its part '{part}' has no learning rate")
         decays = parameter.ndim >= 2

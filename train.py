@@ -56,7 +56,7 @@ def prepare_trainable(model, model_args, part_lrs, seed=0):
     adapted = lora_parts(model_args)
     full = {part for part in part_lrs if part not in adapted}
     stitch.set_trainable(model, vision="vision" in full, connector="connector" in full, text="text" in full)
-    if model_args.unfreeze_text_layers:
+    if model_args.unfreeze_text_layers is not None:
         param_groups.train_last_text_layers(model, model_args.unfreeze_text_layers)
     if adapted:
         model = low_rank.add_adapters(model, model_args, full, seed)
@@ -110,8 +110,9 @@ def build_trainer(model, processor, training_args, data_args, train_dataset, eva
 
 
 def probe_batch(processor, data_args, datasets, device):
-    """One collated image+text row (the first held-out one with an image, else a training one)."""
-    row = next(row for dataset in datasets for row in dataset if row["images"])
+    """One collated row: the first held-out (else training) row with an image, else the first row."""
+    rows = [row for dataset in datasets for row in dataset.select(range(min(len(dataset), 64)))]
+    row = next((row for row in rows if row["images"]), rows[0])
     batch = Collator.from_args(processor, data_args, padding="longest", supervised_logits_only=False)([row])
     batch.pop("labels")
     return {key: value.to(device) for key, value in batch.items()}
@@ -168,14 +169,11 @@ def main(argv=None):
         model, processor = load_model(model_args, training_args)
         part_lrs = part_learning_rates(model_args, training_args)
         model = prepare_trainable(model, model_args, part_lrs, training_args.seed)
-    except (ConfigError, CheckpointError, stitch.GraftError, data.DataError) as error:
-        raise SystemExit(f"train.py: {error}")
-    optimizer_groups = param_groups.optimizer_groups(model, part_lrs, training_args.weight_decay)
-    start_swanlab(training_args)
-    trainer = build_trainer(model, processor, training_args, data_args, train_dataset, eval_dataset, optimizer_groups)
-    try:
+        optimizer_groups = param_groups.optimizer_groups(model, part_lrs, training_args.weight_decay)
+        start_swanlab(training_args)
+        trainer = build_trainer(model, processor, training_args, data_args, train_dataset, eval_dataset, optimizer_groups)
         check_fsdp_took_effect(trainer)
-    except ConfigError as error:
+    except (ConfigError, CheckpointError, stitch.GraftError, data.DataError) as error:
         raise SystemExit(f"train.py: {error}")
     with training_args.main_process_first(desc="output_dir"):
         checkpoint = output_plan.apply(training_args.process_index == 0)

@@ -14,6 +14,7 @@ from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, Auto
 
 import data
 import low_rank
+import param_groups
 import train
 import train_config
 from collate import Collator
@@ -88,6 +89,7 @@ def test_unfreeze_last_text_layers_only(tmp_path, config, stitched_dir):
     ({"lora_r": 4, "text_lr": 0}, "lora_r: 4 puts adapters on the text model"),
     ({"unfreeze_text_layers": 1}, "unfreeze_text_layers needs the text model trained in full"),
     ({"freeze_text": False, "unfreeze_text_layers": 3}, "unfreeze_text_layers: 3 is not between 1 and the text model's 2 layers"),
+    ({"text_lr": 1e-3, "unfreeze_text_layers": 0}, "unfreeze_text_layers: 0 is not between 1 and the text model's 2 layers"),
     ({"lora_r": 4, "lora_target": "q_proj"}, "lora_target 'q_proj' matches no module"),
     ({"lora_r": 4, "lora_target": r"model\.vision_model\.encoder\.layers\.\d+\.self_attn\.q_proj"},
      "outside the parts with LoRA (text; lora_vision: true adds the vision tower)"),
@@ -97,7 +99,7 @@ def test_contradictory_or_impossible_settings_are_refused(tmp_path, config, bad,
     with pytest.raises(SystemExit) as stop:
         run(tmp_path, {**config, **bad})
     assert message in str(stop.value)
-    assert not list((tmp_path / "run").iterdir())  # the Trainer makes output_dir; nothing is written
+    assert not (tmp_path / "run").exists()
 
 
 def test_merge_that_loses_the_adapters_is_an_error(stitched, cauldron_dir):
@@ -142,6 +144,33 @@ def test_stage1_then_stage2_lora_recipe(tmp_path, config, cauldron_dir, tiny_qwe
     expected = logits(adapter_model, batch)
     assert torch.allclose(logits(merged, batch), expected, atol=1e-4 * expected.abs().max().item())
     assert not torch.allclose(logits(before, batch), expected, atol=1e-3)  # the adapters did change the model
+
+
+def test_stage1_then_stage2_full_recipe(tmp_path, config, cauldron_dir):
+    stage1 = tmp_path / "stage1"
+    run(tmp_path, {**config, "max_steps": 2, "output_dir": str(stage1)})
+    stage2 = tmp_path / "stage2"
+    train.main([str(REPO / "stage2_full.yaml"), *TINY_RUN, "--init_from", str(stage1), "--data_dir", str(cauldron_dir),
+                "--train_data", "cocoqa", "--max_steps", "2", "--output_dir", str(stage2)])
+    before = AutoModelForImageTextToText.from_pretrained(stage1)
+    after = AutoModelForImageTextToText.from_pretrained(stage2)
+    for part in ("vision_model", "connector", "text_model"):  # every part trains, each at its own rate
+        assert changed(tensors(getattr(before.model, part)), tensors(getattr(after.model, part))), part
+    assert not (stage2 / "adapter").exists()
+
+
+def test_lora_on_the_vision_tower_too(stitched):
+    model, _ = stitched
+    model_args = train_config.ModelArguments(lora_r=4, lora_vision=True)
+    training_args = train_config.TrainingArguments(output_dir="unused", learning_rate=1e-3)
+    rates = train_config.part_learning_rates(model_args, training_args)
+    adapted = train.prepare_trainable(model, model_args, rates)
+    trainable = [name for name, parameter in adapted.named_parameters() if parameter.requires_grad]
+    assert any(".vision_model.encoder." in name and "lora_A" in name for name in trainable)
+    assert any(".text_model.layers." in name and "lora_A" in name for name in trainable)
+    assert all("lora_" in name or ".connector." in name for name in trainable), trainable
+    groups = {group["name"]: group for group in param_groups.optimizer_groups(adapted, rates, 0.0)}
+    assert set(groups) == {"vision (decay)", "connector (decay)", "text (decay)"}
 
 
 def test_lora_resume_continues_exactly(tmp_path, config, stitched_dir):
