@@ -14,8 +14,8 @@ PEFT_PREFIX = "base_model.model."  # what peft puts in front of the wrapped mode
 
 
 def train_last_text_layers(model, count):
-    """Freezes the text model except its last `count` decoder layers and final norm (embeddings and
-    the LM head included, which are the input embedding's weight in a tied model)."""
+    """Freezes the text model except its last `count` decoder layers and its final norm; the
+    embeddings and the LM head (one weight in a tied model) stay frozen."""
     text_model = model.model.text_model
     layers = len(text_model.layers)
     if not 0 < count <= layers:

@@ -37,8 +37,7 @@ def changed(before, after):
 
 def optimizer_groups_of(checkpoint):
     state = torch.load(checkpoint / "optimizer.pt", weights_only=False)
-    return {group["name"]: (group["initial_lr"], group["weight_decay"], len(group["params"]))
-            for group in state["param_groups"]}
+    return {group["name"]: (group["initial_lr"], group["weight_decay"]) for group in state["param_groups"]}
 
 
 def probe(processor, rows):
@@ -58,7 +57,7 @@ def test_part_learning_rates_reach_the_optimizer_and_zero_freezes(tmp_path, conf
                    "vision_lr": 1e-3, "connector_lr": 5e-3, "text_lr": 0, "weight_decay": 0.1})
     out = tmp_path / "run"
     groups = optimizer_groups_of(out / "checkpoint-2")
-    assert {name: group[:2] for name, group in groups.items()} == {
+    assert groups == {
         "vision (decay)": (1e-3, 0.1), "vision (no decay)": (1e-3, 0.0), "connector (decay)": (5e-3, 0.1)}
     printed = capsys.readouterr().out
     assert "optimizer group vision (no decay)" in printed and "lr 1.00e-03" in printed
