@@ -1,8 +1,10 @@
 """the_cauldron loading: <data_dir>/<subset>/train-*.parquet with `images` and `texts` columns."""
 import glob
+import json
 import logging
 import os
 import warnings
+from pathlib import Path
 
 from datasets import Features, Image, List, Value, concatenate_datasets, load_dataset
 
@@ -83,6 +85,28 @@ def load_cauldron(data_dir, train_data, test_size=64, data_seed=42, max_train_sa
         train = train.select(range(max_train_samples))
     logger.info(f"the_cauldron: {len(train)} train / {len(eval_)} eval rows")
     return train, eval_
+
+
+def load_text_rows(path):
+    """A JSONL file of {"user": ..., "assistant": ...} pairs as text-only rows (no images)."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as error:
+        raise DataError(f"text_eval_file {path} cannot be read ({error.strerror})")
+    rows = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            pair = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise DataError(f"{path} line {number}: not JSON ({error.msg})")
+        if not (isinstance(pair, dict) and isinstance(pair.get("user"), str) and isinstance(pair.get("assistant"), str)):
+            raise DataError(f'{path} line {number}: expected {{"user": "...", "assistant": "..."}}')
+        rows.append({"images": [], "texts": [{"user": pair["user"], "assistant": pair["assistant"], "source": "text"}]})
+    if not rows:
+        raise DataError(f"text_eval_file {path} holds no rows")
+    return rows
 
 
 def load_data(data_args, seed):

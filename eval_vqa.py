@@ -7,7 +7,8 @@ data seed, so the model never trained on them; further `--key value` flags overr
 train.py. Each row's first question is asked about its first image and the answer scored against the
 reference; the eval loss is the mean cross-entropy over the tokens the config's collator supervises
 (the Trainer's eval_loss averages per-row means instead). A table goes to stdout and the summary with
-every answer to <model>/eval_results.json.
+every answer to <model>/eval_results.json. Next to it, the loss on the answers of a text-only held-out
+set (`text_eval_file`, shipped: text_eval.jsonl) shows whether training damaged Qwen3's language.
 """
 
 import argparse
@@ -124,9 +125,19 @@ def format_table(summary):
     return "\n".join(lines)
 
 
+def text_only_loss(model, processor, rows):
+    """Mean cross-entropy over the answers (and their <|im_end|>) of text-only conversations, always
+    answers only, so that runs with different assistant_only_loss settings compare."""
+    collator = Collator(processor, padding="longest", assistant_only_loss=True)
+    sums, counts = zip(*(loss_of_row(model, collator, row) for row in rows))
+    return {"n": len(rows), "loss": sum(sums) / sum(counts)}
+
+
 def report(results, out_dir, settings):
     """Prints the table and writes <out_dir>/eval_results.json; returns its path."""
     print(format_table(results["summary"]))
+    if "text_only" in results:
+        print(f"text-only held-out loss ({results['text_only']['n']} answers): {results['text_only']['loss']:.4f}")
     if results["skipped"]:
         print(f"{results['skipped']} unusable rows skipped (see eval_results.json)")
     path = Path(out_dir) / "eval_results.json"
@@ -141,6 +152,8 @@ def evaluate_and_report(model, processor, rows, data_args, out_dir, max_new_toke
     # Batches of one: right padding cannot change a causal model's loss; an unusable row raises and is counted.
     collator = Collator.from_args(processor, data_args, padding="longest", on_bad_sample="raise", supervised_logits_only=False)
     results = evaluate(model, processor, rows, collator, max_new_tokens, think)
+    if data_args.text_eval_file:
+        results["text_only"] = text_only_loss(model, processor, data.load_text_rows(data_args.text_eval_file))
     settings = {**(settings or {}), "max_new_tokens": max_new_tokens, "think": think}
     report(results, out_dir, settings)
     return results
@@ -183,6 +196,8 @@ def main(argv=None):
         if (args.samples is not None and args.samples < 1) or args.max_new_tokens < 1:
             raise ConfigError("--samples and --max-new-tokens must be positive")
         rows, data_args, seed = held_out_rows(config_argv)
+        if data_args.text_eval_file:
+            data.load_text_rows(data_args.text_eval_file)  # refused now rather than after the VQA pass
     except (ConfigError, data.DataError) as error:
         raise SystemExit(f"eval_vqa.py: {error}")
     if args.samples:
@@ -191,6 +206,7 @@ def main(argv=None):
     settings = {
         "model": str(args.model), "config": config_argv, "data_dir": data_args.data_dir,
         "train_data": data.resolve_subsets(data_args.train_data), "test_size": data_args.test_size, "data_seed": seed,
+        "text_eval_file": data_args.text_eval_file,
     }
     evaluate_and_report(model, processor, rows, data_args, args.model, args.max_new_tokens, args.think, settings)
 

@@ -40,6 +40,9 @@ VISION_TOKENS = {
     "end_of_utterance_token": "<|im_end|>",
     "video_token": "<|video_pad|>",
 }
+# The model's parts by parameter name prefix; the LM head belongs to the text model.
+PART_PREFIXES = {"model.vision_model.": "vision", "model.connector.": "connector", "model.text_model.": "text",
+                 "lm_head.": "text"}
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
 
@@ -256,15 +259,20 @@ def trainable_summary(model):
     return f"trainable params: {mebi(trainable)} || all params: {mebi(total)} || trainable %: {100 * trainable / total:.2f}"
 
 
+def part_of(name):
+    """The part ("vision", "connector" or "text") a parameter belongs to, by its name in the model."""
+    part = next((part for prefix, part in PART_PREFIXES.items() if name.startswith(prefix)), None)
+    if part is None:
+        raise GraftError(f"parameter {name} belongs to no known part ({', '.join(PART_PREFIXES)})")
+    return part
+
+
 def set_trainable(model, vision=False, connector=True, text=False):
     """Choose which parts train; the recipe's default trains only the connector. A tied LM head
     is the input embedding's weight, so it follows `text`."""
-    parts = {"model.vision_model.": vision, "model.connector.": connector, "model.text_model.": text, "lm_head.": text}
+    trains = {"vision": vision, "connector": connector, "text": text}
     for name, parameter in model.named_parameters():
-        prefix = next((p for p in parts if name.startswith(p)), None)
-        if prefix is None:
-            raise GraftError(f"parameter {name} belongs to no known part ({', '.join(parts)})")
-        parameter.requires_grad = parts[prefix]
+        parameter.requires_grad = trains[part_of(name)]
 
 
 def dry_run(smolvlm_path, qwen_path):

@@ -11,16 +11,19 @@ a standalone model, ask the demo question, and optionally evaluate.
 import logging
 import os
 import sys
+from pathlib import Path
 
 import torch
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor, Trainer
 
 import data
 import infer
+import low_rank
+import param_groups
 import stitch
 from collate import Collator
 from safe_resume import CheckpointError, plan_output_dir
-from train_config import ConfigError, configure, seed_of_data
+from train_config import ConfigError, configure, lora_parts, part_learning_rates, seed_of_data
 
 logger = logging.getLogger("train")
 
@@ -47,18 +50,18 @@ def load_model(model_args, training_args):
     return stitch.stitch(model_args.smolvlm_path, model_args.qwen_path, dtype=dtype, seed=training_args.seed)
 
 
-def prepare_trainable(model, model_args):
-    """Freeze per the switches; trainable weights of a half-precision model train in float32
-    (the optimizer's small updates vanish in bf16), the frozen backbone stays in its dtype."""
-    stitch.set_trainable(
-        model,
-        vision=not model_args.freeze_vision,
-        connector=not model_args.freeze_connector,
-        text=not model_args.freeze_text,
-    )
-    for parameter in model.parameters():
-        if parameter.requires_grad:
-            parameter.data = parameter.data.float()
+def prepare_trainable(model, model_args, part_lrs, seed=0):
+    """Freezes what does not train; with LoRA returns the model wrapped by peft. Trainable weights
+    are float32, the frozen backbone keeps its dtype."""
+    adapted = lora_parts(model_args)
+    full = {part for part in part_lrs if part not in adapted}
+    stitch.set_trainable(model, vision="vision" in full, connector="connector" in full, text="text" in full)
+    if model_args.unfreeze_text_layers is not None:
+        param_groups.train_last_text_layers(model, model_args.unfreeze_text_layers)
+    if adapted:
+        model = low_rank.add_adapters(model, model_args, full, seed)
+    param_groups.upcast_trainable(model)
+    return model
 
 
 def demo_image_of(run_args, eval_dataset):
@@ -91,7 +94,10 @@ def log_demo_to_swanlab(image, question, prompt, reply):
     swanlab.log({"demo/image": swanlab.Image(image), "demo/qa": table, "demo/context": swanlab.Text(prompt + reply)})
 
 
-def build_trainer(model, processor, training_args, data_args, train_dataset, eval_dataset):
+def build_trainer(model, processor, training_args, data_args, train_dataset, eval_dataset, optimizer_groups):
+    # The optimizer class and settings that `optim` names, over our per-part groups; the Trainer builds
+    # it itself, so resume, DDP and FSDP (which must see the optimizer at prepare time) work unchanged.
+    optimizer_cls, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(training_args, model)
     return Trainer(
         model=model,
         args=training_args,
@@ -99,13 +105,46 @@ def build_trainer(model, processor, training_args, data_args, train_dataset, eva
         eval_dataset=eval_dataset if len(eval_dataset) else None,
         data_collator=Collator.from_args(processor, data_args),
         processing_class=processor,
+        optimizer_cls_and_kwargs=(optimizer_cls, {**optimizer_kwargs, "params": optimizer_groups}),
     )
 
 
+def probe_batch(processor, data_args, datasets, device):
+    """One collated row: the first held-out (else training) row with an image, else the first row."""
+    rows = [row for dataset in datasets for row in dataset.select(range(min(len(dataset), 64)))]
+    row = next((row for row in rows if row["images"]), rows[0])
+    batch = Collator.from_args(processor, data_args, padding="longest", supervised_logits_only=False)([row])
+    batch.pop("labels")
+    return {key: value.to(device) for key, value in batch.items()}
+
+
+def merge_adapters(trainer, probe, output_dir):
+    """Writes the adapter (and the parts trained in full) to output_dir/adapter, then returns the
+    model with the adapters merged in, verified against the adapter model on `probe`."""
+    if trainer.is_world_process_zero():
+        trainer.model.save_pretrained(Path(output_dir) / low_rank.ADAPTER_DIR)
+    return low_rank.merge_verified(trainer.model, probe)
+
+
+def check_fsdp_took_effect(trainer):
+    """accelerate runs FSDP on accelerators only: launched with an FSDP config and use_cpu, the run
+    would silently hold the whole model on every rank (DDP)."""
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" and not trainer.is_fsdp_enabled:
+        raise ConfigError(f"launched with an FSDP accelerate config, but accelerate enables FSDP only on GPUs "
+                          f"(it would run as {trainer.accelerator.distributed_type}); drop use_cpu or the FSDP config")
+
+
 def save_standalone(trainer, processor, dtype, output_dir):
-    """Model + processor in output_dir, in `dtype`, loadable without this repo."""
-    trainer.model.to(dtype)
-    trainer.save_model(output_dir)
+    """Model + processor in output_dir, in `dtype`, loadable without this repo. Under FSDP every
+    rank helps gather the shards and the main process writes the whole model."""
+    if not trainer.is_fsdp_enabled:
+        trainer.model.to(dtype)
+        trainer.save_model(output_dir)
+    else:
+        state_dict = trainer.accelerator.get_state_dict(trainer.model)
+        if trainer.is_world_process_zero():
+            state_dict = {name: tensor.to(dtype) for name, tensor in state_dict.items()}
+            trainer.accelerator.unwrap_model(trainer.model).save_pretrained(output_dir, state_dict=state_dict)
     if trainer.is_world_process_zero():
         processor.save_pretrained(output_dir)
 
@@ -115,6 +154,14 @@ def next_steps(output_dir, argv):
     return (f"saved the trained model to {output_dir}; next:\n"
             f"  python infer.py --model {output_dir} --image PATH --question \"...\"\n"
             f"  python eval_vqa.py {config} --model {output_dir}")
+
+
+def standalone_model(trainer, dtype, output_dir):
+    """The trained model for the demo and evaluation on the main process alone; a sharded one would
+    wait for the other ranks, so under FSDP it is read back from output_dir."""
+    if not trainer.is_fsdp_enabled:
+        return trainer.model
+    return AutoModelForImageTextToText.from_pretrained(output_dir, dtype=dtype).to(trainer.args.device)
 
 
 def main(argv=None):
@@ -128,28 +175,34 @@ def main(argv=None):
         demo_image = demo_image_of(run_args, eval_dataset)
         save_dtype = source_dtype(model_args) if run_args.save_dtype == "auto" else getattr(torch, run_args.save_dtype)
         model, processor = load_model(model_args, training_args)
+        part_lrs = part_learning_rates(model_args, training_args)
+        model = prepare_trainable(model, model_args, part_lrs, training_args.seed)
+        optimizer_groups = param_groups.optimizer_groups(model, part_lrs, training_args.weight_decay)
+        start_swanlab(training_args)
+        trainer = build_trainer(model, processor, training_args, data_args, train_dataset, eval_dataset, optimizer_groups)
+        check_fsdp_took_effect(trainer)
     except (ConfigError, CheckpointError, stitch.GraftError, data.DataError) as error:
         raise SystemExit(f"train.py: {error}")
     with training_args.main_process_first(desc="output_dir"):
         checkpoint = output_plan.apply(training_args.process_index == 0)
     if training_args.process_index == 0 and output_plan.describe():
         print("\n".join(output_plan.describe()))
-
-    prepare_trainable(model, model_args)
-    start_swanlab(training_args)
-    trainer = build_trainer(model, processor, training_args, data_args, train_dataset, eval_dataset)
     if trainer.is_world_process_zero():
-        print(stitch.trainable_summary(model))
+        print("\n".join([stitch.trainable_summary(model), *param_groups.describe(optimizer_groups)]))
     trainer.train(resume_from_checkpoint=checkpoint and str(checkpoint))
+    if lora_parts(model_args):
+        probe = probe_batch(processor, data_args, (eval_dataset, train_dataset), trainer.model.device)
+        trainer.model = merge_adapters(trainer, probe, training_args.output_dir)
     save_standalone(trainer, processor, save_dtype, training_args.output_dir)
     print(f"rank {training_args.process_index}/{training_args.world_size}: {trainer.state.global_step} steps, "
           f"{trainer.state.num_input_tokens_seen} tokens seen, {trainer.data_collator.skipped} samples skipped")
     if not trainer.is_world_process_zero():
         return
+    model = standalone_model(trainer, save_dtype, training_args.output_dir)
     if demo_image is None:
         print("demo: skipped (no demo_image and no held-out row with an image)")
     else:
-        prompt, reply = infer.demo(trainer.model, processor, demo_image, run_args.demo_question, run_args.demo_max_new_tokens)
+        prompt, reply = infer.demo(model, processor, demo_image, run_args.demo_question, run_args.demo_max_new_tokens)
         if "swanlab" in training_args.report_to:
             log_demo_to_swanlab(demo_image, run_args.demo_question, prompt, reply)
     if run_args.run_evaluation:
@@ -157,10 +210,11 @@ def main(argv=None):
 
         settings = {"train_data": data.resolve_subsets(data_args.train_data), "data_seed": seed_of_data(training_args)}
         eval_vqa.evaluate_and_report(
-            trainer.model, processor, eval_dataset, data_args, training_args.output_dir,
+            model, processor, eval_dataset, data_args, training_args.output_dir,
             max_new_tokens=run_args.eval_max_new_tokens, settings=settings,
         )
     print(next_steps(training_args.output_dir, argv))
+
 
 if __name__ == "__main__":
     main()

@@ -13,11 +13,13 @@ from pathlib import Path
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
+import data
 import infer
 import stitch
 from collate import ON_BAD_SAMPLE_CHOICES, PADDING_CHOICES
 
 SAVE_DTYPES = ("auto", "bfloat16", "float16", "float32")
+SHIPPED_TEXT_EVAL = str(Path(__file__).with_name("text_eval.jsonl"))
 
 
 @dataclass
@@ -25,9 +27,20 @@ class ModelArguments:
     smolvlm_path: str = field(default=stitch.DEFAULT_SMOLVLM, metadata={"help": "SmolVLM2 checkpoint (vision tower, processors)"})
     qwen_path: str = field(default=stitch.DEFAULT_QWEN, metadata={"help": "Qwen3 checkpoint (text model, tokenizer)"})
     init_from: str | None = field(default=None, metadata={"help": "a directory written by `stitch.py` or by an earlier run; skips the graft"})
-    freeze_vision: bool = field(default=True, metadata={"help": "keep the vision tower frozen"})
-    freeze_text: bool = field(default=True, metadata={"help": "keep the text model and LM head frozen"})
-    freeze_connector: bool = field(default=False, metadata={"help": "keep the connector frozen"})
+    # A part trains when its freeze_* is false or its *_lr above 0; unset, the connector trains, the
+    # vision tower is frozen and the text model trains only under LoRA. Both set and disagreeing: refused.
+    freeze_vision: bool | None = field(default=None, metadata={"help": "keep the vision tower frozen (default: yes, unless vision_lr > 0 or lora_vision)"})
+    freeze_text: bool | None = field(default=None, metadata={"help": "keep the text model and LM head frozen (default: yes, unless text_lr > 0 or lora_r > 0)"})
+    freeze_connector: bool | None = field(default=None, metadata={"help": "keep the connector frozen (default: no, unless connector_lr is 0)"})
+    vision_lr: float | None = field(default=None, metadata={"help": "learning rate of the vision tower (default: learning_rate when it trains); 0 freezes it"})
+    connector_lr: float | None = field(default=None, metadata={"help": "learning rate of the connector (default: learning_rate); 0 freezes it"})
+    text_lr: float | None = field(default=None, metadata={"help": "learning rate of the text model, or of its LoRA adapters (default: learning_rate when it trains); 0 freezes it"})
+    unfreeze_text_layers: int | None = field(default=None, metadata={"help": "train only the last N decoder layers (and the final norm) of the text model"})
+    lora_r: int = field(default=0, metadata={"help": "LoRA rank on the text model (0: no LoRA)"})
+    lora_alpha: float = field(default=32, metadata={"help": "LoRA scaling numerator (the update is scaled by lora_alpha / lora_r)"})
+    lora_dropout: float = field(default=0.05, metadata={"help": "dropout on the LoRA adapters' input"})
+    lora_target: str | None = field(default=None, metadata={"help": "regex matched against whole module names (default: every linear layer of the text model's decoder layers)"})
+    lora_vision: bool = field(default=False, metadata={"help": "also put LoRA adapters on the vision tower's encoder layers"})
 
 
 @dataclass
@@ -43,6 +56,7 @@ class DataArguments:
     assistant_only_loss: bool = field(default=False, metadata={"help": "supervise only the answers and their `<|im_end|>`"})
     on_bad_sample: str = field(default="raise", metadata={"help": "`raise`, or `skip` (counted and reported) for unusable rows"})
     supervised_logits_only: bool = field(default=True, metadata={"help": "run the LM head only on positions with a next-token target (same loss and gradients; see below)"})
+    text_eval_file: str | None = field(default=SHIPPED_TEXT_EVAL, metadata={"help": "JSONL of {user, assistant} pairs whose answer loss evaluation reports (forgetting); null: none"})
 
 
 @dataclass
@@ -161,6 +175,49 @@ def seed_of_data(training_args):
     return training_args.seed if training_args.data_seed is None else training_args.data_seed
 
 
+def lora_parts(model_args):
+    """The parts that get LoRA adapters (their base weights stay frozen)."""
+    if not model_args.lora_r:
+        return set()
+    return {"text", "vision"} if model_args.lora_vision else {"text"}
+
+
+def part_learning_rates(model_args, training_args):
+    """{part: learning rate} for the parts that train; a frozen part is absent. freeze_* and *_lr say
+    the same thing (a learning rate of 0 freezes); a contradiction between them is refused."""
+    trained_by_default = {"vision": False, "connector": True, "text": False} | dict.fromkeys(lora_parts(model_args), True)
+    rates = {}
+    for part in ("vision", "connector", "text"):
+        frozen, lr = getattr(model_args, f"freeze_{part}"), getattr(model_args, f"{part}_lr")
+        if lr is not None and lr < 0:
+            raise ConfigError(f"{part}_lr: {lr} is negative")
+        if frozen is not None and lr is not None and frozen == (lr > 0):
+            raise ConfigError(f"freeze_{part}: {str(frozen).lower()} contradicts {part}_lr: {lr} "
+                              "(a learning rate of 0 freezes a part, any other trains it); drop one of the two")
+        trains = lr > 0 if lr is not None else not frozen if frozen is not None else trained_by_default[part]
+        if part in lora_parts(model_args) and not trains:
+            raise ConfigError(f"lora_r: {model_args.lora_r} puts adapters on the {part} model, which "
+                              f"freeze_{part}/{part}_lr freezes; unfreeze it or set lora_r: 0")
+        if trains:
+            rates[part] = lr or training_args.learning_rate
+    return rates
+
+
+def check_trainable_parts(model_args, training_args):
+    rates = part_learning_rates(model_args, training_args)
+    if not rates:
+        raise ConfigError("the vision tower, connector and text model are all frozen: nothing would train")
+    if model_args.lora_r < 0 or not 0 <= model_args.lora_dropout < 1:
+        raise ConfigError(f"lora_r must not be negative and lora_dropout must be in [0, 1) "
+                          f"(got {model_args.lora_r}, {model_args.lora_dropout})")
+    if model_args.lora_target and not model_args.lora_r:
+        raise ConfigError("lora_target is set but lora_r is 0 (LoRA off)")
+    if model_args.unfreeze_text_layers is not None:
+        if "text" not in rates or "text" in lora_parts(model_args):
+            raise ConfigError("unfreeze_text_layers needs the text model trained in full (freeze_text: false, "
+                              "no LoRA); with LoRA narrow lora_target instead")
+
+
 def check_config(model_args, data_args, run_args, training_args):
     """Refuse what would fail (or silently mislead) only after hours of GPU time."""
     choices = {"padding": PADDING_CHOICES, "on_bad_sample": ON_BAD_SAMPLE_CHOICES}
@@ -171,12 +228,13 @@ def check_config(model_args, data_args, run_args, training_args):
         raise ConfigError(f"save_dtype: '{run_args.save_dtype}' is not one of {SAVE_DTYPES}")
     if data_args.max_length < 1 or data_args.max_images < 1 or data_args.test_size < 0:
         raise ConfigError("max_length and max_images must be positive and test_size not negative")
+    if run_args.run_evaluation and data_args.text_eval_file:
+        data.load_text_rows(data_args.text_eval_file)
     if (training_args.eval_strategy != "no" or run_args.run_evaluation) and data_args.test_size == 0:
         raise ConfigError("eval_strategy or run_evaluation is set but test_size is 0: nothing to evaluate on")
     if training_args.remove_unused_columns:
         raise ConfigError("remove_unused_columns must be false: the collator reads the raw `images` and `texts` columns")
-    if model_args.freeze_vision and model_args.freeze_text and model_args.freeze_connector:
-        raise ConfigError("freeze_vision, freeze_text and freeze_connector are all true: nothing would train")
+    check_trainable_parts(model_args, training_args)
     if run_args.demo_image:
         try:
             infer.load_image(run_args.demo_image)

@@ -54,7 +54,7 @@ def build(smolvlm_path, qwen_path, text_layers):
         model = SmolVLMForConditionalGeneration(config)
     # bf16 backbone on a GPU (as the checkpoints are), connector trained in fp32, as train.py does
     model.to(torch.bfloat16 if ON_GPU else torch.float32)
-    train.prepare_trainable(model, train_config.ModelArguments())
+    train.prepare_trainable(model, train_config.ModelArguments(), {"connector": 1e-4})  # the connector only
     return model, stitch.build_processor(smolvlm_path, tokenizer, config)
 
 

@@ -152,9 +152,13 @@ def test_samples_and_overrides(config_path, model_dir, capsys):
     (["--model", "MODEL", "--lerning_rate", "1"], "unknown key 'lerning_rate'"),
     (["--model", "MODEL", "--test_size", "0"], "test_size is 0"),
     (["--model", "MODEL", "--data_dir", "/nonexistent/the_cauldron"], "download_resource.sh"),
+    (["--model", "MODEL", "--text_eval_file", "/nonexistent/text.jsonl"], "text_eval_file /nonexistent/text.jsonl cannot be read"),
+    (["--model", "MODEL", "--text_eval_file", "BAD_TEXT"], 'bad.jsonl line 2: expected {"user": "...", "assistant": "..."}'),
 ])
-def test_refusals_are_one_line(config_path, model_dir, flags, message):
-    flags = [str(model_dir) if flag == "MODEL" else flag for flag in flags]
+def test_refusals_are_one_line(config_path, model_dir, flags, message, tmp_path):
+    bad_text = tmp_path / "bad.jsonl"
+    bad_text.write_text('{"user": "Hi", "assistant": "Hello."}\n{"question": "Hi"}\n')
+    flags = [{"MODEL": str(model_dir), "BAD_TEXT": str(bad_text)}.get(flag, flag) for flag in flags]
     with pytest.raises(SystemExit) as stop:
         eval_vqa.main([str(config_path), *flags])
     assert str(stop.value).startswith("eval_vqa.py: ") and message in str(stop.value)
@@ -164,3 +168,35 @@ def test_refusals_are_one_line(config_path, model_dir, flags, message):
 def test_missing_config_file_is_refused(model_dir, tmp_path):
     with pytest.raises(SystemExit, match="config file .*missing.yaml not found"):
         eval_vqa.main([str(tmp_path / "missing.yaml"), "--model", str(model_dir)])
+
+
+def test_text_only_loss_follows_the_text_model_alone(config_path, model_dir, tmp_path):
+    """The forgetting check: the text-only loss moves when the text model changes, not the vision tower."""
+    from transformers import AutoModelForImageTextToText
+
+    text_file = tmp_path / "text.jsonl"
+    text_file.write_text('{"user": "Capital of France?", "assistant": "Paris."}\n\n'
+                         '{"user": "中国的首都是哪里？", "assistant": "北京。"}\n')
+
+    def text_only_loss(directory):
+        eval_vqa.main([str(config_path), "--model", str(directory), "--samples", "1", "--max-new-tokens", "1",
+                       "--text_eval_file", str(text_file)])
+        saved = json.loads((directory / "eval_results.json").read_text())
+        assert saved["text_only"]["n"] == 2 and saved["text_eval_file"] == str(text_file)
+        return saved["text_only"]["loss"]
+
+    def perturbed_copy(name, part):
+        model = AutoModelForImageTextToText.from_pretrained(model_dir)
+        with torch.no_grad():
+            for parameter in getattr(model.model, part).parameters():
+                parameter.add_(0.05 * torch.randn_like(parameter))
+        model.save_pretrained(tmp_path / name)
+        for extra in model_dir.iterdir():
+            if extra.name not in {"model.safetensors", "config.json", "eval_results.json"}:
+                shutil.copy(extra, tmp_path / name)
+        return tmp_path / name
+
+    original = text_only_loss(model_dir)
+    assert math.isfinite(original) and original > 0
+    assert text_only_loss(perturbed_copy("vision_changed", "vision_model")) == original
+    assert text_only_loss(perturbed_copy("text_changed", "text_model")) != pytest.approx(original, rel=1e-3)

@@ -1,0 +1,31 @@
+"""Runs train.py under `accelerate launch` with FSDP on CPU ranks, for tests on machines without GPUs.
+
+accelerate 1.15 turns an FSDP config into FSDP only on accelerators; on CPU ranks it quietly falls
+back to DDP (train.py refuses that). FSDP2 itself runs on CPU with gloo, so this launcher lets
+accelerate's state say FSDP where it would say MULTI_CPU, and changes nothing else.
+"""
+
+import sys
+from pathlib import Path
+
+from accelerate import state
+from accelerate.utils import DistributedType
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import train  # noqa: E402
+
+accelerator_state_init = state.AcceleratorState.__init__
+
+
+def init_with_fsdp_on_cpu(self, *args, fsdp_plugin=None, **kwargs):
+    accelerator_state_init(self, *args, fsdp_plugin=fsdp_plugin, **kwargs)
+    if fsdp_plugin is not None and self.distributed_type == DistributedType.MULTI_CPU:
+        self.fsdp_plugin = fsdp_plugin
+        # AcceleratorState() copies PartialState's fields each time it is built: change both.
+        self.distributed_type = state.PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+
+
+state.AcceleratorState.__init__ = init_with_fsdp_on_cpu
+
+if __name__ == "__main__":
+    train.main(sys.argv[1:])
