@@ -4,7 +4,7 @@
 #
 #   bash get_llama_cpp.sh [--build] [DIR]     # DIR defaults to .cache/llama.cpp
 #
-# --build also compiles llama-quantize (for --quant Q4_K_M), llama-mtmd-cli and llama-tokenize
+# --build also compiles llama-quantize (for --quant Q4_K_M) and llama-mtmd-cli
 # (CPU, Release; several minutes on 2 cores; needs cmake and a C++ compiler).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -30,6 +30,6 @@ echo "llama.cpp source: $DEST"
 if [[ "$BUILD" == 1 ]]; then
     cmake -S "$DEST" -B "$DEST/build" -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
         -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF
-    cmake --build "$DEST/build" -j "$(nproc)" --target llama-quantize llama-mtmd-cli llama-tokenize
+    cmake --build "$DEST/build" -j "$(nproc)" --target llama-quantize llama-mtmd-cli
     echo "llama.cpp tools: $DEST/build/bin"
 fi

@@ -1,7 +1,7 @@
 """Peak memory and seconds per answer of the deployment routes on the real-shaped model (random weights;
 a benchmark, not a test).
 
-    python bench/bench_deploy.py [--routes fp32,8bit,4bit,gguf] [--new-tokens 16] [--ctx 1024]
+    python bench/bench_deploy.py [--routes fp32,8bit,4bit,gguf] [--new-tokens 16] [--ctx 1024] [--llama-threads N]
 
 Builds once, under .cache/real_shaped_random, the grafted model from the real configs
 (../shared/assets, or the downloaded checkpoints' configs) with random weights, saved in bf16 as
@@ -93,18 +93,18 @@ def gguf_files(model_dir, scratch):
     return out / "text-Q4_K_M.gguf", out / "mmproj-Q8_0.gguf"
 
 
-def gguf_worker(model_dir, image_path, new_tokens, ctx):
+def gguf_worker(model_dir, image_path, new_tokens, ctx, threads):
     """One answer with llama-mtmd-cli, run from this process so that RUSAGE_CHILDREN is its peak alone."""
     cli = export_gguf.llama_cpp_tools(None, "Q4_K_M")[1].with_name("llama-mtmd-cli")
     text, mmproj = gguf_files(model_dir, Path(model_dir).parent / "bench_deploy")
     command = [cli, "-m", text, "--mmproj", mmproj, "--image", image_path, "-p", QUESTION, "-n", new_tokens,
-               "-c", ctx, "--temp", "0", "--ignore-eos", "-t", torch.get_num_threads()]
+               "-c", ctx, "--temp", "0", "--ignore-eos", "-t", threads]
     start = time.perf_counter()
     result = subprocess.run([str(part) for part in command], capture_output=True, text=True)
     if result.returncode != 0:
         raise SystemExit(f"llama-mtmd-cli failed:\n{result.stderr[-3000:]}")
     print(json.dumps({
-        "route": f"llama.cpp Q4_K_M + mmproj Q8_0, ctx {ctx}", "weights_mib": None,
+        "route": f"llama.cpp Q4_K_M + mmproj Q8_0, ctx {ctx}, {threads} threads", "weights_mib": None,
         "files_mib": (text.stat().st_size + mmproj.stat().st_size) / 2**20, "prompt_tokens": None,
         "load_s": None, "answer_s": time.perf_counter() - start,  # load + image encode + answer
         "peak_rss_mib": peak_rss_mib(resource.RUSAGE_CHILDREN),
@@ -113,7 +113,8 @@ def gguf_worker(model_dir, image_path, new_tokens, ctx):
 
 def run_worker(args, route, image_path):
     command = [sys.executable, __file__, "--worker", route, "--model-dir", args.model_dir,
-               "--image", image_path, "--new-tokens", args.new_tokens, "--ctx", args.ctx]
+               "--image", image_path, "--new-tokens", args.new_tokens, "--ctx", args.ctx,
+               "--llama-threads", args.llama_threads]
     result = subprocess.run([str(part) for part in command], capture_output=True, text=True)
     if result.returncode != 0:
         raise SystemExit(f"route {route} failed:\n{result.stderr[-3000:]}")
@@ -123,7 +124,7 @@ def run_worker(args, route, image_path):
 def print_table(rows, args):
     cell = lambda value, fmt: "—" if value is None else format(value, fmt)
     print(f"CPU, torch threads {torch.get_num_threads()}; {args.new_tokens} new tokens; image {args.image_desc}")
-    print(f"| route | weights in RAM MiB | files MiB | prompt tokens | load s | answer s | peak RSS MiB |")
+    print("| route | weights in RAM MiB | files MiB | prompt tokens | load s | answer s | peak RSS MiB |")
     print("|---|---|---|---|---|---|---|")
     for row in rows:
         print(f"| {row['route']} | {cell(row['weights_mib'], '.0f')} | {cell(row['files_mib'], '.0f')} | "
@@ -139,11 +140,13 @@ def main():
     parser.add_argument("--routes", default="fp32,8bit,4bit,gguf")
     parser.add_argument("--new-tokens", type=int, default=16)
     parser.add_argument("--ctx", type=int, default=1024, help="llama.cpp context size")
+    parser.add_argument("--llama-threads", type=int, default=torch.get_num_threads(),
+                        help="llama.cpp threads (on a machine shared with other jobs, 1 can be faster)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--image", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker == "gguf":
-        gguf_worker(args.model_dir, args.image, args.new_tokens, args.ctx)
+        gguf_worker(args.model_dir, args.image, args.new_tokens, args.ctx, args.llama_threads)
         return
     if args.worker:
         transformers_worker(args.model_dir, args.worker, args.image, args.new_tokens)
