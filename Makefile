@@ -9,10 +9,14 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)  # console scripts (accelerate, tr
 demo: $(VENV)/.installed
 	$(PYTHON) train.py demo_train.yaml
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed .cache/llama.cpp/convert_hf_to_gguf.py
 	$(PYTHON) -m pytest -q
 
 venv: $(VENV)/.installed
 
 $(VENV)/.installed: $(wildcard requirements*.txt) scripts/setup_venv.sh
 	bash scripts/setup_venv.sh
+
+# llama.cpp's converter source (no C++ build) for export_gguf.py and its tests
+.cache/llama.cpp/convert_hf_to_gguf.py: get_llama_cpp.sh
+	PYTHON=$(PYTHON) bash get_llama_cpp.sh

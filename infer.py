@@ -2,6 +2,7 @@
 
     python infer.py --model DIR --image PATH --question "What is in the picture?" [--think] [--max-new-tokens N]
     python infer.py --model DIR --image PATH --chat     # a conversation; an empty line, `exit` or EOF ends it
+    python infer.py ... --quantize 4bit|8bit            # the text model's linear layers in 4/8 bits (bitsandbytes)
 
 Without --image the question goes to the text model alone. With --think Qwen3 reasons in a
 <think> block first (shown dimmed on a terminal); without it the prompt closes that block empty.
@@ -18,16 +19,34 @@ from transformers import AutoModelForImageTextToText, AutoProcessor, TextStreame
 DIM, RESET = "\033[2m", "\033[0m"
 
 
-def load_model(model_dir, device=None):
-    """(model, processor) from a saved checkpoint, in eval mode: bf16 on a GPU, float32 on the CPU."""
+QUANTIZE_CHOICES = ("4bit", "8bit")
+# Kept in bf16/fp32 when quantizing: the vision tower and connector are small (a sixth of the weights)
+# and feed every image feature; the LM head is tied to the embeddings, which bitsandbytes never quantizes.
+UNQUANTIZED_MODULES = ["model.vision_model", "model.connector", "lm_head"]
+
+
+def quantization_config(quantize, dtype):
+    """bitsandbytes settings for --quantize: nf4 (4bit) or LLM.int8 (8bit) linear layers in the text model."""
+    from transformers import BitsAndBytesConfig
+
+    if quantize == "4bit":
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype,
+                                  llm_int8_skip_modules=UNQUANTIZED_MODULES)
+    return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=UNQUANTIZED_MODULES)
+
+
+def load_model(model_dir, device=None, quantize=None):
+    """(model, processor) from a saved checkpoint, in eval mode: bf16 on a GPU, float32 on the CPU;
+    quantize="4bit"/"8bit" quantizes the text model (unquantized weights then bf16 on either)."""
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise FileNotFoundError(f"model directory not found: {model_dir}")
     if not (model_dir / "config.json").is_file():
         raise FileNotFoundError(f"{model_dir} is not a model directory (no config.json)")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=dtype).to(device)
+    dtype = torch.bfloat16 if device.type == "cuda" or quantize else torch.float32
+    quantized = {"quantization_config": quantization_config(quantize, dtype)} if quantize else {}
+    model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=dtype, device_map=device, **quantized)
     return model.eval(), AutoProcessor.from_pretrained(model_dir)
 
 
@@ -143,6 +162,7 @@ def parse_args(argv):
     asking.add_argument("--chat", action="store_true", help="an interactive conversation on stdin")
     parser.add_argument("--think", action="store_true", help="let Qwen3 think before answering")
     parser.add_argument("--max-new-tokens", type=int, default=512)
+    parser.add_argument("--quantize", choices=QUANTIZE_CHOICES, help="text model in 4-bit nf4 or 8-bit (bitsandbytes)")
     args = parser.parse_args(argv)
     if args.max_new_tokens < 1:
         parser.error("--max-new-tokens must be positive")
@@ -153,7 +173,7 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         image = load_image(args.image) if args.image else None
-        model, processor = load_model(args.model)
+        model, processor = load_model(args.model, quantize=args.quantize)
     except (FileNotFoundError, ValueError) as error:
         raise SystemExit(f"infer.py: {error}")
     if args.chat:
