@@ -17,8 +17,10 @@ from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor,
 
 import data
 import infer
+import lengths
 import stitch
 from collate import Collator
+from packing import PackingCollator, PackingTrainer
 from safe_resume import CheckpointError, plan_output_dir
 from train_config import ConfigError, configure, seed_of_data
 
@@ -45,6 +47,35 @@ def load_model(model_args, training_args):
         stitch.verify_graft(model, processor)
         return model, processor
     return stitch.stitch(model_args.smolvlm_path, model_args.qwen_path, dtype=dtype, seed=training_args.seed)
+
+
+def set_image_resolution(processor, data_args):
+    """image_longest_edge / image_splitting set on the processor itself, so that every checkpoint and
+    the final model save them and AutoProcessor, infer.py and evaluation use what the model trained with."""
+    image_processor = processor.image_processor
+    if data_args.image_splitting is not None:
+        image_processor.do_image_splitting = data_args.image_splitting
+    if data_args.image_longest_edge is None:
+        return
+    tile = image_processor.max_image_size["longest_edge"]
+    if image_processor.do_image_splitting and data_args.image_longest_edge % tile:
+        raise ConfigError(f"image_longest_edge: {data_args.image_longest_edge} is not a multiple of the {tile} px tile; "
+                          "with image_splitting the image would be upscaled to the next multiple")
+    image_processor.size = {"longest_edge": data_args.image_longest_edge}
+
+
+def build_collator(processor, data_args, model):
+    if data_args.packing:
+        return PackingCollator.from_args(processor, data_args, attn_implementation=model.config._attn_implementation)
+    return Collator.from_args(processor, data_args)
+
+
+def with_token_counts(train_dataset, collator, data_args, training_args):
+    """The rows with their token counts (a `length` column), which packing and group_by_length read."""
+    if not (data_args.packing or training_args.train_sampling_strategy == "group_by_length"):
+        return train_dataset
+    with training_args.main_process_first(desc="counting tokens"):  # ranks > 0 reuse rank 0's cache
+        return lengths.with_lengths(train_dataset, collator)
 
 
 def prepare_trainable(model, model_args):
@@ -91,15 +122,13 @@ def log_demo_to_swanlab(image, question, prompt, reply):
     swanlab.log({"demo/image": swanlab.Image(image), "demo/qa": table, "demo/context": swanlab.Text(prompt + reply)})
 
 
-def build_trainer(model, processor, training_args, data_args, train_dataset, eval_dataset):
-    return Trainer(
-        model=model,
-        args=training_args,
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset if len(eval_dataset) else None,
-        data_collator=Collator.from_args(processor, data_args),
-        processing_class=processor,
-    )
+def build_trainer(model, processor, collator, training_args, data_args, train_dataset, eval_dataset):
+    settings = dict(model=model, args=training_args, train_dataset=train_dataset, data_collator=collator,
+                    eval_dataset=eval_dataset if len(eval_dataset) else None, processing_class=processor)
+    if data_args.packing:
+        return PackingTrainer(**settings, max_tokens_per_batch=data_args.max_tokens_per_batch,
+                              packing_window=data_args.packing_window, packing_seed=seed_of_data(training_args))
+    return Trainer(**settings)
 
 
 def save_standalone(trainer, processor, dtype, output_dir):
@@ -120,6 +149,9 @@ def main(argv=None):
         demo_image = demo_image_of(run_args, eval_dataset)
         save_dtype = source_dtype(model_args) if run_args.save_dtype == "auto" else getattr(torch, run_args.save_dtype)
         model, processor = load_model(model_args, training_args)
+        set_image_resolution(processor, data_args)
+        collator = build_collator(processor, data_args, model)
+        train_dataset = with_token_counts(train_dataset, collator, data_args, training_args)
     except (ConfigError, CheckpointError, stitch.GraftError, data.DataError) as error:
         raise SystemExit(f"train.py: {error}")
     with training_args.main_process_first(desc="output_dir"):
@@ -129,7 +161,7 @@ def main(argv=None):
 
     prepare_trainable(model, model_args)
     start_swanlab(training_args)
-    trainer = build_trainer(model, processor, training_args, data_args, train_dataset, eval_dataset)
+    trainer = build_trainer(model, processor, collator, training_args, data_args, train_dataset, eval_dataset)
     if trainer.is_world_process_zero():
         print(stitch.trainable_summary(model))
     trainer.train(resume_from_checkpoint=checkpoint and str(checkpoint))

@@ -1,0 +1,133 @@
+"""Padding-free packing: whole samples concatenated into one row, each attending only to itself.
+
+- `PackedBatches` groups dataset indices into packs of at most `budget` tokens (by the precomputed
+  `length` column): best fit, largest first, within a seeded shuffled window, bins left open across
+  windows until full. A pack is a function of (lengths, seed, epoch) only, so a resumed run skips
+  to the same pack and every DDP rank computes the same list (accelerate deals packs out to ranks).
+- `PackingCollator` turns a pack's rows into one row: the collator's per-sample encodings
+  concatenated, `position_ids` restarting at 0 for every sample and no `attention_mask`, from which
+  transformers builds a block-diagonal causal mask (SDPA, eager); flash-attention gets
+  `cu_seq_lens_*` / `max_length_*`. The first target of each sample is -100, so no sample predicts
+  a token of another; images stay in placeholder order, which is the order SmolVLM places features.
+- `PackingTrainer` feeds the Trainer those packs as batches.
+"""
+
+import random
+from functools import partial
+
+import torch
+from torch.utils.data import DataLoader
+from transformers import Trainer
+from transformers.trainer_utils import seed_worker
+
+from collate import IGNORE_INDEX, Collator, Encoded, supervised_logits
+from lengths import LENGTH_COLUMN
+
+FLASH_ATTENTION = ("flash_attention_2", "flash_attention_3")
+
+
+class PackedBatches:
+    """A batch sampler: lists of dataset indices whose lengths sum to at most `budget` (a longer
+    sample goes alone). Sizes vary, so it has no `batch_size`; set_epoch reshuffles."""
+
+    def __init__(self, lengths, budget, seed, window=256):
+        self.lengths = [int(length) for length in lengths]
+        self.budget, self.seed, self.window = budget, seed, window
+        self.epoch = 0
+        self._packs = {}
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def packs(self, epoch):
+        if epoch not in self._packs:
+            self._packs = {epoch: self._pack(random.Random(f"{self.seed}-{epoch}"))}
+        return self._packs[epoch]
+
+    def _pack(self, rng):
+        order = list(range(len(self.lengths)))
+        rng.shuffle(order)
+        packs, open_bins = [], []  # a bin: [free tokens, indices]
+        for start in range(0, len(order), self.window):
+            window = sorted(order[start:start + self.window], key=lambda index: -self.lengths[index])
+            for index in window:
+                self._place(index, open_bins, packs)
+            smallest = self.lengths[window[-1]]
+            closed = [indices for free, indices in open_bins if free < max(smallest, 1)]
+            open_bins = [bin_ for bin_ in open_bins if bin_[0] >= max(smallest, 1)]
+            rng.shuffle(closed)
+            packs += closed
+        return packs + [indices for _, indices in open_bins]
+
+    def _place(self, index, open_bins, packs):
+        length = self.lengths[index]
+        if length >= self.budget:
+            packs.append([index])
+            return
+        fitting = [bin_ for bin_ in open_bins if bin_[0] >= length]
+        if fitting:
+            best = min(fitting, key=lambda bin_: bin_[0])
+            best[0] -= length
+            best[1].append(index)
+        else:
+            open_bins.append([self.budget - length, [index]])
+
+    def __iter__(self):
+        return iter(self.packs(self.epoch))
+
+    def __len__(self):
+        return len(self.packs(self.epoch))
+
+
+class PackingCollator(Collator):
+    """A pack's rows -> one row (batch of 1) of input_ids, labels, position_ids (+ images)."""
+
+    def __init__(self, processor, attn_implementation=None, **settings):
+        super().__init__(processor, **settings)
+        self.flash_attention = attn_implementation in FLASH_ATTENTION
+
+    def __call__(self, rows):
+        return self.pack(self.encode_batch(rows))
+
+    def pack(self, samples):
+        lengths = [len(sample.input_ids) for sample in samples]
+        labels = torch.cat([sample.labels for sample in samples])
+        starts = torch.tensor([0] + lengths[:-1]).cumsum(0)
+        labels[starts] = IGNORE_INDEX  # the previous sample's last position must not predict this token
+        batch = {
+            "input_ids": torch.cat([sample.input_ids for sample in samples])[None],
+            "labels": labels[None],
+            "position_ids": torch.cat([torch.arange(length) for length in lengths])[None],
+            "use_cache": False,  # with a cache transformers would not read the restarts as sample boundaries
+        }
+        tiles = [tile for sample in samples for tile in sample.tiles]
+        batch.update(self.pad_images([Encoded(batch["input_ids"][0], labels, tiles)]))
+        if self.supervised_logits_only:
+            batch.update(supervised_logits(batch["labels"]))
+        if self.flash_attention:
+            boundaries = torch.tensor([0] + lengths, dtype=torch.int32).cumsum(0, dtype=torch.int32)
+            batch.update(cu_seq_lens_q=boundaries, cu_seq_lens_k=boundaries,
+                         max_length_q=max(lengths), max_length_k=max(lengths))
+        return batch
+
+
+class PackingTrainer(Trainer):
+    """A Trainer whose training batches are `PackedBatches` packs of the `length` column's rows."""
+
+    def __init__(self, *args, max_tokens_per_batch, packing_window, packing_seed, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.max_tokens_per_batch, self.packing_window, self.packing_seed = max_tokens_per_batch, packing_window, packing_seed
+
+    def get_train_dataloader(self):
+        args = self.args
+        batches = PackedBatches(self.train_dataset[LENGTH_COLUMN], self.max_tokens_per_batch, self.packing_seed,
+                                self.packing_window)
+        workers = args.dataloader_num_workers
+        loader = DataLoader(
+            self.train_dataset, batch_sampler=batches, collate_fn=self.data_collator, num_workers=workers,
+            pin_memory=args.dataloader_pin_memory, persistent_workers=args.dataloader_persistent_workers and workers > 0,
+            prefetch_factor=args.dataloader_prefetch_factor if workers else None,
+            multiprocessing_context=args.dataloader_multiprocessing_context if workers else None,
+            worker_init_fn=partial(seed_worker, num_workers=workers, rank=args.process_index),
+        )
+        return self.accelerator.prepare(loader)
