@@ -150,7 +150,8 @@ def parse_config(argv):
         raise ConfigError(f"{source}: {error}")
     if "include_num_input_tokens_seen" not in {**config, **overrides}:
         # Set after parsing: argparse reads a string default of this str|bool field as a bool.
-        training_args.include_num_input_tokens_seen = "non_padding"  # summed over ranks
+        # summed over ranks; a packed row has no padding (nor the attention_mask that would tell)
+        training_args.include_num_input_tokens_seen = "all" if data_args.packing else "non_padding"
     return model_args, data_args, run_args, training_args
 
 
