@@ -20,7 +20,7 @@ import infer
 import lengths
 import stitch
 from collate import Collator
-from packing import PackingCollator, PackingTrainer
+from packing import FLASH_ATTENTION, PackingCollator, PackingTrainer
 from safe_resume import CheckpointError, plan_output_dir
 from train_config import ConfigError, configure, seed_of_data
 
@@ -65,9 +65,13 @@ def set_image_resolution(processor, data_args):
 
 
 def build_collator(processor, data_args, model):
-    if data_args.packing:
-        return PackingCollator.from_args(processor, data_args, attn_implementation=model.config._attn_implementation)
-    return Collator.from_args(processor, data_args)
+    if not data_args.packing:
+        return Collator.from_args(processor, data_args)
+    attention = model.config._attn_implementation
+    if attention not in FLASH_ATTENTION:
+        logger.info(f"packing with {attention} attention: it runs over the whole packed row (the mask is block-diagonal "
+                    "but dense, cost grows with max_tokens_per_batch squared); flash_attention_2 computes each sample's block only")
+    return PackingCollator.from_args(processor, data_args, attn_implementation=attention)
 
 
 def with_token_counts(train_dataset, collator, data_args, training_args):
