@@ -6,8 +6,8 @@
   to the same pack and every DDP rank computes the same list (accelerate deals packs out to ranks).
 - `PackingCollator` turns a pack's rows into one row: the collator's per-sample encodings
   concatenated, `position_ids` restarting at 0 for every sample and no `attention_mask`, from which
-  transformers builds a block-diagonal causal mask (SDPA, eager); flash-attention gets
-  `cu_seq_lens_*` / `max_length_*`. The first target of each sample is -100, so no sample predicts
+  transformers builds a block-diagonal causal mask (SDPA, eager); flash-attention and
+  `per_sample_sdpa` get `cu_seq_lens_*` / `max_length_*` and attend within each sample only. The first target of each sample is -100, so no sample predicts
   a token of another; images stay in placeholder order, which is the order SmolVLM places features.
 - `PackingTrainer` feeds the Trainer those packs as batches.
 """
@@ -17,13 +17,33 @@ from functools import partial
 
 import torch
 from torch.utils.data import DataLoader
-from transformers import Trainer
+from transformers import AttentionInterface, Trainer
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 from transformers.trainer_utils import seed_worker
 
 from collate import IGNORE_INDEX, Collator, Encoded, supervised_logits
 from lengths import LENGTH_COLUMN
 
-FLASH_ATTENTION = ("flash_attention_2", "flash_attention_3")
+PER_SAMPLE_SDPA = "sdpa_per_sample"
+# Attention implementations that read the samples' boundaries (cu_seq_lens_*) instead of a dense mask.
+VARLEN_ATTENTION = ("flash_attention_2", "flash_attention_3", PER_SAMPLE_SDPA)
+
+
+def per_sample_sdpa(module, query, key, value, attention_mask, cu_seq_lens_q=None, **kwargs):
+    """SDPA on each packed sample's block alone (causal), instead of on the whole row under a dense
+    block-diagonal mask whose cost grows with the square of the budget: attention then costs what the
+    samples cost unpacked. Without boundaries (generation, the vision tower) it is plain SDPA."""
+    if cu_seq_lens_q is None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    bounds = cu_seq_lens_q.tolist()
+    blocks = [sdpa_attention_forward(module, query[:, :, start:end], key[:, :, start:end], value[:, :, start:end],
+                                     None, **kwargs)[0] for start, end in zip(bounds, bounds[1:])]
+    return torch.cat(blocks, dim=1), None
+
+
+AttentionInterface.register(PER_SAMPLE_SDPA, per_sample_sdpa)
+AttentionMaskInterface.register(PER_SAMPLE_SDPA, sdpa_mask)  # for batches without boundaries
 
 
 class PackedBatches:
@@ -84,7 +104,7 @@ class PackingCollator(Collator):
 
     def __init__(self, processor, attn_implementation=None, **settings):
         super().__init__(processor, **settings)
-        self.flash_attention = attn_implementation in FLASH_ATTENTION
+        self.sample_boundaries = attn_implementation in VARLEN_ATTENTION
 
     def __call__(self, rows):
         return self.pack(self.encode_batch(rows))
@@ -104,7 +124,7 @@ class PackingCollator(Collator):
         batch.update(self.pad_images([Encoded(batch["input_ids"][0], labels, tiles)]))
         if self.supervised_logits_only:
             batch.update(supervised_logits(batch["labels"]))
-        if self.flash_attention:
+        if self.sample_boundaries:
             boundaries = torch.tensor([0] + lengths, dtype=torch.int32).cumsum(0, dtype=torch.int32)
             batch.update(cu_seq_lens_q=boundaries, cu_seq_lens_k=boundaries,
                          max_length_q=max(lengths), max_length_k=max(lengths))

@@ -20,7 +20,7 @@ import infer
 import lengths
 import stitch
 from collate import Collator
-from packing import FLASH_ATTENTION, PackingCollator, PackingTrainer
+from packing import PER_SAMPLE_SDPA, VARLEN_ATTENTION, PackingCollator, PackingTrainer
 from safe_resume import CheckpointError, plan_output_dir
 from train_config import ConfigError, configure, seed_of_data
 
@@ -67,10 +67,12 @@ def set_image_resolution(processor, data_args):
 def build_collator(processor, data_args, model):
     if not data_args.packing:
         return Collator.from_args(processor, data_args)
+    if model.config._attn_implementation == "sdpa":  # same result, without the dense 8K x 8K attention
+        model.set_attn_implementation(PER_SAMPLE_SDPA)
     attention = model.config._attn_implementation
-    if attention not in FLASH_ATTENTION:
+    if attention not in VARLEN_ATTENTION:
         logger.info(f"packing with {attention} attention: it runs over the whole packed row (the mask is block-diagonal "
-                    "but dense, cost grows with max_tokens_per_batch squared); flash_attention_2 computes each sample's block only")
+                    "but dense, cost grows with max_tokens_per_batch squared); sdpa and flash_attention_2 attend per sample")
     return PackingCollator.from_args(processor, data_args, attn_implementation=attention)
 
 

@@ -18,9 +18,11 @@ else (embeddings, connector, LM head, loss) runs at full size.
 
 The sample is cocoqa-like: a 640x480 photo, a short question, a one-word answer. Recipes: the original
 (2K padding, LM head on every position), today's default (`longest`, LM head on supervised positions),
-packing 8 such samples into one 8K row (SDPA: the block-diagonal mask is dense, so attention is counted
-over the whole row; flash-attention's varlen kernel would skip the off-diagonal blocks and a packed
-sample would cost what it costs alone), and the default at image_longest_edge 1536/1024/512.
+packing 8 such samples into one 8K row (with plain SDPA the block-diagonal mask is dense, so attention
+runs over the whole row; train.py's per-sample SDPA, like flash-attention's varlen kernel, attends
+within each sample only), and the default at image_longest_edge 1536/1024/512.
+Attention is counted as torch counts its CUDA kernels: the full score matrix (a causal kernel that
+skips the upper triangle does about half of that part).
 """
 
 import argparse
@@ -30,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, register_flop_formula, sdpa_backward_flop, sdpa_flop
 from torch.utils.module_tracker import ModuleTracker
 from transformers import SmolVLMForConditionalGeneration
 
@@ -41,13 +43,19 @@ import stitch  # noqa: E402
 import train  # noqa: E402
 import train_config  # noqa: E402
 from collate import Collator  # noqa: E402
-from packing import PackingCollator  # noqa: E402
+from packing import PER_SAMPLE_SDPA, PackingCollator  # noqa: E402
 
 ASSETS = REPO.parent / "shared" / "assets"
 QUESTIONS = ["What is the color of the dog?", "How many dogs are there?", "What are the dogs lying on?",
              "What animal is shown?", "Where are the dogs?", "What color is the collar?",
              "Is this photo taken outdoors?", "What is the dog doing?"]
 ANSWERS = ["brown", "three", "grass", "dogs", "field", "red", "yes", "lying"]
+
+
+# torch counts SDPA's CUDA kernels but not the CPU one, so attention would be missing from every row.
+# Same formula as the CUDA kernels: the whole score matrix, causal and masked blocks included.
+register_flop_formula(torch.ops.aten._scaled_dot_product_flash_attention_for_cpu, get_raw=True)(sdpa_flop)
+register_flop_formula(torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward, get_raw=True)(sdpa_backward_flop)
 
 
 def default_source(asset, download):
@@ -119,8 +127,10 @@ def recipes(processor):
         "original: 2K padding, LM head on every position": (Collator(processor, padding="max_length"), 1, 2048),
         "default: longest, LM head on supervised positions": (
             Collator(processor, padding="longest", supervised_logits_only=True), 1, 2048),
-        "packing: 8 samples in one 8K row (SDPA, dense mask)": (
+        "packing: 8 samples in one 8K row, SDPA, dense mask": (
             PackingCollator(processor, supervised_logits_only=True), 8, 2048),
+        "packing: 8 samples in one 8K row, per-sample SDPA": (
+            PackingCollator(processor, supervised_logits_only=True, attn_implementation=PER_SAMPLE_SDPA), 8, 2048),
         **{f"default, image_longest_edge {edge}": (
             Collator(processor, padding="longest", supervised_logits_only=True), 1, edge) for edge in (1536, 1024, 512)},
     }
@@ -138,6 +148,7 @@ def main():
     original = None
     for name, (collator, samples, edge) in recipes(processor).items():
         processor.image_processor.size = {"longest_edge": edge}
+        model.set_attn_implementation(PER_SAMPLE_SDPA if "per-sample" in name else "sdpa")
         batch = collator(rows(samples))
         tflop, saved = measure(model, batch, layers)
         tflop, saved = tflop / samples, saved / samples

@@ -7,7 +7,7 @@ import torch
 from transformers import Trainer, TrainingArguments
 
 from collate import IGNORE_INDEX, Collator
-from packing import PackedBatches, PackingCollator
+from packing import PER_SAMPLE_SDPA, PackedBatches, PackingCollator
 from stitch import set_trainable
 from test_collate import make_row, undecoded
 
@@ -37,17 +37,19 @@ def model_and_processor(stitched):
     return model.float(), processor
 
 
-@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+@pytest.mark.parametrize("attention", ["sdpa", "eager", PER_SAMPLE_SDPA])
 @pytest.mark.parametrize("supervised_only", [False, True])
 def test_packed_loss_and_connector_gradient_equal_unpacked(model_and_processor, attention, supervised_only):
     model, processor = model_and_processor
-    model.set_attn_implementation(attention)
     settings = dict(max_images=2, supervised_logits_only=supervised_only)
     unpacked = Collator(processor, padding="longest", **settings)(ROWS)
-    packed = PackingCollator(processor, **settings)(ROWS)
+    model.set_attn_implementation(attention)
+    packed = PackingCollator(processor, attn_implementation=attention, **settings)(ROWS)
+    assert ("cu_seq_lens_q" in packed) == (attention == PER_SAMPLE_SDPA)
     assert packed["input_ids"].shape == (1, int(unpacked["attention_mask"].sum())) and "attention_mask" not in packed
-    loss, gradient = loss_and_gradient(model, unpacked)
     packed_loss, packed_gradient = loss_and_gradient(model, packed)
+    model.set_attn_implementation("eager" if attention == "eager" else "sdpa")
+    loss, gradient = loss_and_gradient(model, unpacked)
     assert gradient.abs().sum() > 0
     assert torch.allclose(packed_loss, loss, rtol=1e-5, atol=1e-6)
     assert torch.allclose(packed_gradient, gradient, rtol=1e-5, atol=1e-7)
@@ -77,9 +79,11 @@ def sample_spans(batch):
     return list(zip(starts, starts[1:] + [batch["input_ids"].shape[1]]))
 
 
-def test_changing_one_sample_leaves_the_other_samples_logits_unchanged(model_and_processor):
+@pytest.mark.parametrize("attention", ["sdpa", PER_SAMPLE_SDPA])
+def test_changing_one_sample_leaves_the_other_samples_logits_unchanged(model_and_processor, attention):
     model, processor = model_and_processor
-    collator = PackingCollator(processor, max_images=2)
+    model.set_attn_implementation(attention)
+    collator = PackingCollator(processor, max_images=2, attn_implementation=attention)
     changed_middle = {**ROWS[2], "images": [undecoded(colour=(250, 250, 0)), undecoded(colour=(0, 0, 0))],
                       "texts": [{"user": "Something else, and longer?", "assistant": "yes", "source": "cocoqa"}]}
     logits = []
