@@ -14,9 +14,9 @@ tokens. Token counts come from lengths.py (image headers, no decoding), as train
   share of the budget filled, which is what sets the number of steps).
 - samples/s: forward + backward + AdamW on the collated batches of the same `--step-rows` rows, on a
   TINY-WIDTH model (tiny.py: 2 text layers of 64, 2 vision layers of 32) at SmolVLM2's real image
-  geometry, one CPU thread, LM head on supervised positions; both recipes timed side by side in
-  alternating rounds (best round kept: other processes only ever slow a round down). Collation is not
-  timed: DataLoader workers do it in parallel.
+  geometry, one CPU thread, LM head on supervised positions, SDPA (per sample when packing, as
+  train.py sets it); both recipes timed side by side in alternating rounds (best round kept: other
+  processes only ever slow a round down). Collation is not timed: DataLoader workers do it in parallel.
 """
 
 import argparse
@@ -39,7 +39,7 @@ import tiny  # noqa: E402
 from bench_collate import build_processor  # noqa: E402
 from collate import Collator  # noqa: E402
 from lengths import TokenCounter  # noqa: E402
-from packing import PackedBatches, PackingCollator  # noqa: E402
+from packing import PER_SAMPLE_SDPA, PackedBatches, PackingCollator  # noqa: E402
 
 TABLE_SIZES = [(640, 480), (1024, 768), (1700, 2200), (300, 200)]
 LONGEST_EDGES = (2048, 1536, 1024, 512)
@@ -126,17 +126,19 @@ def samples_per_second(model, processor, rows, budget, rounds):
     lengths = [TokenCounter(Collator(processor))(row) for row in rows]
     longest = Collator(processor, padding="longest", supervised_logits_only=True)
     padded = [longest(rows[i:i + 8]) for i in range(0, len(rows), 8)]
-    packer = PackingCollator(processor, supervised_logits_only=True)
+    packer = PackingCollator(processor, supervised_logits_only=True, attn_implementation=PER_SAMPLE_SDPA)
     packed = [packer([rows[i] for i in pack]) for pack in PackedBatches(lengths, budget, seed=0)]
-    recipes = {"batch 8, longest": padded, f"packing, {budget} budget": packed}
-    time_pass(model, padded[:1] + packed[:1])  # warm-up
+    # attention as train.py sets it: SDPA, per sample when packing
+    recipes = {"batch 8, longest": (padded, "sdpa"), f"packing, {budget} budget": (packed, PER_SAMPLE_SDPA)}
     best = {name: float("inf") for name in recipes}
-    for _ in range(rounds):  # alternate, so both see the same machine load
-        for name, batches in recipes.items():
-            best[name] = min(best[name], time_pass(model, batches))
+    for round_ in range(rounds + 1):  # alternate, so both see the same machine load; round 0 warms up
+        for name, (batches, attention) in recipes.items():
+            model.set_attn_implementation(attention)
+            seconds = time_pass(model, batches[:1] if round_ == 0 else batches)
+            best[name] = best[name] if round_ == 0 else min(best[name], seconds)
     print(f"CPU training samples/s on {len(rows)} of the mixed rows (tiny-width model, real image geometry, "
           f"{torch.get_num_threads()} thread, best of {rounds} alternating rounds):")
-    for name, batches in recipes.items():
+    for name, (batches, _) in recipes.items():
         positions = sum(batch["input_ids"].numel() for batch in batches)
         print(f"  {name:<24} {len(rows) / best[name]:6.2f} samples/s  ({len(batches)} steps, {positions} positions)")
     names = list(recipes)

@@ -30,6 +30,7 @@ def test_packing_trains_with_a_worker_and_every_save_keeps_the_resolution(tmp_pa
                    "dataloader_num_workers": 1, "image_longest_edge": 64, "image_splitting": True})
     out = tmp_path / "run"
     assert len(losses(out / "checkpoint-4")) == 4
+    assert "sdpa_per_sample" not in (out / "config.json").read_text()  # train.py's packing attention stays local
     for directory in (out / "checkpoint-2", out / "checkpoint-4", out):
         assert image_settings(directory) == (64, True), directory
     processor = AutoProcessor.from_pretrained(out)
