@@ -42,8 +42,16 @@ def per_sample_sdpa(module, query, key, value, attention_mask, cu_seq_lens_q=Non
     return torch.cat(blocks, dim=1), None
 
 
+def mask_unless_unpadded(*args, attention_mask=None, **kwargs):
+    """SDPA's mask for padded batches; none for a row without padding, which per_sample_sdpa splits at
+    the samples' boundaries (or, without boundaries, runs causal): building the dense block-diagonal
+    mask of an 8K row would cost more than the attention. Only for full-attention (no sliding window)
+    text models, where that is the whole mask."""
+    return None if attention_mask is None else sdpa_mask(*args, attention_mask=attention_mask, **kwargs)
+
+
 AttentionInterface.register(PER_SAMPLE_SDPA, per_sample_sdpa)
-AttentionMaskInterface.register(PER_SAMPLE_SDPA, sdpa_mask)  # for batches without boundaries
+AttentionMaskInterface.register(PER_SAMPLE_SDPA, mask_unless_unpadded)
 
 
 class PackedBatches:

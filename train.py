@@ -67,7 +67,8 @@ def set_image_resolution(processor, data_args):
 def build_collator(processor, data_args, model):
     if not data_args.packing:
         return Collator.from_args(processor, data_args)
-    if model.config._attn_implementation == "sdpa":  # same result, without the dense 8K x 8K attention
+    full_attention_only = set(getattr(model.config.text_config, "layer_types", None) or []) <= {"full_attention"}
+    if model.config._attn_implementation == "sdpa" and full_attention_only:  # same result, no dense 8K x 8K attention
         model.set_attn_implementation(PER_SAMPLE_SDPA)
     attention = model.config._attn_implementation
     if attention not in VARLEN_ATTENTION:

@@ -156,3 +156,17 @@ def test_packed_batches_hold_every_sample_once_within_the_budget():
     assert list(batches) != packs and len(batches) == len(list(batches))
     first_pack_sizes = collections.Counter(len(pack) for pack in packs)
     assert len(first_pack_sizes) > 1  # variable-size batches
+
+
+def test_per_sample_sdpa_keeps_padded_batches_and_generation_exact(model_and_processor):
+    """Evaluation batches and the post-training demo run on the same model after packed training."""
+    model, processor = model_and_processor
+    padded = Collator(processor, padding="longest", max_images=2)(ROWS)
+    prompt = {key: value[:1, :20] for key, value in padded.items() if key in ("input_ids", "attention_mask")}
+    results = []
+    for attention in ("sdpa", PER_SAMPLE_SDPA):
+        model.set_attn_implementation(attention)
+        with torch.no_grad():
+            results.append((model(**padded).loss, model.generate(**prompt, max_new_tokens=5, do_sample=False)))
+    (loss, generated), (per_sample_loss, per_sample_generated) = results
+    assert torch.allclose(loss, per_sample_loss, rtol=1e-5) and torch.equal(generated, per_sample_generated)
