@@ -64,17 +64,23 @@ def set_image_resolution(processor, data_args):
     image_processor.size = {"longest_edge": data_args.image_longest_edge}
 
 
-def build_collator(processor, data_args, model):
-    if not data_args.packing:
-        return Collator.from_args(processor, data_args)
+def attention_for_packing(model):
+    """Switch SDPA to per-sample SDPA (same result, without attention over the whole packed row under a
+    dense mask) and return the implementation the packed batches are built for."""
     full_attention_only = set(getattr(model.config.text_config, "layer_types", None) or []) <= {"full_attention"}
-    if model.config._attn_implementation == "sdpa" and full_attention_only:  # same result, no dense 8K x 8K attention
+    if model.config._attn_implementation == "sdpa" and full_attention_only:
         model.set_attn_implementation(PER_SAMPLE_SDPA)
     attention = model.config._attn_implementation
     if attention not in VARLEN_ATTENTION:
         logger.info(f"packing with {attention} attention: it runs over the whole packed row (the mask is block-diagonal "
                     "but dense, cost grows with max_tokens_per_batch squared); sdpa and flash_attention_2 attend per sample")
-    return PackingCollator.from_args(processor, data_args, attn_implementation=attention)
+    return attention
+
+
+def build_collator(processor, data_args, model):
+    if not data_args.packing:
+        return Collator.from_args(processor, data_args)
+    return PackingCollator.from_args(processor, data_args, attn_implementation=attention_for_packing(model))
 
 
 def with_token_counts(train_dataset, collator, data_args, training_args):
