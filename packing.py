@@ -17,7 +17,7 @@ from functools import partial
 
 import torch
 from torch.utils.data import DataLoader
-from transformers import AttentionInterface, Trainer
+from transformers import AttentionInterface, Trainer, TrainerCallback
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 from transformers.trainer_utils import seed_worker
@@ -139,17 +139,32 @@ class PackingCollator(Collator):
         return batch
 
 
+class EpochOfPacks(TrainerCallback):
+    """Tells the packs which epoch begins. The Trainer tells a batch sampler itself, except on DDP
+    ranks resuming mid-epoch, where the sampler sits two wrappers deep (skipped batches, rank shard)."""
+
+    def __init__(self):
+        self.batches = None
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        if self.batches is not None:
+            self.batches.set_epoch(int(state.epoch or 0))  # a resumed epoch e starts at e + done/steps
+
+
 class PackingTrainer(Trainer):
     """A Trainer whose training batches are `PackedBatches` packs of the `length` column's rows."""
 
     def __init__(self, *args, max_tokens_per_batch, packing_window, packing_seed, **kwargs):
         super().__init__(*args, **kwargs)
         self.max_tokens_per_batch, self.packing_window, self.packing_seed = max_tokens_per_batch, packing_window, packing_seed
+        self.epoch_of_packs = EpochOfPacks()
+        self.add_callback(self.epoch_of_packs)
 
     def get_train_dataloader(self):
         args = self.args
         batches = PackedBatches(self.train_dataset[LENGTH_COLUMN], self.max_tokens_per_batch, self.packing_seed,
                                 self.packing_window)
+        self.epoch_of_packs.batches = batches
         workers = args.dataloader_num_workers
         loader = DataLoader(
             self.train_dataset, batch_sampler=batches, collate_fn=self.data_collator, num_workers=workers,

@@ -75,6 +75,28 @@ def test_two_cpu_ranks_train_packed(tmp_path, config):
     assert len(seen) == 2 and seen[0] == seen[1] > 3 * 320  # summed over ranks: more than one rank's packs hold
 
 
+def test_two_cpu_ranks_resume_in_a_later_epoch_onto_the_same_packs(tmp_path, config):
+    """88 rows make ~9 packs of 320 tokens, ~5 steps per rank and epoch: step 6 is in the second epoch."""
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "train.py")]
+    reference = {**config, **PACKING, "max_steps": 8, "save_strategy": "steps", "save_steps": 6,
+                 "output_dir": str(tmp_path / "ref")}
+    resumed = {**reference, "output_dir": str(tmp_path / "resumed")}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for settings, name in ((reference, "ref.yaml"), (resumed, "resumed.yaml")):
+        if settings is resumed:
+            shutil.copytree(tmp_path / "ref" / "checkpoint-6", tmp_path / "resumed" / "checkpoint-6")
+        result = subprocess.run([*launch, write_yaml(tmp_path / name, settings)], capture_output=True, text=True,
+                                cwd=tmp_path, env=env, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+    history = lambda out: [(e["step"], e["epoch"], e["loss"]) for e in json.loads(
+        (out / "checkpoint-8" / "trainer_state.json").read_text())["log_history"] if "loss" in e]
+    ref, again = history(tmp_path / "ref"), history(tmp_path / "resumed")
+    assert ref[5][1] > 1  # step 6 lies in the second epoch
+    for (step, epoch, loss), (r_step, r_epoch, r_loss) in zip(ref, again, strict=True):
+        assert step == r_step and epoch == pytest.approx(r_epoch) and loss == pytest.approx(r_loss, rel=1e-4)
+
+
 @pytest.mark.parametrize("bad, message", [
     ({**PACKING, "per_device_train_batch_size": 2}, "a batch is one packed row"),
     ({**PACKING, "train_sampling_strategy": "group_by_length"}, "does not apply with packing"),
