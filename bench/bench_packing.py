@@ -1,7 +1,7 @@
 """Image tokens per resolution, real-token fraction and CPU training samples/s: batch-8 `longest`
 padding vs packing (a benchmark that prints, not a test).
 
-    python bench/bench_packing.py [--rows 512] [--step-rows 32] [--rounds 3]
+    python bench/bench_packing.py [--rows 512] [--step-rows 32] [--rounds 2]
 
 Processor: SmolVLM2's image processor config and the real Qwen3 tokenizer from ../shared/assets when
 present (else tiny.py's real geometry and the stand-in tokenizer). Rows: a mixed set shaped like
@@ -15,8 +15,8 @@ tokens. Token counts come from lengths.py (image headers, no decoding), as train
 - samples/s: forward + backward + AdamW on the collated batches of the same `--step-rows` rows, on a
   TINY-WIDTH model (tiny.py: 2 text layers of 64, 2 vision layers of 32) at SmolVLM2's real image
   geometry, one CPU thread, LM head on supervised positions, SDPA (per sample when packing, as
-  train.py sets it); both recipes timed side by side in alternating rounds (best round kept: other
-  processes only ever slow a round down). Collation is not timed: DataLoader workers do it in parallel.
+  train.py sets it); the two recipes' steps interleaved, so that both see the same machine load.
+  Collation is not timed: DataLoader workers do it in parallel.
 """
 
 import argparse
@@ -112,13 +112,11 @@ def tiny_model(workdir, processor):
     return model.float()
 
 
-def time_pass(model, batches):
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+def step_seconds(model, optimizer, batch):
     start = time.perf_counter()
-    for batch in batches:
-        model(**batch).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+    model(**batch).loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
     return time.perf_counter() - start
 
 
@@ -130,26 +128,31 @@ def samples_per_second(model, processor, rows, budget, rounds):
     packed = [packer([rows[i] for i in pack]) for pack in PackedBatches(lengths, budget, seed=0)]
     # attention as train.py sets it: SDPA, per sample when packing
     recipes = {"batch 8, longest": (padded, "sdpa"), f"packing, {budget} budget": (packed, PER_SAMPLE_SDPA)}
-    best = {name: float("inf") for name in recipes}
-    for round_ in range(rounds + 1):  # alternate, so both see the same machine load; round 0 warms up
-        for name, (batches, attention) in recipes.items():
-            model.set_attn_implementation(attention)
-            seconds = time_pass(model, batches[:1] if round_ == 0 else batches)
-            best[name] = best[name] if round_ == 0 else min(best[name], seconds)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+    for batches, attention in recipes.values():  # warm-up
+        model.set_attn_implementation(attention)
+        step_seconds(model, optimizer, batches[0])
+    seconds = {name: 0.0 for name in recipes}
+    for _ in range(rounds):  # one step of each recipe in turn, so that both see the same machine load
+        for step in range(max(len(batches) for batches, _ in recipes.values())):
+            for name, (batches, attention) in recipes.items():
+                if step < len(batches):
+                    model.set_attn_implementation(attention)
+                    seconds[name] += step_seconds(model, optimizer, batches[step])
     print(f"CPU training samples/s on {len(rows)} of the mixed rows (tiny-width model, real image geometry, "
-          f"{torch.get_num_threads()} thread, best of {rounds} alternating rounds):")
+          f"{torch.get_num_threads()} thread, {rounds} rounds, steps of the two recipes interleaved):")
     for name, (batches, _) in recipes.items():
         positions = sum(batch["input_ids"].numel() for batch in batches)
-        print(f"  {name:<24} {len(rows) / best[name]:6.2f} samples/s  ({len(batches)} steps, {positions} positions)")
+        print(f"  {name:<24} {rounds * len(rows) / seconds[name]:6.2f} samples/s  ({len(batches)} steps, {positions} positions)")
     names = list(recipes)
-    print(f"  packing / longest: {best[names[0]] / best[names[1]]:.2f}x")
+    print(f"  packing / longest: {seconds[names[0]] / seconds[names[1]]:.2f}x")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=512, help="rows for the real-token table")
     parser.add_argument("--step-rows", type=int, default=32, help="rows trained on for samples/s")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--budget", type=int, default=8192)
     args = parser.parse_args()
     torch.set_num_threads(1)
