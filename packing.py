@@ -7,8 +7,9 @@
 - `PackingCollator` turns a pack's rows into one row: the collator's per-sample encodings
   concatenated, `position_ids` restarting at 0 for every sample and no `attention_mask`, from which
   transformers builds a block-diagonal causal mask (SDPA, eager); flash-attention and
-  `per_sample_sdpa` get `cu_seq_lens_*` / `max_length_*` and attend within each sample only. The first target of each sample is -100, so no sample predicts
-  a token of another; images stay in placeholder order, which is the order SmolVLM places features.
+  `per_sample_sdpa` get `cu_seq_lens_*` / `max_length_*` and attend within each sample only. The
+  first target of each sample is -100, so no sample predicts a token of another; images stay in
+  placeholder order, which is the order SmolVLM places features in.
 - `PackingTrainer` feeds the Trainer those packs as batches.
 """
 
