@@ -157,6 +157,14 @@ class Collator:
         return {reason: int(count) for reason, count in zip(SKIP_REASONS, self.skip_counts) if count}
 
     def __call__(self, rows):
+        samples = self.encode_batch(rows)
+        batch = {**self.pad_text(samples), **self.pad_images(samples)}
+        if self.supervised_logits_only:
+            batch.update(supervised_logits(batch["labels"]))
+        return batch
+
+    def encode_batch(self, rows):
+        """The rows' encodings, bad rows raised or skipped and counted per on_bad_sample."""
         samples = []
         for position, row in enumerate(rows):
             try:
@@ -172,10 +180,7 @@ class Collator:
                 f"every one of the {len(rows)} samples of this batch was skipped as unusable "
                 f"(skipped so far: {self.skipped_by_reason}); the Trainer cannot take an empty batch"
             )
-        batch = {**self.pad_text(samples), **self.pad_images(samples)}
-        if self.supervised_logits_only:
-            batch.update(supervised_logits(batch["labels"]))
-        return batch
+        return samples
 
     def encode(self, row):
         turns = self.turns_of(row)

@@ -18,10 +18,12 @@ from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor,
 
 import data
 import infer
+import lengths
 import low_rank
 import param_groups
 import stitch
 from collate import Collator
+from packing import PER_SAMPLE_SDPA, VARLEN_ATTENTION, PackingCollator, PackingTrainer
 from safe_resume import CheckpointError, plan_output_dir
 from train_config import ConfigError, configure, lora_parts, part_learning_rates, seed_of_data
 
@@ -48,6 +50,48 @@ def load_model(model_args, training_args):
         stitch.verify_graft(model, processor)
         return model, processor
     return stitch.stitch(model_args.smolvlm_path, model_args.qwen_path, dtype=dtype, seed=training_args.seed)
+
+
+def set_image_resolution(processor, data_args):
+    """image_longest_edge / image_splitting set on the processor itself, so that every checkpoint and
+    the final model save them and AutoProcessor, infer.py and evaluation use what the model trained with."""
+    image_processor = processor.image_processor
+    if data_args.image_splitting is not None:
+        image_processor.do_image_splitting = data_args.image_splitting
+    if data_args.image_longest_edge is None:
+        return
+    tile = image_processor.max_image_size["longest_edge"]
+    if image_processor.do_image_splitting and data_args.image_longest_edge % tile:
+        raise ConfigError(f"image_longest_edge: {data_args.image_longest_edge} is not a multiple of the {tile} px tile; "
+                          "with image_splitting the image would be upscaled to the next multiple")
+    image_processor.size = {"longest_edge": data_args.image_longest_edge}
+
+
+def attention_for_packing(model):
+    """Switch SDPA to per-sample SDPA (same result, without attention over the whole packed row under a
+    dense mask) and return the implementation the packed batches are built for."""
+    full_attention_only = set(getattr(model.config.text_config, "layer_types", None) or []) <= {"full_attention"}
+    if model.config._attn_implementation == "sdpa" and full_attention_only:
+        model.set_attn_implementation(PER_SAMPLE_SDPA)
+    attention = model.config._attn_implementation
+    if attention not in VARLEN_ATTENTION:
+        logger.info(f"packing with {attention} attention: it runs over the whole packed row (the mask is block-diagonal "
+                    "but dense, cost grows with max_tokens_per_batch squared); sdpa and flash_attention_2 attend per sample")
+    return attention
+
+
+def build_collator(processor, data_args, model):
+    if not data_args.packing:
+        return Collator.from_args(processor, data_args)
+    return PackingCollator.from_args(processor, data_args, attn_implementation=attention_for_packing(model))
+
+
+def with_token_counts(train_dataset, collator, data_args, training_args):
+    """The rows with their token counts (a `length` column), which packing and group_by_length read."""
+    if not (data_args.packing or training_args.train_sampling_strategy == "group_by_length"):
+        return train_dataset
+    with training_args.main_process_first(desc="counting tokens"):  # ranks > 0 reuse rank 0's cache
+        return lengths.with_lengths(train_dataset, collator)
 
 
 def prepare_trainable(model, model_args, part_lrs, seed=0):
@@ -94,19 +138,17 @@ def log_demo_to_swanlab(image, question, prompt, reply):
     swanlab.log({"demo/image": swanlab.Image(image), "demo/qa": table, "demo/context": swanlab.Text(prompt + reply)})
 
 
-def build_trainer(model, processor, training_args, data_args, train_dataset, eval_dataset, optimizer_groups):
+def build_trainer(model, processor, collator, training_args, data_args, train_dataset, eval_dataset, optimizer_groups):
     # The optimizer class and settings that `optim` names, over our per-part groups; the Trainer builds
     # it itself, so resume, DDP and FSDP (which must see the optimizer at prepare time) work unchanged.
     optimizer_cls, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(training_args, model)
-    return Trainer(
-        model=model,
-        args=training_args,
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset if len(eval_dataset) else None,
-        data_collator=Collator.from_args(processor, data_args),
-        processing_class=processor,
-        optimizer_cls_and_kwargs=(optimizer_cls, {**optimizer_kwargs, "params": optimizer_groups}),
-    )
+    settings = dict(model=model, args=training_args, train_dataset=train_dataset, data_collator=collator,
+                    eval_dataset=eval_dataset if len(eval_dataset) else None, processing_class=processor,
+                    optimizer_cls_and_kwargs=(optimizer_cls, {**optimizer_kwargs, "params": optimizer_groups}))
+    if data_args.packing:
+        return PackingTrainer(**settings, max_tokens_per_batch=data_args.max_tokens_per_batch,
+                              packing_window=data_args.packing_window, packing_seed=seed_of_data(training_args))
+    return Trainer(**settings)
 
 
 def probe_batch(processor, data_args, datasets, device):
@@ -175,11 +217,15 @@ def main(argv=None):
         demo_image = demo_image_of(run_args, eval_dataset)
         save_dtype = source_dtype(model_args) if run_args.save_dtype == "auto" else getattr(torch, run_args.save_dtype)
         model, processor = load_model(model_args, training_args)
+        set_image_resolution(processor, data_args)
+        collator = build_collator(processor, data_args, model)
+        train_dataset = with_token_counts(train_dataset, collator, data_args, training_args)
         part_lrs = part_learning_rates(model_args, training_args)
         model = prepare_trainable(model, model_args, part_lrs, training_args.seed)
         optimizer_groups = param_groups.optimizer_groups(model, part_lrs, training_args.weight_decay)
         start_swanlab(training_args)
-        trainer = build_trainer(model, processor, training_args, data_args, train_dataset, eval_dataset, optimizer_groups)
+        trainer = build_trainer(model, processor, collator, training_args, data_args, train_dataset, eval_dataset,
+                                optimizer_groups)
         check_fsdp_took_effect(trainer)
     except (ConfigError, CheckpointError, stitch.GraftError, data.DataError) as error:
         raise SystemExit(f"train.py: {error}")

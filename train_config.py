@@ -12,6 +12,7 @@ from pathlib import Path
 
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
+from transformers.models.smolvlm.image_processing_smolvlm import MAX_IMAGE_SIZE
 
 import data
 import infer
@@ -57,6 +58,11 @@ class DataArguments:
     on_bad_sample: str = field(default="raise", metadata={"help": "`raise`, or `skip` (counted and reported) for unusable rows"})
     supervised_logits_only: bool = field(default=True, metadata={"help": "run the LM head only on positions with a next-token target (same loss and gradients; see below)"})
     text_eval_file: str | None = field(default=SHIPPED_TEXT_EVAL, metadata={"help": "JSONL of {user, assistant} pairs whose answer loss evaluation reports (forgetting); null: none"})
+    image_longest_edge: int | None = field(default=None, metadata={"help": "resize images to this longest edge before tiling (default: the processor's, 2048 for SmolVLM2; a multiple of the tile size when splitting); saved with the processor"})
+    image_splitting: bool | None = field(default=None, metadata={"help": "split images into tiles plus a global view; false: one tile-sized view per image (default: the processor's, true for SmolVLM2); saved with the processor"})
+    packing: bool = field(default=False, metadata={"help": "concatenate whole samples into one row of up to max_tokens_per_batch tokens, each attending only to itself"})
+    max_tokens_per_batch: int = field(default=8192, metadata={"help": "token budget of a packed row (packing: true); a longer sample goes alone"})
+    packing_window: int = field(default=256, metadata={"help": "samples drawn (shuffled, seeded) per best-fit packing window"})
 
 
 @dataclass
@@ -218,6 +224,22 @@ def check_trainable_parts(model_args, training_args):
                               "no LoRA); with LoRA narrow lora_target instead")
 
 
+def check_throughput_keys(data_args, training_args):
+    if data_args.max_tokens_per_batch < 1 or data_args.packing_window < 1:
+        raise ConfigError("max_tokens_per_batch and packing_window must be positive")
+    if data_args.image_longest_edge is not None and not 1 <= data_args.image_longest_edge <= MAX_IMAGE_SIZE:
+        raise ConfigError(f"image_longest_edge: {data_args.image_longest_edge} is outside 1..{MAX_IMAGE_SIZE} "
+                          "(SmolVLM's image processor caps images at that size)")
+    if not data_args.packing:
+        return
+    if training_args.per_device_train_batch_size != 1:
+        raise ConfigError(f"per_device_train_batch_size is {training_args.per_device_train_batch_size} but packing is on: "
+                          "a batch is one packed row of max_tokens_per_batch tokens (set it to 1, tune max_tokens_per_batch)")
+    if training_args.train_sampling_strategy != "random":
+        raise ConfigError(f"train_sampling_strategy: '{training_args.train_sampling_strategy}' does not apply with packing, "
+                          "which draws its own shuffled best-fit batches")
+
+
 def check_config(model_args, data_args, run_args, training_args):
     """Refuse what would fail (or silently mislead) only after hours of GPU time."""
     choices = {"padding": PADDING_CHOICES, "on_bad_sample": ON_BAD_SAMPLE_CHOICES}
@@ -228,6 +250,7 @@ def check_config(model_args, data_args, run_args, training_args):
         raise ConfigError(f"save_dtype: '{run_args.save_dtype}' is not one of {SAVE_DTYPES}")
     if data_args.max_length < 1 or data_args.max_images < 1 or data_args.test_size < 0:
         raise ConfigError("max_length and max_images must be positive and test_size not negative")
+    check_throughput_keys(data_args, training_args)
     if run_args.run_evaluation and data_args.text_eval_file:
         data.load_text_rows(data_args.text_eval_file)
     if (training_args.eval_strategy != "no" or run_args.run_evaluation) and data_args.test_size == 0:

@@ -5,9 +5,10 @@
 Builds the grafted model from the real configs (../shared/assets, or the downloaded checkpoints'
 configs) with random weights, freezes all but the connector as the recipe does, and times
 forward + backward + AdamW steps on batches the project's collator makes from a real-looking row:
-fixed 2K padding (the original), `longest` padding, and `longest` with the LM head run only on
-supervised positions (train.py's default). On a GPU it runs in bf16 autocast and
-reports peak memory; on a CPU it runs in float32 (pass --text-layers 2 for a quick smoke run).
+fixed 2K padding (the original), `longest` padding, `longest` with the LM head run only on
+supervised positions (train.py's default), and the batch packed into one row (`packing: true`).
+On a GPU it runs in bf16 autocast and reports peak memory; on a CPU it runs in float32 (pass
+--text-layers 2 for a quick smoke run; --image-longest-edge 1024 for the lower resolution).
 """
 
 import argparse
@@ -27,6 +28,7 @@ import stitch  # noqa: E402
 import train  # noqa: E402
 import train_config  # noqa: E402
 from collate import Collator  # noqa: E402
+from packing import PackingCollator  # noqa: E402
 
 ASSETS = REPO.parent / "shared" / "assets"
 ON_GPU = torch.cuda.is_available()
@@ -91,16 +93,20 @@ def main():
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--text-layers", type=int, default=0, help="truncate Qwen3 to this many layers (0: all)")
+    parser.add_argument("--image-longest-edge", type=int, default=2048, help="image_longest_edge (SmolVLM2's: 2048)")
     args = parser.parse_args()
 
     model, processor = build(args.smolvlm, args.qwen, args.text_layers)
     print(f"device: {torch.cuda.get_device_name() if ON_GPU else 'cpu'}; {stitch.trainable_summary(model)}")
     row = {"images": [photo()], "texts": [{"user": "How many dogs are in the picture?", "assistant": "three", "source": "cocoqa"}]}
     print(f"{'padding':<12}{'LM head on':>14}{'batch':>6}{'tokens/sample':>15}{'s/step':>9}{'samples/s':>11}{'peak GiB':>10}")
-    for padding, supervised_only in (("max_length", False), ("longest", False), ("longest", True)):
-        batch = Collator(processor, padding=padding, supervised_logits_only=supervised_only)([row] * args.batch_size)
+    processor.image_processor.size = {"longest_edge": args.image_longest_edge}
+    for padding, supervised_only in (("max_length", False), ("longest", False), ("longest", True), ("packed", True)):
+        collator = (PackingCollator(processor, supervised_logits_only=True) if padding == "packed" else
+                    Collator(processor, padding=padding, supervised_logits_only=supervised_only))
+        batch = collator([row] * args.batch_size)
         seconds, peak = time_steps(model, batch, args.steps)
-        tokens = batch["input_ids"].shape[1]
+        tokens = batch["input_ids"].numel() // args.batch_size
         head = "supervised" if supervised_only else "all"
         print(f"{padding:<12}{head:>14}{args.batch_size:>6}{tokens:>15}{seconds:>9.3f}{args.batch_size / seconds:>11.2f}{peak:>10.2f}")
 

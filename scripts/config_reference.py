@@ -26,6 +26,8 @@ def default_of(field):
         value = field.default
     if value is None:
         return "none"
+    if isinstance(value, str) and value.startswith(str(REPO)):  # a file shipped with the repo
+        value = Path(value).relative_to(REPO)
     if isinstance(value, bool):
         return f"`{str(value).lower()}`"
     if isinstance(value, list):

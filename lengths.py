@@ -1,0 +1,114 @@
+"""Each training row's token count, known before any pixel is decoded.
+
+Packing and length-grouped batches need every row's length up front. Decoding and tiling the images
+of a whole dataset would take as long as an epoch of collation, but the count needs only each image's
+size (read from the file header) and the text: the image processor says how a size is tiled, and the
+processor's own prompt builder says which tokens those tiles become. The counts are stored as a
+dataset column, cached by datasets next to the data.
+"""
+
+import io
+import json
+from functools import lru_cache
+
+from datasets.fingerprint import Hasher
+from PIL import Image
+from transformers.models.smolvlm.processing_smolvlm import get_image_prompt_string
+
+from collate import BadSample, decode_image
+from data import DataError
+
+LENGTH_COLUMN = "length"  # TrainingArguments.length_column_name's default, read by group_by_length
+
+
+def image_size(image):
+    """(width, height) from a PIL image or a {"bytes", "path"} dict, reading only the file header."""
+    if isinstance(image, Image.Image):
+        return image.size
+    if isinstance(image, dict) and (image.get("bytes") or image.get("path")):
+        try:
+            with Image.open(io.BytesIO(image["bytes"]) if image.get("bytes") else image["path"]) as opened:
+                return opened.size  # PIL parses the header here and decodes nothing
+        except Exception:  # whatever PIL raises on a broken file: let the collator name it
+            pass
+    decode_image(image)  # raises the collator's BadSample for a missing or unreadable image
+    raise BadSample("image size cannot be read from its header", reason="bad image")
+
+
+class TokenCounter:
+    """The token count the collator's encoding of a row will have, from image sizes and text alone."""
+
+    def __init__(self, collator):
+        self.collator = collator
+        processor = collator.processor
+        self.image_processor = processor.image_processor
+        self.tokenizer = processor.tokenizer
+        self.block_length = lru_cache(maxsize=None)(self._block_length)
+
+    def _block_length(self, rows, cols):
+        """Tokens of the image block that tiles rows x cols replace one placeholder with."""
+        processor = self.collator.processor
+        block = get_image_prompt_string(
+            rows, cols, processor.image_seq_len, fake_token_around_image=processor.fake_image_token,
+            image_token=processor.image_token, global_image_token=processor.global_image_token,
+        )
+        return len(self.tokenizer.encode(block, add_special_tokens=False))
+
+    def image_block_length(self, width, height):
+        _, rows, cols = self.image_processor.get_number_of_image_patches(height, width)
+        return self.block_length(rows, cols)
+
+    def __call__(self, row):
+        """Tokens of the row's encoding (capped at max_length, as the collator cuts text after the image)."""
+        collator = self.collator
+        turns = collator.turns_of(row)
+        sizes = [image_size(image) for image in (row.get("images") or [])[: collator.max_images]]
+        text = collator.render(turns, len(sizes))
+        # The placeholder and the image block both start and end with special tokens, so the text
+        # around them tokenizes the same either way.
+        count = len(self.tokenizer.encode(text, add_special_tokens=False))
+        count += sum(self.image_block_length(width, height) - 1 for width, height in sizes)
+        return min(count, collator.max_length)
+
+    def fingerprint(self):
+        """What the counts depend on, for datasets' cache: the settings, not the Python objects."""
+        collator = self.collator
+        settings = {
+            "image_processor": self.image_processor.to_dict(), "tokenizer": self.tokenizer.name_or_path,
+            "vocab": len(self.tokenizer), "chat_template": collator.processor.chat_template,
+            "image_seq_len": collator.processor.image_seq_len, "max_length": collator.max_length,
+            "max_images": collator.max_images, "first_turn_only": collator.first_turn_only,
+        }
+        return Hasher.hash(json.dumps(settings, sort_keys=True, default=str))
+
+
+def counted_lengths(rows, counter):
+    """Token counts of a batch of rows; 0 for a row the collator will raise on or skip."""
+    lengths = []
+    for images, texts in zip(rows["images"], rows["texts"]):
+        try:
+            lengths.append(counter({"images": images, "texts": texts}))
+        except BadSample:
+            lengths.append(0)
+    return {LENGTH_COLUMN: lengths}
+
+
+def with_lengths(dataset, collator):
+    """`dataset` with a `length` column of every row's token count, cached with the dataset. Under
+    on_bad_sample="raise" a row that cannot be counted stops here, before training starts."""
+    counter = TokenCounter(collator)
+    if LENGTH_COLUMN in dataset.column_names:
+        dataset = dataset.remove_columns(LENGTH_COLUMN)
+    dataset = dataset.map(
+        counted_lengths, fn_kwargs={"counter": counter}, batched=True, batch_size=256,
+        new_fingerprint=Hasher.hash((dataset._fingerprint, counter.fingerprint())),
+        desc="counting tokens per row",
+    )
+    if collator.on_bad_sample == "raise":
+        first_bad = next((index for index, length in enumerate(dataset[LENGTH_COLUMN]) if length == 0), None)
+        if first_bad is not None:
+            try:
+                counter(dataset[first_bad])
+            except BadSample as bad:
+                raise DataError(f"training row {first_bad}: {bad} (or set on_bad_sample: skip)") from None
+    return dataset
