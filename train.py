@@ -1,6 +1,7 @@
-"""Train the grafted Qwen3-SmVL on the_cauldron, from a YAML config.
+"""Train the grafted Qwen3-SmVL on the_cauldron and/or your own files, from a YAML config.
 
     python train.py cocoqa_train.yaml [--key value ...]          # flags override the YAML
+    python train.py cocoqa_train.yaml --check_data true          # check the data and exit (no model load)
     accelerate launch train.py full_train.yaml                  # several GPUs
 
 The keys are documented in train_config.py and the README. The run: parse and check the config,
@@ -15,6 +16,7 @@ import sys
 import torch
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor, Trainer
 
+import check_data
 import data
 import infer
 import stitch
@@ -114,9 +116,11 @@ def main(argv=None):
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.INFO)
     try:  # everything that can refuse the run, before anything is deleted or trained
         model_args, data_args, run_args, training_args = configure(sys.argv[1:] if argv is None else argv)
+        if run_args.check_data:
+            raise SystemExit(check_data.run(model_args, data_args))
         output_plan = plan_output_dir(training_args.output_dir, run_args.overwrite_output_dir)
         with training_args.main_process_first(desc="loading data"):  # ranks > 0 reuse rank 0's cache
-            train_dataset, eval_dataset = data.load_data(data_args, seed_of_data(training_args))
+            train_dataset, eval_dataset, load_problems = data.load_data(data_args, seed_of_data(training_args))
         demo_image = demo_image_of(run_args, eval_dataset)
         save_dtype = source_dtype(model_args) if run_args.save_dtype == "auto" else getattr(torch, run_args.save_dtype)
         model, processor = load_model(model_args, training_args)
@@ -136,6 +140,8 @@ def main(argv=None):
     save_standalone(trainer, processor, save_dtype, training_args.output_dir)
     print(f"rank {training_args.process_index}/{training_args.world_size}: {trainer.state.global_step} steps, "
           f"{trainer.state.num_input_tokens_seen} tokens seen, {trainer.data_collator.skipped} samples skipped")
+    for source, counts in load_problems.items():
+        print(f"rows of {source} skipped when loading: {counts}")
     if not trainer.is_world_process_zero():
         return
     if demo_image is None:
@@ -147,7 +153,8 @@ def main(argv=None):
     if run_args.run_evaluation:
         import eval_vqa
 
-        settings = {"train_data": data.resolve_subsets(data_args.train_data), "data_seed": seed_of_data(training_args)}
+        settings = {"train_data": data_args.train_data, "eval_data": data_args.eval_data,
+                    "data_seed": seed_of_data(training_args)}
         eval_vqa.evaluate_and_report(
             trainer.model, processor, eval_dataset, data_args, training_args.output_dir,
             max_new_tokens=run_args.eval_max_new_tokens, settings=settings,

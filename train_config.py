@@ -14,6 +14,7 @@ import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
 import infer
+import sources
 import stitch
 from collate import ON_BAD_SAMPLE_CHOICES, PADDING_CHOICES
 
@@ -33,7 +34,9 @@ class ModelArguments:
 @dataclass
 class DataArguments:
     data_dir: str = field(default="data/the_cauldron", metadata={"help": "the_cauldron as downloaded: <data_dir>/<subset>/train-*.parquet"})
-    train_data: list[str] = field(default_factory=lambda: ["cocoqa"], metadata={"help": "subset name(s), or 'all'"})
+    train_data: list[str] = field(default_factory=lambda: ["cocoqa"], metadata={"help": "the_cauldron subset name(s), 'all', and/or files: {path, format, data_root, weight, max_samples} mappings (YAML text on the command line)"})
+    eval_data: list[str] | None = field(default=None, metadata={"help": "sources in train_data's forms; when set, evaluation uses them instead of test_size held-out rows"})
+    image_cache_dir: str = field(default="data/image_cache", metadata={"help": "where http(s) image URLs are fetched to, once, before training"})
     test_size: int = field(default=64, metadata={"help": "held-out rows for evaluation and the demo"})
     max_train_samples: int | None = field(default=None, metadata={"help": "cap on training rows"})
     max_length: int = field(default=2048, metadata={"help": "token cap per sample; text is cut after the image, never inside it"})
@@ -54,6 +57,7 @@ class RunArguments:
     demo_max_new_tokens: int = field(default=512, metadata={"help": "answer length cap for the demo (thinking included)"})
     run_evaluation: bool = field(default=False, metadata={"help": "after training, score VQA accuracy and eval loss on the held-out rows (eval_vqa.py)"})
     eval_max_new_tokens: int = field(default=128, metadata={"help": "answer length cap for run_evaluation"})
+    check_data: bool = field(default=False, metadata={"help": "check the config's data (counts, problems, token lengths) and exit without loading a model"})
     offline_demo_dir: str | None = field(default=None, metadata={"help": "build tiny random checkpoints and synthetic data here and train on them (no downloads)"})
 
 
@@ -175,6 +179,11 @@ def check_config(model_args, data_args, run_args, training_args):
         raise ConfigError("eval_strategy or run_evaluation is set but test_size is 0: nothing to evaluate on")
     if training_args.remove_unused_columns:
         raise ConfigError("remove_unused_columns must be false: the collator reads the raw `images` and `texts` columns")
+    for key in ("train_data", "eval_data"):
+        try:
+            sources.parse_sources(getattr(data_args, key), data_args.data_dir, key)
+        except sources.DataError as error:
+            raise ConfigError(str(error))
     if model_args.freeze_vision and model_args.freeze_text and model_args.freeze_connector:
         raise ConfigError("freeze_vision, freeze_text and freeze_connector are all true: nothing would train")
     if run_args.demo_image:
@@ -185,7 +194,7 @@ def check_config(model_args, data_args, run_args, training_args):
     if model_args.init_from and not (Path(model_args.init_from) / "config.json").is_file():
         raise ConfigError(f"init_from: {model_args.init_from} is not a model directory (no config.json)")
     if not model_args.init_from:
-        stitch.check_source_dirs(model_args.smolvlm_path, model_args.qwen_path)
+        stitch.check_source_dirs(model_args.smolvlm_path, model_args.qwen_path, need_weights=not run_args.check_data)
 
 
 def configure(argv):
