@@ -105,7 +105,8 @@ def measure_source(ds, measure):
         new_fingerprint=uuid.uuid4().hex, desc="checking rows",
         features=Features({"origin": Value("string"), **{key: Value(kind) for key, kind in MEASURES.items()}}),
     )
-    return measured.with_format("numpy", columns=["tokens", "images", "over_max_length"]), measured["origin"], measured["problem"]
+    numbers = {key: np.asarray(measured[key]) for key in ("tokens", "images", "over_max_length")}
+    return numbers, measured["origin"], measured["problem"]
 
 
 def report_source(name, fmt, ds, measure):

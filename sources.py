@@ -273,7 +273,7 @@ def raw_rows(path):
                     try:
                         yield f"{path}:{number}", json.loads(line)
                     except json.JSONDecodeError as error:
-                        yield f"{path}:{number}", RowProblem("invalid JSON", f"{error.msg} at column {error.colno}")
+                        yield f"{path}:{number}", RowProblem("invalid JSON", f"{error.msg} at character {error.pos}")
     elif path.endswith(".json"):
         try:
             rows = json.loads(Path(path).read_text(encoding="utf-8"))

@@ -93,8 +93,22 @@ def log_demo_to_swanlab(image, question, prompt, reply):
     swanlab.log({"demo/image": swanlab.Image(image), "demo/qa": table, "demo/context": swanlab.Text(prompt + reply)})
 
 
+class GraftTrainer(Trainer):
+    """A Trainer for which a batch of text-only rows is no error: with the text model frozen nothing
+    trainable takes part in such a batch, so its loss has no graph; it is tied to the trainable weights
+    with a zero factor (a zero gradient, and DDP ranks still agree on which weights got one)."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        loss = result[0] if return_outputs else result
+        if model.training and not loss.requires_grad:
+            loss = loss + sum(p.sum() for p in model.parameters() if p.requires_grad) * 0
+            result = (loss, *result[1:]) if return_outputs else loss
+        return result
+
+
 def build_trainer(model, processor, training_args, data_args, train_dataset, eval_dataset):
-    return Trainer(
+    return GraftTrainer(
         model=model,
         args=training_args,
         train_dataset=train_dataset,
