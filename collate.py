@@ -3,8 +3,8 @@
 Each row's messages (system/user/assistant/tool, reasoning_content, tool calls, the row's tools) are
 rendered with the chat template, each image where its part stands, and encoded by the processor in one
 call (images, placeholder expansion and tokenization). Labels are -100 on padding and on every image
-block; with `assistant_only_loss` also on everything but the assistant turns and their closing <|im_end|>. Long samples lose text after the last image
-block, never part of a block; rows that cannot be trained on are named (`on_bad_sample="raise"`) or
+block; with `assistant_only_loss` also on everything but the assistant turns and their closing
+<|im_end|>. Long samples lose text after the last image block, never part of a block; rows that cannot be trained on are named (`on_bad_sample="raise"`) or
 skipped and counted (`"skip"`).
 """
 
@@ -98,7 +98,7 @@ def describe(row, position):
     """How an error names a row: position in the batch, its origin (file:line) and its first question."""
     try:
         messages = conversation(row)[0] if isinstance(row, dict) else []
-    except (BadSample, ValueError):
+    except ValueError:  # unreadable messages (BadSample or invalid JSON): named without a question
         messages = []
     first = next((m for m in messages if isinstance(m, dict) and m.get("role") == "user"), {})
     question = content_text(first.get("content"))

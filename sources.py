@@ -17,15 +17,17 @@ import binascii
 import hashlib
 import json
 import logging
+import multiprocessing
 import os
 import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import datasets
+import pyarrow as pa
 import pyarrow.compute as pc
-from datasets import Dataset, Features, Image, List, Value
-from datasets.exceptions import DatasetGenerationError
+from datasets import Dataset, Features, Image, List, Value, concatenate_datasets
 from tqdm.auto import tqdm
 
 logger = logging.getLogger(__name__)
@@ -43,6 +45,9 @@ MESSAGE_KEYS = ("role", "content", "reasoning_content", "tool_calls", "name", "t
 ROW_KEYS = {"llava": {"id", "conversations", "image", "images"}, "messages": {"id", "messages", "tools", "images"}}
 LLAVA_IMAGE = "<image>"
 FETCH_ATTEMPTS = 3
+READER_VERSION = 1  # part of the cache key: raise it when the readers change what they write
+WRITE_BATCH = 10_000
+PARALLEL_BYTES = 32 << 20  # a JSONL this large is parsed in parallel
 
 
 class DataError(ValueError):
@@ -264,16 +269,25 @@ def internal_row(raw, fmt, image_ref, source, origin):
     return row
 
 
-def raw_rows(path):
-    """(origin, row or a RowProblem) for each row of a JSON, JSONL or parquet file."""
+def raw_rows(path, span=None):
+    """(origin, row or a RowProblem) for each row of a JSON, JSONL or parquet file; for JSONL, `span`
+    (start byte, end byte, number of the line at start) reads one part of the file."""
     if path.endswith(".jsonl"):
-        with open(path, encoding="utf-8") as lines:
-            for number, line in enumerate(lines, 1):
+        start, end, number = span or (0, None, 1)
+        with open(path, "rb") as lines:
+            lines.seek(start)
+            position = start
+            for number, line in enumerate(lines, number):
+                if end is not None and position >= end:
+                    break
+                position += len(line)
                 if line.strip():
                     try:
                         yield f"{path}:{number}", json.loads(line)
                     except json.JSONDecodeError as error:
                         yield f"{path}:{number}", RowProblem("invalid JSON", f"{error.msg} at character {error.pos}")
+                    except UnicodeDecodeError as error:
+                        yield f"{path}:{number}", RowProblem("invalid JSON", f"not UTF-8 ({error.reason})")
     elif path.endswith(".json"):
         try:
             rows = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -334,36 +348,71 @@ def fetch_urls(urls, cache_dir, timeout=30):
     return failures
 
 
-def generate_rows(path, fmt, data_root, cache_dir, source, failed_urls, stamp):
-    """Dataset.from_generator's generator; `stamp` (where, size, mtime) makes a moved or edited file a new
-    cache entry."""
+def write_rows(path, fmt, data_root, cache_dir, source, failed_urls, target, span=None):
+    """Writes the internal rows of a file (or of one `span` of a JSONL) to the Arrow file `target`."""
     image_ref = ImageRefs(data_root or os.path.dirname(os.path.abspath(path)), cache_dir)
-    for origin, raw in raw_rows(path):
-        if isinstance(raw, RowProblem):
-            yield {**internal_row({}, fmt, image_ref, source, origin), "problem": f"{raw.reason}: {raw}"}
-            continue
-        row = internal_row(raw, fmt, image_ref, source, origin)
-        failed = [url for url in find_urls(raw) if url in failed_urls] if failed_urls else []
-        if failed and row["problem"] is None:
-            row.update(problem=f"bad image: {failed[0]} could not be fetched ({failed_urls[failed[0]]})",
-                       messages="[]", images=[])
-        yield row
+    schema = ROW_FEATURES.arrow_schema
+    with pa.OSFile(str(target), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+        batch = []
+        for origin, raw in raw_rows(path, span):
+            if isinstance(raw, RowProblem):
+                row = {**internal_row({}, fmt, image_ref, source, origin), "problem": f"{raw.reason}: {raw}"}
+            else:
+                row = internal_row(raw, fmt, image_ref, source, origin)
+                failed = [url for url in find_urls(raw) if url in failed_urls] if failed_urls else []
+                if failed and row["problem"] is None:
+                    row.update(problem=f"bad image: {failed[0]} could not be fetched ({failed_urls[failed[0]]})",
+                               messages="[]", images=[])
+            batch.append(row)
+            if len(batch) == WRITE_BATCH:
+                writer.write_batch(pa.RecordBatch.from_pylist(batch, schema=schema))
+                batch = []
+        writer.write_batch(pa.RecordBatch.from_pylist(batch, schema=schema))
+
+
+def jsonl_spans(path, parts):
+    """`parts` (start, end, first line number) byte ranges of a JSONL file, cut at line starts."""
+    size = os.path.getsize(path)
+    cuts = [0]
+    with open(path, "rb") as handle:
+        for part in range(1, parts):
+            handle.seek(max(size * part // parts, cuts[-1]))
+            handle.readline()
+            cuts.append(min(handle.tell(), size))
+        cuts.append(size)
+        spans, line = [], 1
+        for start, end in zip(cuts, cuts[1:]):
+            spans.append((start, end, line))
+            handle.seek(start)
+            line += handle.read(end - start).count(b"\n")
+    return [span for span in spans if span[0] < span[1]] or [(0, size, 1)]
 
 
 def read_file(path, fmt, data_root, cache_dir, source):
-    """One file's rows in ROW_FEATURES (cached by datasets, keyed by the file's size and mtime)."""
+    """One file's rows in ROW_FEATURES, parsed once (a large JSONL in parallel on all cores) into
+    memory-mapped Arrow files under datasets' cache, keyed by the file's path, size and mtime and
+    by everything else that changes the rows."""
     failed = fetch_urls(remote_urls(path), cache_dir) if has_urls(path) else {}
     stat = os.stat(path)
-    try:
-        return Dataset.from_generator(
-            generate_rows, features=ROW_FEATURES,
-            gen_kwargs=dict(path=path, fmt=fmt, data_root=data_root, cache_dir=cache_dir, source=source,
-                            failed_urls=failed, stamp=(os.path.abspath(path), stat.st_size, stat.st_mtime_ns)),
-        )
-    except DatasetGenerationError as error:  # datasets wraps what the generator raises
-        if isinstance(error.__cause__, DataError):
-            raise error.__cause__ from None
-        raise
+    key = json.dumps([READER_VERSION, os.path.abspath(path), stat.st_size, stat.st_mtime_ns, fmt, data_root,
+                      os.path.abspath(cache_dir), source, sorted(failed.items())])
+    folder = Path(datasets.config.HF_DATASETS_CACHE) / "own_data" / hashlib.sha256(key.encode()).hexdigest()[:32]
+    if not (folder / "complete").is_file():
+        parts = min(os.cpu_count() or 1, 1 + stat.st_size // PARALLEL_BYTES) if path.endswith(".jsonl") else 1
+        spans = jsonl_spans(path, parts) if path.endswith(".jsonl") else [None]
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob("part-*.arrow"):  # left by an interrupted first load
+            stale.unlink()
+        jobs = [(path, fmt, data_root, cache_dir, source, failed, folder / f"part-{i:03d}.arrow", span)
+                for i, span in enumerate(spans)]
+        if len(jobs) > 1:
+            with multiprocessing.get_context("fork").Pool(len(jobs)) as pool:
+                pool.starmap(write_rows, jobs)
+        else:
+            write_rows(*jobs[0])
+        (folder / "complete").write_text(key)
+    files = sorted(folder.glob("part-*.arrow"))
+    return concatenate_datasets([Dataset.from_file(str(file)) for file in files])
 
 
 def has_urls(path):
@@ -388,8 +437,6 @@ def cauldron_messages(texts, image_count):
 def from_cauldron(ds, source, max_images):
     """the_cauldron rows (`images`, `texts`) in ROW_FEATURES. Only the text columns are written anew;
     the image column is joined back as it is stored, so no image is copied or decoded."""
-    from datasets import concatenate_datasets
-
     def convert(batch, indices):
         counts = pc.list_value_length(batch["images"]).fill_null(0).to_pylist()
         texts = batch["texts"].to_pylist()
@@ -412,7 +459,6 @@ def from_cauldron(ds, source, max_images):
 def read_source(source, data_dir, cache_dir, max_images):
     """A Source's rows in ROW_FEATURES, problems included, and its format."""
     from data import load_subset
-    from datasets import concatenate_datasets
 
     if source.subset:
         return from_cauldron(load_subset(data_dir, source.name), source.name, max_images), "cauldron"

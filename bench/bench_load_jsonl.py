@@ -5,7 +5,8 @@
 Writes a JSONL of short text rows, each with a relative image path (a handful of small PNGs, so the
 existence checks are real), then loads it through data.load_data in a fresh process with an empty
 datasets cache (the first load: parse, check, write the arrow cache) and once more (the cached load).
-Prints rows, seconds and peak RSS of each load process. Targets on the 2-core dev machine (not asserted):
+Prints rows, seconds and peak RSS of each load process and of its parsing workers, and the machine's
+load average (the dev machine is shared: a load above the core count slows every figure). Targets on the 2-core dev machine (not asserted):
 first load of 1M rows <= 60 s and <= 2 GB peak RSS.
 """
 
@@ -56,7 +57,9 @@ def load_once(path, cache):
     loaded = load_data(DataArguments(train_data=[{"path": path}], test_size=64), seed=0)
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
-    print(json.dumps({"rows": len(loaded.train) + len(loaded.held_out), "seconds": seconds, "peak_rss_gib": peak}))
+    worker = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20  # the largest parsing worker
+    print(json.dumps({"rows": len(loaded.train) + len(loaded.held_out), "seconds": seconds, "peak_rss_gib": peak,
+                      "worker_peak_rss_gib": worker}))
 
 
 def main():
@@ -78,7 +81,9 @@ def main():
                                     capture_output=True, text=True, check=True)
             figures = json.loads(result.stdout.strip().splitlines()[-1])
             print(f"{label}: {figures['rows']} rows in {figures['seconds']:.1f} s, "
-                  f"peak RSS {figures['peak_rss_gib']:.2f} GiB (whole process, imports included)")
+                  f"peak RSS {figures['peak_rss_gib']:.2f} GiB (whole process, imports included), "
+                  f"largest parsing worker {figures['worker_peak_rss_gib']:.2f} GiB (forked: mostly shared pages)")
+    print(f"cores: {os.cpu_count()}, load average: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

@@ -212,3 +212,20 @@ def test_invalid_json_file_names_file_and_line(tmp_path):
     path.write_text('[\n {"conversations": []},\n {"conversations": [}\n]')
     with pytest.raises(sources.DataError, match=rf"{path}:3: invalid JSON"):
         read(path, tmp_path, format="llava")
+
+
+def test_a_large_jsonl_parsed_in_parts_reads_every_line_once(tmp_path, monkeypatch):
+    rows = [image_row("red.png", question=f"q{i}") for i in range(40)]
+    lines = [json.dumps(row) for row in rows]
+    lines[17] = '{"messages": ['  # a bad line in the middle keeps its number
+    lines.insert(30, "")  # blank lines count
+    path = tmp_path / "big.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    whole, _ = read(path, tmp_path, data_root=str(EXAMPLES / "images"))
+    monkeypatch.setattr(sources, "PARALLEL_BYTES", 200)
+    monkeypatch.setattr(sources.os, "cpu_count", lambda: 3)
+    parts, _ = read(path, tmp_path / "other", data_root=str(EXAMPLES / "images"))
+    assert len(list((tmp_path / "hf_cache" / "own_data").glob("*/part-*.arrow"))) == 1 + 3
+    expected = [f"{path}:{n}" for n in range(1, 42) if n != 31]
+    assert whole["origin"] == parts["origin"] == expected
+    assert parts["problem"][17].startswith("invalid JSON") and parts["messages"] == whole["messages"]
