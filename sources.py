@@ -42,7 +42,7 @@ ROW_FEATURES = Features({
 LLAVA_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 MESSAGE_ROLES = ("system", "user", "assistant", "tool")
 MESSAGE_KEYS = ("role", "content", "reasoning_content", "tool_calls", "name", "tool_call_id")
-ROW_KEYS = {"llava": {"id", "conversations", "image", "images"}, "messages": {"id", "messages", "tools", "images"}}
+ROW_KEYS = {"llava": {"id", "conversations", "image", "images"}, "messages": {"id", "messages", "tools"}}
 LLAVA_IMAGE = "<image>"
 FETCH_ATTEMPTS = 3
 READER_VERSION = 1  # part of the cache key: raise it when the readers change what they write
@@ -110,11 +110,10 @@ def parse_sources(entries, data_dir, key="train_data"):
     from data import resolve_subsets
 
     entries = [entries] if isinstance(entries, (str, dict)) else list(entries or [])
-    names = [e for e in entries if isinstance(e, str) and not e.lstrip().startswith("{")]
     expanded, seen = [], set()
     for entry in entries:
-        group = resolve_subsets([entry]) if entry in names else [entry]
-        for item in group:
+        is_name = isinstance(entry, str) and not entry.lstrip().startswith("{")
+        for item in resolve_subsets(entry) if is_name else [entry]:
             source = parse_entry(item, data_dir, key)
             if source.name not in seen:
                 seen.add(source.name)
@@ -452,7 +451,7 @@ def from_cauldron(ds, source, max_images):
         convert, batched=True, with_indices=True, remove_columns=ds.column_names,
         features=Features({k: v for k, v in ROW_FEATURES.items() if k != "images"}), desc=f"{source}: rows",
     )
-    images = ds.select_columns(["images"]).cast(Features({"images": ROW_FEATURES["images"]}))
+    images = ds.select_columns(["images"]).cast_column("images", ROW_FEATURES["images"])
     return concatenate_datasets([images, text_columns.with_format(None)], axis=1).select_columns(list(ROW_FEATURES))
 
 

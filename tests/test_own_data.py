@@ -17,7 +17,7 @@ import train
 from collate import IGNORE_INDEX, Collator
 from conftest import REPO
 from stitch import stitch
-from train_config import DataArguments
+from train_config import DataArguments, parse_config
 
 EXAMPLES = REPO / "examples"
 THINK = "<think>\n\n</think>\n\n"
@@ -218,3 +218,22 @@ def test_text_only_batches_train_with_the_text_model_frozen(tmp_path, config, ca
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     run(tmp_path, {**config, "train_data": [{"path": str(path)}], "freeze_text": True})
     assert "rank 0/1: 2 steps" in capsys.readouterr().out
+
+
+def test_rows_skipped_when_loading_are_reported_per_source_at_the_end(tmp_path, config, capsys):
+    planted = str(EXAMPLES / "planted")
+    with pytest.warns(UserWarning, match="skipping 4 unusable row"):
+        run(tmp_path, {**config, "train_data": [{"path": planted}], "on_bad_sample": "skip", "test_size": 0,
+                       "per_device_train_batch_size": 5})
+    out = capsys.readouterr().out
+    assert (f"rows of {planted} skipped when loading: "
+            "{'placeholder mismatch': 1, 'video': 1, 'invalid JSON': 1, 'missing image': 1}") in out
+    assert "rank 0/1: 2 steps" in out
+
+
+def test_the_shipped_mixture_example_names_all_three_formats(monkeypatch):
+    monkeypatch.chdir(REPO)
+    _, data_args, _, _ = parse_config([str(EXAMPLES / "mixture_demo.yaml")])
+    parsed = sources.parse_sources(data_args.train_data, data_args.data_dir)
+    assert [(s.name, s.weight) for s in parsed] == [
+        ("cocoqa", None), ("examples/llava.json", 2.0), ("examples/messages.jsonl", 1.0)]

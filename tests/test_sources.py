@@ -229,3 +229,9 @@ def test_a_large_jsonl_parsed_in_parts_reads_every_line_once(tmp_path, monkeypat
     expected = [f"{path}:{n}" for n in range(1, 42) if n != 31]
     assert whole["origin"] == parts["origin"] == expected
     assert parts["problem"][17].startswith("invalid JSON") and parts["messages"] == whole["messages"]
+
+
+def test_subset_names_keep_their_old_forms(tmp_path):
+    names = lambda entries: [s.name for s in sources.parse_sources(entries, str(tmp_path))]
+    assert names("cocoqa, ai2d") == names(["cocoqa", "ai2d"]) == ["cocoqa", "ai2d"]
+    assert names(["all"]) == data.ALL_SUBSETS and names(["cocoqa", "cocoqa,ai2d"]) == ["cocoqa", "ai2d"]
