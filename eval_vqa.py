@@ -154,8 +154,8 @@ def held_out_rows(config_argv):
     model_args, data_args, run_args, training_args = parse_config([*config_argv, "--use_cpu", "true"])
     if run_args.offline_demo_dir:
         use_offline_demo(model_args, data_args, run_args)
-    if data_args.test_size == 0:
-        raise ConfigError("test_size is 0: the config holds out no rows to evaluate on")
+    if data_args.test_size == 0 and not data_args.eval_data:
+        raise ConfigError("test_size is 0 and eval_data is not set: the config holds out no rows to evaluate on")
     rows = data.load_data(data_args, seed_of_data(training_args)).held_out
     return rows, data_args, seed_of_data(training_args)
 

@@ -27,6 +27,7 @@ from pathlib import Path
 import datasets
 import pyarrow as pa
 import pyarrow.compute as pc
+import yaml
 from datasets import Dataset, Features, Image, List, Value, concatenate_datasets
 from tqdm.auto import tqdm
 
@@ -78,8 +79,6 @@ class Source:
 def parse_entry(entry, data_dir, key):
     """A train_data/eval_data entry (a subset name, or a mapping, or its YAML text from the command line)."""
     if isinstance(entry, str) and entry.lstrip().startswith("{"):
-        import yaml
-
         try:
             entry = yaml.safe_load(entry)
         except yaml.YAMLError as error:
@@ -107,7 +106,7 @@ def parse_entry(entry, data_dir, key):
 
 def parse_sources(entries, data_dir, key="train_data"):
     """train_data / eval_data -> [Source]; "all" and comma-separated names expand to the_cauldron subsets."""
-    from data import resolve_subsets
+    from data import resolve_subsets  # here: data.py imports this module
 
     entries = [entries] if isinstance(entries, (str, dict)) else list(entries or [])
     expanded, seen = [], set()
@@ -173,12 +172,14 @@ def cached_path(url, cache_dir):
 
 
 def split_llava_text(text):
-    """`<image>` placeholders -> parts in order; the line breaks around a placeholder go with it."""
-    parts = []
-    for index, piece in enumerate(text.split(LLAVA_IMAGE)):
+    """`<image>` placeholders -> parts in order; the line breaks next to a placeholder go with it."""
+    parts, pieces = [], text.split(LLAVA_IMAGE)
+    for index, piece in enumerate(pieces):
         if index:
             parts.append({"type": "image"})
-        piece = piece.strip("\n") if index or LLAVA_IMAGE in text else piece
+            piece = piece.lstrip("\n")
+        if index < len(pieces) - 1:
+            piece = piece.rstrip("\n")
         if piece:
             parts.append({"type": "text", "text": piece})
     return parts
@@ -338,9 +339,10 @@ def fetch_urls(urls, cache_dir, timeout=30):
                 os.replace(target + ".part", target)  # a half-written file never looks fetched
                 failures.pop(url, None)
                 break
-            except OSError as error:  # urllib's URLError/HTTPError and timeouts are OSErrors
+            except (OSError, ValueError) as error:  # URLError, HTTPError, timeouts; ValueError: a malformed URL
                 failures[url] = f"{type(error).__name__}: {error}"
-                time.sleep(0.2 * 2**attempt)
+                if attempt + 1 < FETCH_ATTEMPTS:
+                    time.sleep(0.2 * 2**attempt)
     if failures:
         listed = "\n".join(f"  {url}: {why}" for url, why in failures.items())
         logger.warning(f"{len(failures)} of {len(missing)} image URLs could not be fetched:\n{listed}")
@@ -457,7 +459,7 @@ def from_cauldron(ds, source, max_images):
 
 def read_source(source, data_dir, cache_dir, max_images):
     """A Source's rows in ROW_FEATURES, problems included, and its format."""
-    from data import load_subset
+    from data import load_subset  # here: data.py imports this module
 
     if source.subset:
         return from_cauldron(load_subset(data_dir, source.name), source.name, max_images), "cauldron"

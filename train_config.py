@@ -175,8 +175,9 @@ def check_config(model_args, data_args, run_args, training_args):
         raise ConfigError(f"save_dtype: '{run_args.save_dtype}' is not one of {SAVE_DTYPES}")
     if data_args.max_length < 1 or data_args.max_images < 1 or data_args.test_size < 0:
         raise ConfigError("max_length and max_images must be positive and test_size not negative")
-    if (training_args.eval_strategy != "no" or run_args.run_evaluation) and data_args.test_size == 0:
-        raise ConfigError("eval_strategy or run_evaluation is set but test_size is 0: nothing to evaluate on")
+    if (training_args.eval_strategy != "no" or run_args.run_evaluation) and data_args.test_size == 0 and not data_args.eval_data:
+        raise ConfigError("eval_strategy or run_evaluation is set but test_size is 0 and eval_data is not set: "
+                          "nothing to evaluate on")
     if training_args.remove_unused_columns:
         raise ConfigError("remove_unused_columns must be false: the collator reads the raw `images` and `texts` columns")
     for key in ("train_data", "eval_data"):

@@ -163,7 +163,7 @@ def test_each_format_trains_through_train_py(tmp_path, config, train_data, capsy
 def test_evaluation_scores_a_llava_file(tmp_path, config):
     llava = str(EXAMPLES / "llava.json")
     run(tmp_path, {**config, "train_data": [{"path": str(EXAMPLES / "messages.jsonl")}], "eval_data": [{"path": llava}],
-                   "run_evaluation": True, "eval_max_new_tokens": 2})
+                   "run_evaluation": True, "eval_max_new_tokens": 2, "test_size": 0})
     saved = json.loads((tmp_path / "run" / "eval_results.json").read_text())
     assert saved["summary"]["overall"]["n"] == 5 and saved["skipped"] == 0
     assert sorted(s["reference"] for s in saved["samples"]) == sorted(["red", "蓝色。", "red", "green", "蓝色"])
