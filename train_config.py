@@ -66,7 +66,7 @@ ARGUMENT_CLASSES = (ModelArguments, DataArguments, RunArguments, TrainingArgumen
 RENAMED_KEYS = {"warmup_ratio": "warmup_steps"}  # a float below 1 in warmup_steps is a ratio
 # The project's defaults where TrainingArguments' own do not fit a VLM run.
 PROJECT_DEFAULTS = {
-    "remove_unused_columns": False,  # the collator needs the raw `images` and `texts` columns
+    "remove_unused_columns": False,  # the collator needs the raw `messages` and `images` columns
     "prediction_loss_only": True,  # evaluation would otherwise keep 2K x 152K logits per sample
     "report_to": "none",
     "output_dir": "output",
@@ -179,7 +179,7 @@ def check_config(model_args, data_args, run_args, training_args):
         raise ConfigError("eval_strategy or run_evaluation is set but test_size is 0 and eval_data is not set: "
                           "nothing to evaluate on")
     if training_args.remove_unused_columns:
-        raise ConfigError("remove_unused_columns must be false: the collator reads the raw `images` and `texts` columns")
+        raise ConfigError("remove_unused_columns must be false: the collator reads the raw `messages` and `images` columns")
     for key in ("train_data", "eval_data"):
         try:
             sources.parse_sources(getattr(data_args, key), data_args.data_dir, key)
