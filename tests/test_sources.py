@@ -235,3 +235,21 @@ def test_subset_names_keep_their_old_forms(tmp_path):
     names = lambda entries: [s.name for s in sources.parse_sources(entries, str(tmp_path))]
     assert names("cocoqa, ai2d") == names(["cocoqa", "ai2d"]) == ["cocoqa", "ai2d"]
     assert names(["all"]) == data.ALL_SUBSETS and names(["cocoqa", "cocoqa,ai2d"]) == ["cocoqa", "ai2d"]
+
+
+def test_parquet_files_in_llava_form_and_cauldron_directories_read_like_the_rest(tmp_path, cauldron_dir):
+    rows = json.loads((EXAMPLES / "llava.json").read_text())
+    for row in rows:  # one schema for the whole file
+        row.setdefault("image", None)
+        row.setdefault("images", None)
+    path = tmp_path / "llava.parquet"
+    datasets.Dataset.from_list(rows).to_parquet(str(path))
+    ds, fmt = read(path, tmp_path, data_root=str(EXAMPLES))
+    expected, _ = read(EXAMPLES / "llava.json", tmp_path)
+    assert fmt == "llava" and ds["messages"] == expected["messages"] and ds["origin"][2] == f"{path}#2"
+    assert [[image["path"] for image in images] for images in ds["images"]] == [
+        [image["path"] for image in images] for images in expected["images"]]
+
+    subset, fmt = read(cauldron_dir / "ai2d", tmp_path)  # detected from the first row's `texts`
+    assert fmt == "cauldron" and len(subset) == 48 and subset[0]["images"][0]["bytes"].startswith(b"\x89PNG")
+    assert json.loads(subset[0]["messages"])[0]["content"][0] == {"type": "image"}
