@@ -81,7 +81,7 @@ def evaluate_row(model, processor, row, collator, max_new_tokens, think):
     last = max(index for index, message in enumerate(messages) if message["role"] == "assistant")
     prompt, reference = messages[:last], content_text(messages[last]["content"])
     images = [Collator.decode_image(image) for image in row["images"][: count_images(prompt)]]
-    reply = infer.reply(model, processor, prompt, images, think=think, max_new_tokens=max_new_tokens, tools=tools)
+    reply = infer.reply_to(model, processor, prompt, images, think=think, max_new_tokens=max_new_tokens, tools=tools)
     prediction = infer.split_thinking(reply)[1]  # a reply cut off while thinking answers nothing
     correct, contains = score(prediction, reference)
     question = next((content_text(m["content"]) for m in reversed(prompt) if m["role"] == "user"), "")

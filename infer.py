@@ -74,10 +74,10 @@ def answer(model, processor, image, question, think=False, max_new_tokens=512, h
     """The model's greedy reply to `question` about `image` (None: text only), without the prompt.
     With think=True the reply starts with Qwen3's <think> block (see split_thinking)."""
     messages = build_messages(question, image is not None, history)
-    return reply(model, processor, messages, [] if image is None else [image], think, max_new_tokens, streamer)
+    return reply_to(model, processor, messages, [] if image is None else [image], think, max_new_tokens, streamer)
 
 
-def reply(model, processor, messages, images, think=False, max_new_tokens=512, streamer=None, tools=None):
+def reply_to(model, processor, messages, images, think=False, max_new_tokens=512, streamer=None, tools=None):
     """The model's greedy reply to a conversation whose image parts stand for `images` (PIL, in order)."""
     prompt = render_prompt(processor, messages, think, tools)
     inputs = processor(text=[prompt], images=[images] if images else None, return_tensors="pt").to(model.device)

@@ -80,7 +80,7 @@ def test_accuracy_contains_and_loss_on_hand_made_predictions(monkeypatch):
         return losses[question]
 
     monkeypatch.setattr(eval_vqa, "loss_of_row", loss_of_row)
-    monkeypatch.setattr(eval_vqa.infer, "reply", lambda model, processor, messages, images, **_: replies[messages[-1]["content"]])
+    monkeypatch.setattr(eval_vqa.infer, "reply_to", lambda model, processor, messages, images, **_: replies[messages[-1]["content"]])
     results = eval_vqa.evaluate(torch.nn.Identity(), None, rows, collator=None)
 
     summary = results["summary"]
