@@ -3,6 +3,7 @@ exact masks, tools and thinking), through train.py for a few steps, and through 
 
 import io
 import json
+import re
 import shutil
 
 import datasets
@@ -181,7 +182,7 @@ def without_weights(directory, tmp_path):
 def test_data_check_lists_every_planted_problem_and_exits_non_zero(tmp_path, config, tiny_smolvlm_dir, tiny_qwen_dir,
                                                                    capsys):
     config = {**config, "smolvlm_path": without_weights(tiny_smolvlm_dir, tmp_path),
-              "qwen_path": without_weights(tiny_qwen_dir, tmp_path), "max_length": 48,
+              "qwen_path": without_weights(tiny_qwen_dir, tmp_path), "max_length": 2048,
               "train_data": [{"path": str(EXAMPLES / "llava.json")}, {"path": str(EXAMPLES / "planted")}]}
     with pytest.raises(SystemExit) as stop:
         run(tmp_path, config, "--check_data", "true")
@@ -201,13 +202,16 @@ def test_data_check_lists_every_planted_problem_and_exits_non_zero(tmp_path, con
     assert "6 problem(s): placeholder mismatch 1, video 1, invalid JSON 1, missing image 1, empty answer 1, bad image 1" in out
     assert "keys the llava+messages reader ignores: ['score']" in out
     llava = next(line for line in out.splitlines() if line.startswith(f"{EXAMPLES / 'llava.json'} (llava)"))
-    assert "5 rows read; text-only 1, 1 image 3, 2+ images 1;" in llava and "1 over max_length 48" in llava
+    assert "5 rows read; text-only 1, 1 image 3, 2+ images 1;" in llava and "0 over max_length 2048" in llava
+    longest = int(re.search(r"max (\d+);", llava)[1])
     assert out.rstrip().endswith("6 problem(s) would stop training under on_bad_sample: raise")
 
     config["train_data"] = [{"path": str(EXAMPLES / "llava.json")}, {"path": str(EXAMPLES / "messages.jsonl")}]
-    with pytest.raises(SystemExit) as clean:
-        run(tmp_path, {**config, "max_length": 2048}, "--check_data", "true")
-    assert clean.value.code == 0 and capsys.readouterr().out.rstrip().endswith("0 problem(s) found")
+    with pytest.raises(SystemExit) as clean:  # the longest row is cut after its images: counted, no problem
+        run(tmp_path, {**config, "max_length": longest - 1}, "--check_data", "true")
+    out = capsys.readouterr().out
+    assert clean.value.code == 0 and out.rstrip().endswith("0 problem(s) found")
+    assert f"1 over max_length {longest - 1}" in out
 
 
 def test_text_only_batches_train_with_the_text_model_frozen(tmp_path, config, capsys):
