@@ -105,9 +105,9 @@ def read_sources(entries, data_args, seed, key):
         logger.info(f"{source.name} ({fmt}): {len(ds)} rows")
         loaded.append((source, ds))
     reasons = "\n".join(f"  {reason}" for reason in failed.values())
-    if not loaded:
-        hint = _download_hint(list(failed)) if failed else "name a subset or a file"
-        raise DataError(f"{key}: nothing could be loaded:\n{reasons}\n{hint}")
+    if not loaded:  # only the_cauldron subsets can fail here: a file source raises at once
+        raise DataError(f"{key}: no subset of {list(failed)} could be loaded from {data_args.data_dir}:\n{reasons}\n"
+                        f"{_download_hint(list(failed))}")
     if failed:
         warnings.warn(f"skipping the_cauldron subsets that failed to load from {data_args.data_dir}:\n{reasons}\n"
                       f"{_download_hint(list(failed))}", stacklevel=2)

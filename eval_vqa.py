@@ -5,8 +5,8 @@
 The rows are the config's eval_data when set, else the ones train.py held out for the config's
 train_data, test_size and data seed, so the model never trained on them; further `--key value` flags
 override the YAML as in train.py. Each row's conversation up to its last assistant turn (images where
-they stand) is answered and the reply scored against that turn; the eval loss is the mean cross-entropy over the tokens the config's collator supervises
-(the Trainer's eval_loss averages per-row means instead). A table goes to stdout and the summary with
+they stand) is answered and the reply scored against that turn; the eval loss is the mean
+cross-entropy over the tokens the config's collator supervises (the Trainer's eval_loss averages per-row means instead). A table goes to stdout and the summary with
 every answer to <model>/eval_results.json.
 """
 
@@ -19,11 +19,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from num2words import num2words
+from tqdm.auto import tqdm
 
 import data
 import infer
-from train_config import ConfigError, parse_config, seed_of_data, use_offline_demo
 from collate import IGNORE_INDEX, BadSample, Collator, content_text, conversation, count_images
+from train_config import ConfigError, parse_config, seed_of_data, use_offline_demo
 
 ARTICLES = {"a", "an", "the"}
 # "twenty-one" is "twenty one" once punctuation is gone; "none" -> "0" as the official VQA evaluation maps it.
@@ -104,11 +105,12 @@ def metrics(records):
 
 
 def evaluate(model, processor, rows, collator, max_new_tokens=DEFAULT_MAX_NEW_TOKENS, think=False):
-    """Answers and scores each row's last assistant turn (given the conversation before it), and its eval loss (mean
-    over the supervised tokens of all rows). `collator` raises BadSample on an unusable row, which is counted.
+    """Answers and scores each row's last assistant turn (given the conversation before it), and its
+    eval loss (mean over the supervised tokens of all rows). `collator` raises BadSample on an unusable row, which is counted.
     -> {"summary": {subset: metrics, ..., "overall": metrics}, "skipped": count, "samples": [record, ...]}"""
     model.eval()
-    records = [evaluate_row(model, processor, row, collator, max_new_tokens, think) for row in rows]
+    records = [evaluate_row(model, processor, row, collator, max_new_tokens, think)
+               for row in tqdm(rows, desc="evaluating", unit="row")]
     scored = [record for record in records if "skipped" not in record]
     subsets = dict.fromkeys(record["source"] for record in scored)
     summary = {subset: metrics([r for r in scored if r["source"] == subset]) for subset in subsets}

@@ -87,7 +87,11 @@ def load_tokenizer(qwen_path):
         )
     # Loading again with the markers (rather than setting attributes) is what makes them persist;
     # it would silently add missing tokens, hence the check on the plain vocabulary first.
-    tokenizer = AutoTokenizer.from_pretrained(qwen_path, model_specific_special_tokens=VISION_TOKENS)
+    # Left padding is saved with it, so that batched generation (pipelines, generate on a padded batch)
+    # answers as one prompt alone does; the project's collator pads on its own, on the right.
+    tokenizer = AutoTokenizer.from_pretrained(
+        qwen_path, model_specific_special_tokens=VISION_TOKENS, padding_side="left"
+    )
     tokenizer.chat_template = CHAT_TEMPLATE_PATH.read_text()
     return tokenizer
 
@@ -99,7 +103,10 @@ def image_seq_len(config):
 
 
 def build_config(smol_config, qwen_config, tokenizer):
-    """One SmolVLMConfig whose text_config is Qwen3's config object itself (not a copy)."""
+    """One SmolVLMConfig whose text_config is Qwen3's config object itself (not a copy), given the
+    tokenizer's pad id: transformers 5 reads it from text_config (Qwen3's config has none); the
+    deprecated top-level copy is set too, as it would otherwise default to SmolLM2's id."""
+    qwen_config.pad_token_id = tokenizer.pad_token_id
     config = SmolVLMConfig(
         vision_config=smol_config.vision_config,
         text_config=qwen_config,
@@ -132,7 +139,8 @@ def fresh_connector(config, dtype, seed):
 def graft(smolvlm_path, qwen_path, tokenizer, dtype="auto", seed=0):
     """Build the stitched model on the meta device and move the source modules into it, so each
     weight exists once: the vision tower from SmolVLM2, body and LM head from Qwen3."""
-    qwen = AutoModelForCausalLM.from_pretrained(qwen_path, dtype=dtype)
+    # Built with the pad id that build_config sets, as the saved checkpoint reloads (the embedding's padding_idx).
+    qwen = AutoModelForCausalLM.from_pretrained(qwen_path, dtype=dtype, pad_token_id=tokenizer.pad_token_id)
     smol = AutoModelForImageTextToText.from_pretrained(smolvlm_path, dtype=dtype)
     config = build_config(smol.config, qwen.config, tokenizer)
     with torch.device("meta"):
@@ -142,6 +150,7 @@ def graft(smolvlm_path, qwen_path, tokenizer, dtype="auto", seed=0):
     model.lm_head = qwen.lm_head
     model.model.connector = fresh_connector(config, qwen.dtype, seed)
     model.generation_config = qwen.generation_config
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
     if config.tie_word_embeddings:
         model.tie_weights()
     return model
@@ -201,6 +210,9 @@ def graft_disagreements(model, processor):
     expect("processor.image_seq_len", processor.image_seq_len, image_seq_len(config))
     tile_edge = processor.image_processor.max_image_size["longest_edge"]
     expect("image processor tile size (max_image_size.longest_edge)", tile_edge, config.vision_config.image_size)
+
+    expect("text_config.pad_token_id", text_config.pad_token_id, tokenizer.pad_token_id)
+    expect("generation_config.pad_token_id", model.generation_config.pad_token_id, tokenizer.pad_token_id)
 
     end_id = tokenizer.convert_tokens_to_ids(tokenizer.end_of_utterance_token)
     eos_ids = model.generation_config.eos_token_id

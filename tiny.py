@@ -98,9 +98,9 @@ def build_standin_tokenizer(out_dir, base_vocab_size=512):
     return AutoTokenizer.from_pretrained(out_dir)
 
 
-def build_tiny_qwen(out_dir, tokenizer_dir, hidden_size=64, num_layers=2, seed=0):
-    """A random Qwen3ForCausalLM sized for tests, saved with the tokenizer from `tokenizer_dir`
-    and a generation config that stops at <|im_end|>, as Qwen3-0.6B's does."""
+def build_tiny_qwen(out_dir, tokenizer_dir, hidden_size=64, num_layers=2, seed=0, dtype=torch.float32):
+    """A random Qwen3ForCausalLM sized for tests, saved in `dtype` (the real one is bf16) with the
+    tokenizer from `tokenizer_dir` and a generation config that stops at <|im_end|>, as Qwen3-0.6B's does."""
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     config = Qwen3Config(
         vocab_size=-(-len(tokenizer) // 64) * 64,  # padded past the tokenizer, as Qwen3's is
@@ -122,12 +122,12 @@ def build_tiny_qwen(out_dir, tokenizer_dir, hidden_size=64, num_layers=2, seed=0
         pad_token_id=tokenizer.pad_token_id,
         do_sample=False,
     )
-    model.save_pretrained(out_dir)
+    model.to(dtype).save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return Path(out_dir)
 
 
-def build_tiny_smolvlm(out_dir, geometry="tiny", vision_hidden=32, seed=0):
+def build_tiny_smolvlm(out_dir, geometry="tiny", vision_hidden=32, seed=0, dtype=torch.float32):
     """A random SmolVLMForConditionalGeneration (llama text tower, as SmolVLM2's SmolLM2) with its
     image and video processors, laid out like SmolVLM2-256M-Video-Instruct's directory."""
     geo = GEOMETRIES[geometry]
@@ -147,7 +147,7 @@ def build_tiny_smolvlm(out_dir, geometry="tiny", vision_hidden=32, seed=0):
         vision_config=vision, text_config=text, scale_factor=geo["scale_factor"], image_token_id=299
     )
     torch.manual_seed(seed)
-    SmolVLMForConditionalGeneration(config).save_pretrained(out_dir)
+    SmolVLMForConditionalGeneration(config).to(dtype).save_pretrained(out_dir)
     image_size = {"longest_edge": geo["image_size"]}
     SmolVLMImageProcessor(
         size={"longest_edge": geo["longest_edge"]},

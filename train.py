@@ -126,10 +126,18 @@ def save_standalone(trainer, processor, dtype, output_dir):
         processor.save_pretrained(output_dir)
 
 
+def next_steps(output_dir, argv):
+    config = argv[0] if argv and not argv[0].startswith("--") else "CONFIG.yaml"
+    return (f"saved the trained model to {output_dir}; next:\n"
+            f"  python infer.py --model {output_dir} --image PATH --question \"...\"\n"
+            f"  python eval_vqa.py {config} --model {output_dir}")
+
+
 def main(argv=None):
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.INFO)
     try:  # everything that can refuse the run, before anything is deleted or trained
-        model_args, data_args, run_args, training_args = configure(sys.argv[1:] if argv is None else argv)
+        argv = sys.argv[1:] if argv is None else argv
+        model_args, data_args, run_args, training_args = configure(argv)
         if run_args.check_data:
             raise SystemExit(check_data.run(model_args, data_args))
         output_plan = plan_output_dir(training_args.output_dir, run_args.overwrite_output_dir)
@@ -173,6 +181,7 @@ def main(argv=None):
             trainer.model, processor, eval_dataset, data_args, training_args.output_dir,
             max_new_tokens=run_args.eval_max_new_tokens, settings=settings,
         )
+    print(next_steps(training_args.output_dir, argv))
 
 if __name__ == "__main__":
     main()

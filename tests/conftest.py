@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 ASSETS = REPO.parent / "shared" / "assets"
@@ -33,6 +34,17 @@ def tiny_qwen_dir(tmp_path_factory, qwen_tokenizer_dir):
 @pytest.fixture(scope="session")
 def tiny_smolvlm_dir(tmp_path_factory):
     return tiny.build_tiny_smolvlm(tmp_path_factory.mktemp("tiny_smolvlm"), geometry="tiny")
+
+
+@pytest.fixture(scope="session")
+def bf16_qwen_dir(tmp_path_factory, qwen_tokenizer_dir):
+    """The tiny Qwen3 stored in bf16, as the real checkpoints are."""
+    return tiny.build_tiny_qwen(tmp_path_factory.mktemp("bf16_qwen"), qwen_tokenizer_dir, dtype=torch.bfloat16)
+
+
+@pytest.fixture(scope="session")
+def bf16_smolvlm_dir(tmp_path_factory):
+    return tiny.build_tiny_smolvlm(tmp_path_factory.mktemp("bf16_smolvlm"), geometry="tiny", dtype=torch.bfloat16)
 
 
 @pytest.fixture(scope="session")

@@ -262,3 +262,50 @@ def test_list_user_content_counts_as_query():
 def test_unknown_part_type_is_an_error():
     with pytest.raises(Exception, match="Unsupported content part type: video"):
         render([{"role": "user", "content": [{"type": "video"}, text("Q")]}])
+
+
+def render_tracked(messages, **kwargs):
+    """The rendered text and the character spans of its generation blocks (what
+    return_assistant_tokens_mask marks)."""
+    rendered, spans = render_jinja_template(
+        conversations=[messages], chat_template=TEMPLATE, return_assistant_tokens_mask=True, **kwargs
+    )
+    return rendered[0], spans[0]
+
+
+def generated_parts(messages, **kwargs):
+    rendered, spans = render_tracked(messages, **kwargs)
+    return [rendered[start:end] for start, end in spans]
+
+
+CONVERSATION = dict((name, (messages, tools)) for name, messages, tools in CONVERSATIONS)
+
+
+@pytest.mark.parametrize("kwargs", RENDER_KWARGS, ids=KWARGS_IDS)
+@pytest.mark.parametrize("name,messages,tools", CONVERSATIONS, ids=CONV_IDS)
+def test_generation_blocks_are_the_assistant_turns(name, messages, tools, kwargs):
+    """One block per assistant message, each ending with its <|im_end|> (so the model learns to stop)
+    and directly followed by the newline the next prompt starts with; tracking changes no byte."""
+    rendered, spans = render_tracked(messages, tools=tools, **kwargs)
+    parts = [rendered[start:end] for start, end in spans]
+    assert rendered == render(messages, tools=tools, **kwargs)
+    assert len(parts) == sum(message["role"] == "assistant" for message in messages)
+    assert all(part.endswith("<|im_end|>") and "<|im_start|>" not in part for part in parts)
+    assert all(rendered[end:].startswith("\n") for _, end in spans)
+
+
+def test_generation_blocks_hold_answers_and_shown_reasoning_only():
+    messages, _ = CONVERSATION["reasoning_content_field"]
+    # The first answer precedes the last query, so Qwen3 drops its reasoning; the last one shows it.
+    assert generated_parts(messages) == ["A1<|im_end|>", "<think>\nnew thoughts\n</think>\n\nA2<|im_end|>"]
+    # The empty think block is the thinking-off switch the generation prompt also carries: not an answer.
+    messages = [{"role": "user", "content": [IMAGE, text("Q")]}, {"role": "assistant", "content": [text("A")]}]
+    assert generated_parts(messages, enable_thinking=False) == ["A<|im_end|>"]
+
+
+def test_generation_blocks_hold_tool_calls():
+    messages, tools = CONVERSATION["tool_call_dict_args_function_wrapper"]
+    assert generated_parts(messages, tools=tools) == [
+        '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call><|im_end|>',
+        "It is 21 degrees.<|im_end|>",
+    ]

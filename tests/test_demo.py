@@ -61,8 +61,8 @@ def test_infer_and_evaluate_run_on_the_demo_output(demo_run, tmp_path):
     assert asked.returncode == 0, asked.stderr[-2000:]
     assert asked.stdout.strip()
 
-    scored = python(REPO / "eval_vqa.py", REPO / "demo_train.yaml", "--model", model_dir, "--samples", "4",
-                    "--max-new-tokens", "8", cwd=cwd)
+    scored = python(REPO / "eval_vqa.py", REPO / "demo_train.yaml", "--model", model_dir, "--max-new-tokens", "8", cwd=cwd)
     assert scored.returncode == 0, scored.stderr[-2000:]
-    results = json.loads((model_dir / "eval_results.json").read_text())
-    assert results["summary"]["overall"]["n"] == 4
+    overall = json.loads((model_dir / "eval_results.json").read_text())["summary"]["overall"]
+    # The demo learns colours: held-out accuracy far above the 1-in-6 chance of a blind guess.
+    assert overall["n"] == 16 and overall["accuracy"] >= 0.5, overall

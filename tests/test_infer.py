@@ -7,6 +7,7 @@ import sys
 import pytest
 import torch
 from PIL import Image
+from transformers.generation.streamers import BaseStreamer
 
 import infer
 from conftest import REPO
@@ -24,6 +25,24 @@ def loaded(stitched_dir):
     return infer.load_model(stitched_dir)
 
 
+@pytest.fixture(scope="module")
+def on_cpu(stitched_dir):
+    return infer.load_model(stitched_dir, device="cpu")
+
+
+class TokenRecorder(BaseStreamer):
+    """Keeps the token ids generate() streams: the prompt first, then one tensor per new token."""
+
+    def __init__(self):
+        self.chunks = []
+
+    def put(self, value):
+        self.chunks.append(value.reshape(-1))
+
+    def end(self):
+        pass
+
+
 @pytest.fixture
 def image_path(tmp_path):
     path = tmp_path / "red.png"
@@ -31,12 +50,13 @@ def image_path(tmp_path):
     return path
 
 
-def test_load_model_on_cpu_in_float32_eval_mode(loaded):
-    model, processor = loaded
-    assert model.device == torch.device("cpu")
-    assert model.dtype == torch.float32
+def test_load_model_in_eval_mode_bf16_on_a_gpu_float32_on_the_cpu(stitched_dir, loaded):
+    model, processor = infer.load_model(stitched_dir, device="cpu")
+    assert model.device == torch.device("cpu") and model.dtype == torch.float32
     assert not model.training
     assert processor.image_token == "<|image_pad|>"
+    default, _ = loaded
+    assert default.dtype == (torch.bfloat16 if torch.cuda.is_available() else torch.float32)
 
 
 def test_build_messages_renders_a_two_turn_chat(loaded):
@@ -70,17 +90,25 @@ def test_split_thinking(reply, expected):
     assert infer.split_thinking(reply) == expected
 
 
-def test_answer_is_the_decoded_greedy_continuation(loaded, image_path):
-    model, processor = loaded
-    image = Image.open(image_path).convert("RGB")
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What colour?"}]}]
-    prompt = processor.apply_chat_template(messages, add_generation_prompt=True, enable_thinking=False)
-    inputs = processor(text=[prompt], images=[[image]], return_tensors="pt")
-    output = model.generate(**inputs, do_sample=False, max_new_tokens=4)
-    new_tokens = output[0, inputs["input_ids"].shape[1]:]
-    assert len(new_tokens) > 0
-    expected = processor.decode(new_tokens, skip_special_tokens=True)
-    assert infer.answer(model, processor, image, "What colour?", max_new_tokens=4) == expected
+def test_answer_is_the_greedy_continuation_decoded(on_cpu, image_path):
+    """Each token of the reply is the model's most likely next token after the prompt and the reply so
+    far (greedy), and the returned text is those tokens decoded without the prompt."""
+    model, processor = on_cpu
+    image = infer.load_image(image_path)
+    recorder = TokenRecorder()
+    reply = infer.answer(model, processor, image, "What colour?", max_new_tokens=4, streamer=recorder)
+    prompt_ids, new_ids = recorder.chunks[0], torch.cat(recorder.chunks[1:])
+    assert len(new_ids) > 0
+    assert reply == processor.decode(new_ids, skip_special_tokens=True)
+    inputs = processor(text=[infer.render_prompt(processor, infer.build_messages("What colour?"))], images=[[image]],
+                       return_tensors="pt")
+    assert torch.equal(inputs["input_ids"][0], prompt_ids)
+    full = torch.cat([prompt_ids, new_ids])[None]
+    with torch.no_grad():
+        logits = model(input_ids=full, attention_mask=torch.ones_like(full), pixel_values=inputs["pixel_values"],
+                       pixel_attention_mask=inputs["pixel_attention_mask"]).logits[0]
+    predicted = logits[len(prompt_ids) - 1:-1].argmax(-1)
+    assert torch.equal(predicted, new_ids)
 
 
 def test_cli_streams_the_answer(stitched_dir, loaded, image_path):

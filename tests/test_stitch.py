@@ -16,6 +16,7 @@ from transformers import (
     pipeline,
 )
 
+import infer
 import stitch
 from conftest import ASSETS, REPO
 
@@ -82,12 +83,17 @@ def test_changing_only_the_image_changes_the_output(stitched):
     assert not torch.allclose(red_logits, blue_logits)
 
 
-def test_pipeline_answers(stitched_dir):
+def test_pipeline_answers_as_infer_does(stitched_dir):
+    """transformers' own pipeline on the saved directory gives infer.py's greedy answer (thinking on,
+    the chat template's default)."""
     answer = pipeline("image-text-to-text", model=str(stitched_dir))(
         text=[{"role": "user", "content": [{"type": "image", "image": solid("green")}, {"type": "text", "text": "Colour?"}]}],
         max_new_tokens=3,
     )
-    assert isinstance(answer[0]["generated_text"], list)
+    reply = answer[0]["generated_text"][-1]
+    model, processor = infer.load_model(stitched_dir, device="cpu")
+    assert reply["role"] == "assistant"
+    assert reply["content"] == infer.answer(model, processor, solid("green"), "Colour?", think=True, max_new_tokens=3)
 
 
 def test_verify_catches_an_unpatched_nested_id(stitched):

@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 from PIL import Image
+from safetensors import safe_open
 from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor
 
 import data
@@ -72,6 +73,7 @@ def test_trains_saves_standalone_and_runs_the_demo(tmp_path, config, tiny_qwen_d
     out = tmp_path / "run"
     printed = capsys.readouterr().out
     assert "trainable params:" in printed and "demo answer:" in printed and "图中有什么动物？" in printed
+    assert f"python infer.py --model {out} --image" in printed  # what to run next
     results = json.loads((out / "eval_results.json").read_text())
     assert results["summary"]["overall"]["n"] == config["test_size"]
 
@@ -88,8 +90,13 @@ def test_trains_saves_standalone_and_runs_the_demo(tmp_path, config, tiny_qwen_d
     assert not torch.equal(model.model.connector.modality_projection.proj.weight, fresh.model.connector.modality_projection.proj.weight)
 
     assert not list(out.glob("checkpoint-*"))  # save_strategy "no": only the final standalone model
-    reply = infer.answer(model, processor, Image.new("RGB", (40, 30), "red"), "Colour?", max_new_tokens=3)
-    assert isinstance(reply, str)
+    # The saved model is the one that answered the demo: same question, first held-out image, same reply.
+    demo_reply = printed.split("demo answer:\n", 1)[1].split("\nsubset ", 1)[0]
+    data_args = DataArguments(data_dir=config["data_dir"], train_data=config["train_data"], test_size=config["test_size"])
+    held_out = data.load_data(data_args, config["seed"]).held_out
+    reply = infer.answer(model, processor, Collator.decode_image(held_out[0]["images"][0]), "图中有什么动物？", think=True,
+                         max_new_tokens=config["demo_max_new_tokens"])
+    assert reply == demo_reply
 
 
 def test_loss_decreases(tmp_path, config):
@@ -245,3 +252,81 @@ def test_cli_and_two_cpu_ranks_train_together(tmp_path, config, cauldron_dir, st
     seen = [int(line.split(" tokens seen")[0].split()[-1]) for line in result.stdout.splitlines() if " tokens seen" in line]
     assert len(seen) == 2 and seen[0] == seen[1]
     assert 6 * min(lengths) <= seen[0] <= 6 * max(lengths) and seen[0] > 3 * max(lengths)
+
+
+def stored_dtypes(model_dir):
+    with safe_open(model_dir / "model.safetensors", "pt") as weights:
+        return {weights.get_slice(name).get_dtype() for name in weights.keys()}
+
+
+@pytest.mark.parametrize("precision", [{"bf16": True}, {"bf16": False}, {"fp16": True}], ids=["bf16", "float32", "fp16"])
+def test_bf16_sources_train_in_every_precision(tmp_path, config, bf16_smolvlm_dir, bf16_qwen_dir, precision):
+    """The real checkpoints are bf16; training them in float32 (T4/V100s, CPUs) once died in the connector."""
+    run(tmp_path, {**config, "smolvlm_path": str(bf16_smolvlm_dir), "qwen_path": str(bf16_qwen_dir),
+                   "max_steps": 3, "demo_max_new_tokens": 2, **precision})
+    out = tmp_path / "run"
+    assert stored_dtypes(out) == {"BF16"}  # saved in the sources' dtype
+    trained = AutoModelForImageTextToText.from_pretrained(out).model.connector.modality_projection.proj.weight
+    fresh, _ = stitch.stitch(bf16_smolvlm_dir, bf16_qwen_dir)
+    assert torch.isfinite(trained).all()
+    assert not torch.equal(trained, fresh.model.connector.modality_projection.proj.weight)
+
+
+def test_save_dtype_overrides_the_sources_dtype(tmp_path, config, bf16_smolvlm_dir, bf16_qwen_dir):
+    run(tmp_path, {**config, "smolvlm_path": str(bf16_smolvlm_dir), "qwen_path": str(bf16_qwen_dir),
+                   "max_steps": 1, "demo_max_new_tokens": 1, "bf16": False, "save_dtype": "float32"})
+    assert stored_dtypes(tmp_path / "run") == {"F32"}
+
+
+def test_seed_seeds_the_fresh_connector(tmp_path, config):
+    def connector(seed):
+        model_args, _, _, training_args = train_config.parse_config([write_yaml(tmp_path / "c.yaml", {**config, "seed": seed})])
+        model, _ = train.load_model(model_args, training_args)
+        return model.model.connector.modality_projection.proj.weight
+
+    assert torch.equal(connector(1), connector(1))
+    assert not torch.equal(connector(1), connector(2))
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"data_dir": "/nonexistent/the_cauldron"}, "data_dir /nonexistent/the_cauldron does not exist"),
+    ({"train_data": ["docvqa"]}, "no subset of ['docvqa'] could be loaded"),
+    ({"qwen_path": "/nonexistent/qwen"}, "Qwen3 checkpoint not found"),
+])
+def test_refused_overwrite_leaves_the_old_checkpoints(tmp_path, config, bad, message):
+    old = tmp_path / "run" / "checkpoint-4"
+    old.mkdir(parents=True)
+    (old / "trainer_state.json").write_text("{}")
+    with pytest.raises(SystemExit) as stop:
+        run(tmp_path, {**config, **bad, "overwrite_output_dir": True})
+    assert message in str(stop.value)
+    assert (old / "trainer_state.json").is_file()
+
+
+def test_unreadable_demo_image_is_refused_before_training(tmp_path, config):
+    broken = tmp_path / "dog.png"
+    broken.write_bytes(b"not a png")
+    with pytest.raises(SystemExit, match=f"demo_image: cannot read image {broken}"):
+        run(tmp_path, {**config, "demo_image": str(broken)})
+    assert not (tmp_path / "run").exists()
+
+
+def test_unexpected_errors_keep_their_traceback(tmp_path, config, monkeypatch):
+    """Only the project's own refusals become one-line exits; a bug elsewhere keeps its traceback."""
+    def broken_library(*args, **kwargs):
+        raise ValueError("a bug deep inside a library")
+
+    monkeypatch.setattr(data, "load_data", broken_library)
+    with pytest.raises(ValueError, match="a bug deep inside a library"):
+        run(tmp_path, config)
+
+
+def test_each_module_is_imported_once():
+    """eval_vqa imports the config module, not train: `python train.py` no longer loads train.py twice."""
+    code = "import sys, train, eval_vqa; print(sorted(m for m in sys.modules if m in ('train', '__main__', 'evaluate')))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split("\n")[-2] == "['__main__', 'train']"
+    evaluating = subprocess.run([sys.executable, "-c", "import eval_vqa, sys; print('train' in sys.modules)"],
+                                capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert evaluating.stdout.split("\n")[-2] == "False"
