@@ -9,6 +9,7 @@ from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor, pipeline
 
 from collate import IGNORE_INDEX, Collator
+from sources import cauldron_messages
 
 ANSWERS = ("It is red.", "Yes, quite sure.")
 # Two questions of different lengths, so that a batch of them is padded.
@@ -68,8 +69,8 @@ def test_collator_assistant_only_loss_agrees_with_the_template_mask(stitched_dir
     out the same tokens, so TRL and this project's trainer supervise the same thing."""
     processor = AutoProcessor.from_pretrained(stitched_dir)
     image = solid("red")
-    row = {"images": [image], "texts": [{"user": "What colour is it?", "assistant": ANSWERS[0]},
-                                        {"user": "Are you sure?", "assistant": ANSWERS[1]}]}
+    texts = [{"user": "What colour is it?", "assistant": ANSWERS[0]}, {"user": "Are you sure?", "assistant": ANSWERS[1]}]
+    row = {"images": [image], "messages": cauldron_messages(texts, image_count=1)}  # as the_cauldron's reader gives it
     batch = Collator(processor, padding="longest", assistant_only_loss=True)([row])
     input_ids, mask = assistant_mask(processor, two_turn_chat(image))
     length = int(batch["attention_mask"].sum())
