@@ -10,12 +10,12 @@ skipped and counted (`"skip"`).
 
 import io
 import json
-import re
 import warnings
 from typing import NamedTuple
 
 import torch
 from PIL import Image
+from transformers.utils.chat_template_utils import render_jinja_template
 
 IGNORE_INDEX = -100
 PADDING_CHOICES = ("longest", "max_length")
@@ -24,8 +24,6 @@ SKIP_REASONS = (
     "bad image", "no texts", "empty answer", "image exceeds max_length", "template", "placeholder mismatch",
     "nothing to learn", "too many images",
 )
-ASSISTANT_HEADER = "<|im_start|>assistant\n"  # as chat_template.jinja opens every assistant turn
-EMPTY_THINK = "<think>\n\n</think>\n\n"  # what Qwen3's template gives a final answer with thinking off
 
 
 class BadSample(ValueError):
@@ -271,10 +269,14 @@ class Collator:
 
     def render(self, messages, tools, image_count):
         """(text, spans): the conversation as the chat template renders it with thinking off, each image
-        where its part stands, and the character span of each assistant turn to supervise."""
-        text = self.tokenizer.apply_chat_template(
-            messages, tools=tools, chat_template=self.processor.chat_template, tokenize=False, enable_thinking=False
+        where its part stands, and the character span of each assistant turn to supervise: the
+        template's generation blocks (a turn's reasoning if it shows any, its answer and tool calls,
+        its <|im_end|>; not the empty think block that switches thinking off)."""
+        rendered, generation = render_jinja_template(
+            [messages], tools=tools, chat_template=self.processor.chat_template,
+            return_assistant_tokens_mask=True, enable_thinking=False,
         )
+        text, spans = rendered[0], generation[0]
         placeholders = text.count(self.processor.image_token)
         if placeholders != image_count:
             raise BadSample(
@@ -282,27 +284,11 @@ class Collator:
                 f"(is {self.processor.image_token} typed into a question or answer?)",
                 reason="placeholder mismatch",
             )
-        return text, self.answer_spans(text, messages)
-
-    def answer_spans(self, text, messages):
-        """Character spans of each assistant turn as rendered (thinking trace if given, answer, tool calls)
-        and its closing end-of-utterance token. An empty think block that the template adds to a turn
-        without reasoning is not supervised."""
-        end_token = self.processor.end_of_utterance_token
-        starts = [match.end() for match in re.finditer(re.escape(ASSISTANT_HEADER), text)]
-        turns = [message for message in messages if message["role"] == "assistant"]
-        if len(starts) != len(turns):
-            raise BadSample(f"{len(starts)} assistant headers in the rendered text for {len(turns)} assistant turns",
-                            reason="template")
-        spans = []
-        for start, turn in zip(starts, turns):
-            end = text.find(end_token, start)
-            if end < 0:
-                raise BadSample(f"an assistant turn does not end with {end_token}", reason="template")
-            if not turn.get("reasoning_content") and text.startswith(EMPTY_THINK, start):
-                start += len(EMPTY_THINK)
-            spans.append((start, end + len(end_token)))
-        return spans
+        turns = sum(message["role"] == "assistant" for message in messages)
+        if len(spans) != turns:
+            raise BadSample(f"the chat template marks {len(spans)} answers for {turns} assistant turns "
+                            "(does it lack {% generation %} blocks?)", reason="template")
+        return text, spans
 
     def check_placeholders(self, input_ids, tiles):
         """The model puts one image feature on each placeholder, and drops all-zero tiles as padding."""

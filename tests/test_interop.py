@@ -65,8 +65,9 @@ def test_assistant_mask_covers_exactly_the_answers(stitched_dir):
 
 
 def test_collator_assistant_only_loss_agrees_with_the_template_mask(stitched_dir):
-    """collate.py finds the answers by their characters; the template's generation markers must pick
-    out the same tokens, so TRL and this project's trainer supervise the same thing."""
+    """collate.py supervises the character spans of the template's generation blocks; the tokenizer's
+    assistant mask from the same markers must pick out the same tokens, so TRL and this project's
+    trainer supervise the same thing."""
     processor = AutoProcessor.from_pretrained(stitched_dir)
     image = solid("red")
     texts = [{"user": "What colour is it?", "assistant": ANSWERS[0]}, {"user": "Are you sure?", "assistant": ANSWERS[1]}]
