@@ -1,27 +1,28 @@
-"""Batches of the_cauldron rows for the Trainer.
+"""Batches of rows in sources.py's shape (messages with image parts, undecoded images) for the Trainer.
 
-Each row is rendered with the chat template as a (multi-turn) conversation, its images at the start of
-the first user turn, and encoded by the processor in one call (images, placeholder expansion and
-tokenization). Labels are -100 on padding and on every image block; with `assistant_only_loss` also on
-everything but the answers and their closing <|im_end|>. Long samples lose text after the last image
-block, never part of a block; rows that cannot be trained on are named (`on_bad_sample="raise"`) or
+Each row's messages (system/user/assistant/tool, reasoning_content, tool calls, the row's tools) are
+rendered with the chat template, each image where its part stands, and encoded by the processor in one
+call (images, placeholder expansion and tokenization). Labels are -100 on padding and on every image
+block; with `assistant_only_loss` also on everything but the assistant turns and their closing
+<|im_end|>. Long samples lose text after the last image block, never part of a block; rows that cannot be trained on are named (`on_bad_sample="raise"`) or
 skipped and counted (`"skip"`).
 """
 
 import io
-import re
+import json
 import warnings
 from typing import NamedTuple
 
 import torch
 from PIL import Image
+from transformers.utils.chat_template_utils import render_jinja_template
 
 IGNORE_INDEX = -100
 PADDING_CHOICES = ("longest", "max_length")
 ON_BAD_SAMPLE_CHOICES = ("raise", "skip")
 SKIP_REASONS = (
     "bad image", "no texts", "empty answer", "image exceeds max_length", "template", "placeholder mismatch",
-    "nothing to learn",
+    "nothing to learn", "too many images",
 )
 
 
@@ -66,13 +67,43 @@ def decode_image(image):
         raise BadSample(f"image cannot be decoded ({type(error).__name__}: {error})", reason="bad image") from None
 
 
+def conversation(row):
+    """(messages, tools) of a row in sources.py's shape; both may be JSON text (as stored) or lists."""
+    messages, tools = row.get("messages"), row.get("tools")
+    messages = json.loads(messages) if isinstance(messages, str) else messages
+    tools = json.loads(tools) if isinstance(tools, str) else tools
+    if not isinstance(messages, list):
+        raise BadSample(f"row has no messages ({type(messages).__name__})", reason="no texts")
+    return messages, tools
+
+
+def content_text(content):
+    """A message's text without its images."""
+    if isinstance(content, list):
+        return "".join(part.get("text") or "" for part in content if part.get("type") == "text")
+    return content if isinstance(content, str) else ""
+
+
+def count_images(messages):
+    return sum(
+        part.get("type") == "image"
+        for message in messages if isinstance(message.get("content"), list)
+        for part in message["content"]
+    )
+
+
 def describe(row, position):
-    """How an error names a row: position in the batch, source and the start of its first question."""
-    texts = row.get("texts") if isinstance(row, dict) else None
-    first = texts[0] if isinstance(texts, list) and texts and isinstance(texts[0], dict) else {}
-    question = str(first.get("user") or "")
+    """How an error names a row: position in the batch, its origin (file:line) and its first question."""
+    try:
+        messages = conversation(row)[0] if isinstance(row, dict) else []
+    except ValueError:  # unreadable messages (BadSample or invalid JSON): named without a question
+        messages = []
+    first = next((m for m in messages if isinstance(m, dict) and m.get("role") == "user"), {})
+    question = content_text(first.get("content"))
     question = question if len(question) <= 60 else question[:60] + "..."
-    return f"sample {position} of the batch (source {first.get('source')!r}, question {question!r})"
+    source, origin = (row.get("source"), row.get("origin")) if isinstance(row, dict) else (None, None)
+    where = f", {origin}" if origin else ""
+    return f"sample {position} of the batch (source {source!r}{where}, question {question!r})"
 
 
 def token_mask(offsets, spans):
@@ -105,7 +136,7 @@ def supervised_logits(labels):
 
 
 class Collator:
-    """the_cauldron rows -> input_ids, attention_mask, labels (+ pixel_values, pixel_attention_mask).
+    """Rows -> input_ids, attention_mask, labels (+ pixel_values, pixel_attention_mask).
 
     `skipped` / `skipped_by_reason` count the rows dropped under on_bad_sample="skip"; the counts live
     in shared memory, so they include rows skipped in DataLoader worker processes.
@@ -183,9 +214,9 @@ class Collator:
         return samples
 
     def encode(self, row):
-        turns = self.turns_of(row)
-        images = [decode_image(image) for image in (row.get("images") or [])[: self.max_images]]
-        text = self.render(turns, len(images))
+        messages, tools = self.conversation_of(row)
+        images = [decode_image(image) for image in (row.get("images") or [])[: count_images(messages)]]
+        text, spans = self.render(messages, tools, len(images))
         # do_pad=False: tiles come back unpadded (no copy into a zero tensor); pad_images pads the batch once.
         inputs = self.processor(
             text=[text], images=[images] if images else None, do_pad=False, add_special_tokens=False,
@@ -194,7 +225,7 @@ class Collator:
         input_ids, offsets = torch.tensor(inputs["input_ids"][0]), torch.tensor(inputs["offset_mapping"][0])
         replacements = inputs["text_replacement_offsets"][0]
         tiles = [torch.as_tensor(tile) for tile in inputs["pixel_values"][0]] if images else []  # numpy from PIL
-        labels = self.labels_of(input_ids, offsets, replacements, text, turns)
+        labels = self.labels_of(input_ids, offsets, replacements, spans)
         if len(input_ids) > self.max_length:
             image_end = int((offsets[:, 0] < replacements[-1]["new_span"][1]).sum()) if replacements else 0
             if image_end > self.max_length:
@@ -212,39 +243,45 @@ class Collator:
         self.check_placeholders(input_ids, tiles)
         return Encoded(input_ids, labels, tiles)
 
-    def labels_of(self, input_ids, offsets, replacements, text, turns):
+    def labels_of(self, input_ids, offsets, replacements, spans):
         """input_ids with -100 on the image blocks (found by the characters each replaced placeholder
-        expanded into) and, for assistant_only_loss, on everything outside the answers."""
+        expanded into) and, for assistant_only_loss, on everything outside the assistant turns' spans."""
         ignored = token_mask(offsets, [r["new_span"] for r in replacements]) | torch.isin(input_ids, self.marker_ids)
         if self.assistant_only_loss:
-            answers = [expanded_span(span, replacements) for span in self.answer_spans(text, turns)]
-            ignored |= ~token_mask(offsets, answers)
+            ignored |= ~token_mask(offsets, [expanded_span(span, replacements) for span in spans])
         return input_ids.masked_fill(ignored, IGNORE_INDEX)
 
-    def turns_of(self, row):
-        texts = row.get("texts")
-        if not texts:
-            raise BadSample("row has no texts (no question/answer pair)", reason="no texts")
-        turns = texts[:1] if self.first_turn_only else texts
-        for index, turn in enumerate(turns):
-            answer = turn.get("assistant")
-            if not isinstance(answer, str) or not answer.strip():
-                raise BadSample(f"turn {index} has an empty assistant answer ({answer!r})", reason="empty answer")
-        return turns
+    def conversation_of(self, row):
+        """(messages, tools) of a row in sources.py's shape, checked: answers present, images within max_images."""
+        messages, tools = conversation(row)
+        answers = [index for index, message in enumerate(messages) if message["role"] == "assistant"]
+        if not answers:
+            raise BadSample("row has no texts (no assistant turn)", reason="no texts")
+        if self.first_turn_only:
+            messages = messages[: answers[0] + 1]
+        for number, message in enumerate(m for m in messages if m["role"] == "assistant"):
+            if not (content_text(message.get("content")).strip() or message.get("tool_calls")):
+                raise BadSample(f"turn {number} has an empty assistant answer ({message.get('content')!r})",
+                                reason="empty answer")
+        image_count = count_images(messages)
+        if image_count > len(row.get("images") or []):
+            raise BadSample(f"{image_count} image part(s) for {len(row.get('images') or [])} image(s)",
+                            reason="placeholder mismatch")
+        if image_count > self.max_images:
+            raise BadSample(f"{image_count} images but max_images is {self.max_images}; raise max_images "
+                            "(images are never dropped from a row that places them)", reason="too many images")
+        return messages, tools
 
-    def render(self, turns, image_count):
-        """The conversation as the chat template renders it with thinking off, images leading the first
-        user turn. Qwen3's template gives only the final answer the empty think block (earlier answers
-        render bare, as history does at inference) and ends every message, the last too, with <|im_end|>\n."""
-        messages = []
-        for index, turn in enumerate(turns):
-            question = turn.get("user") or ""
-            if index == 0 and image_count:
-                question = [{"type": "image"}] * image_count + [{"type": "text", "text": question}]
-            messages += [{"role": "user", "content": question}, {"role": "assistant", "content": turn["assistant"]}]
-        text = self.tokenizer.apply_chat_template(
-            messages, chat_template=self.processor.chat_template, tokenize=False, enable_thinking=False
+    def render(self, messages, tools, image_count):
+        """(text, spans): the conversation as the chat template renders it with thinking off, each image
+        where its part stands, and the character span of each assistant turn to supervise: the
+        template's generation blocks (a turn's reasoning if it shows any, its answer and tool calls,
+        its <|im_end|>; not the empty think block that switches thinking off)."""
+        rendered, generation = render_jinja_template(
+            [messages], tools=tools, chat_template=self.processor.chat_template,
+            return_assistant_tokens_mask=True, enable_thinking=False,
         )
+        text, spans = rendered[0], generation[0]
         placeholders = text.count(self.processor.image_token)
         if placeholders != image_count:
             raise BadSample(
@@ -252,25 +289,11 @@ class Collator:
                 f"(is {self.processor.image_token} typed into a question or answer?)",
                 reason="placeholder mismatch",
             )
-        return text
-
-    def answer_spans(self, text, turns):
-        """Character spans of each answer and its closing end-of-utterance token in the rendered text.
-        Every message ends with one end-of-utterance token, so answer i ends at the (2i+1)-th."""
-        end_token = self.processor.end_of_utterance_token
-        ends = [match.start() for match in re.finditer(re.escape(end_token), text)]
-        if len(ends) != 2 * len(turns):
-            raise BadSample(f"{len(ends)} {end_token} in the rendered text for {len(turns)} turns",
-                            reason="template")
-        spans = []
-        for turn, end in zip(turns, ends[1::2]):
-            answer = turn["assistant"].lstrip("\n")  # Qwen3's template strips them from the final answer
-            start = end - len(answer)
-            if text[start:end] != answer:
-                raise BadSample(f"the chat template did not render the answer verbatim: {answer[:60]!r}",
-                                reason="template")
-            spans.append((start, end + len(end_token)))
-        return spans
+        turns = sum(message["role"] == "assistant" for message in messages)
+        if len(spans) != turns:
+            raise BadSample(f"the chat template marks {len(spans)} answers for {turns} assistant turns "
+                            "(does it lack {% generation %} blocks?)", reason="template")
+        return text, spans
 
     def check_placeholders(self, input_ids, tiles):
         """The model puts one image feature on each placeholder, and drops all-zero tiles as padding."""

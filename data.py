@@ -1,18 +1,22 @@
-"""the_cauldron loading: <data_dir>/<subset>/train-*.parquet with `images` and `texts` columns."""
+"""Training data: the sources of train_data / eval_data read (sources.py), problems refused or skipped,
+rows held out across sources and the rest mixed by weight. the_cauldron subsets are read from
+<data_dir>/<subset>/train-*.parquet (`images` and `texts` columns)."""
 import glob
 import json
 import logging
 import os
 import warnings
+from collections import Counter
 from pathlib import Path
+from typing import NamedTuple
 
-from datasets import Features, Image, List, Value, concatenate_datasets, load_dataset
+import numpy as np
+from datasets import Dataset, Features, Image, List, Value, concatenate_datasets, interleave_datasets, load_dataset
+
+import sources
+from sources import DataError  # noqa: F401  (the project's data error type, raised from here and sources.py)
 
 logger = logging.getLogger(__name__)
-
-
-class DataError(ValueError):
-    """Training data that cannot be used; the message names the path and the cause."""
 
 
 # The original recipe's subsets. Left out because they failed to load for the original authors:
@@ -53,42 +57,91 @@ def _load_subset(data_dir, subset):
     return ds if ds.features == FEATURES else ds.cast(FEATURES)
 
 
-def load_cauldron(data_dir, train_data, test_size=64, data_seed=42, max_train_samples=None, decode_images=True):
-    """Returns (train_dataset, eval_dataset); images stay encoded until a row is accessed.
-    With decode_images=False rows carry {"bytes", "path"} dicts, and the collator decodes them
-    (so it can name or skip a corrupt image instead of failing inside datasets)."""
-    subsets = resolve_subsets(train_data)
+def load_subset(data_dir, subset):
+    """A the_cauldron subset's `images` and `texts` columns; DataError when it cannot be loaded."""
     if not os.path.isdir(data_dir):
-        raise DataError(f"data_dir {data_dir} does not exist (subsets: {subsets}); {_download_hint(subsets)}")
+        raise DataError(f"data_dir {data_dir} does not exist (subset: {subset}); {_download_hint([subset])}")
+    try:
+        return _load_subset(data_dir, subset)
+    except Exception as error:  # any unloadable subset is skipped (with a warning) when others load
+        raise DataError(f"{subset}: {type(error).__name__}: {error}") from None
 
-    loaded, failed = [], {}
-    for subset in subsets:
+
+class LoadedData(NamedTuple):
+    train: Dataset
+    held_out: Dataset  # eval_data's rows when set, else test_size rows held out across the sources
+    problems: dict  # {source: {reason: count}} of the rows dropped under on_bad_sample: skip
+
+
+def usable_rows(name, fmt, ds, on_bad_sample):
+    """(rows without a problem, {reason: count}); under on_bad_sample: raise a problem refuses the run."""
+    keep, found = sources.problems_of(ds)
+    ignored = sources.ignored_keys(ds)
+    if ignored:
+        warnings.warn(f"{name}: ignoring key(s) {ignored} that the {fmt} reader does not understand", stacklevel=2)
+    if found and on_bad_sample == "raise":
+        listed = "\n".join(f"  {origin}: {problem}" for origin, problem in found[:10])
+        more = f"\n  ... and {len(found) - 10} more" if len(found) > 10 else ""
+        raise DataError(f"{name}: {len(found)} unusable row(s) (on_bad_sample: raise; `--check_data true` lists "
+                        f"them all, on_bad_sample: skip drops them):\n{listed}{more}")
+    if found:
+        warnings.warn(f"{name}: skipping {len(found)} unusable row(s), e.g. {found[0][0]}: {found[0][1]}", stacklevel=2)
+    return (ds.select(keep) if found else ds), dict(Counter(problem.split(":")[0] for _, problem in found))
+
+
+def read_sources(entries, data_args, seed, key):
+    """[(Source, usable rows, capped at max_samples drawn with `seed`)] and the problems skipped.
+    A the_cauldron subset that fails to load is skipped with a warning while others load."""
+    loaded, failed, problems = [], {}, {}
+    for source in sources.parse_sources(entries, data_args.data_dir, key):
         try:
-            loaded.append(_load_subset(data_dir, subset))
-            logger.info(f"the_cauldron/{subset}: {len(loaded[-1])} rows")
-        except Exception as e:  # any unloadable subset is skipped, not fatal
-            failed[subset] = f"{type(e).__name__}: {e}"
-    reasons = "\n".join(f"  {subset}: {reason}" for subset, reason in failed.items())
-    if not loaded:
-        raise DataError(f"no subset of {subsets} could be loaded from {data_dir}:\n{reasons}\n{_download_hint(subsets)}")
+            ds, fmt = sources.read_source(source, data_args.data_dir, data_args.image_cache_dir, data_args.max_images)
+        except DataError as error:
+            if not source.subset:
+                raise
+            failed[source.name] = str(error)
+            continue
+        ds, problems[source.name] = usable_rows(source.name, fmt, ds, data_args.on_bad_sample)
+        if source.max_samples is not None and source.max_samples < len(ds):
+            ds = ds.shuffle(seed=seed).select(range(source.max_samples))
+        logger.info(f"{source.name} ({fmt}): {len(ds)} rows")
+        loaded.append((source, ds))
+    reasons = "\n".join(f"  {reason}" for reason in failed.values())
+    if not loaded:  # only the_cauldron subsets can fail here: a file source raises at once
+        raise DataError(f"{key}: no subset of {list(failed)} could be loaded from {data_args.data_dir}:\n{reasons}\n"
+                        f"{_download_hint(list(failed))}")
     if failed:
-        warnings.warn(f"skipping the_cauldron subsets that failed to load from {data_dir}:\n{reasons}\n"
+        warnings.warn(f"skipping the_cauldron subsets that failed to load from {data_args.data_dir}:\n{reasons}\n"
                       f"{_download_hint(list(failed))}", stacklevel=2)
+    return loaded, {name: counts for name, counts in problems.items() if counts}
 
-    ds = concatenate_datasets(loaded).shuffle(seed=data_seed)
-    if not decode_images:
-        ds = ds.cast_column("images", List(Image(decode=False)))
+
+def split_off(ds, test_size):
     if test_size >= len(ds):
         raise DataError(f"test_size={test_size} leaves no training rows ({len(ds)} rows loaded)")
-    train, eval_ = ds.select(range(test_size, len(ds))), ds.select(range(test_size))
-    if max_train_samples is not None and max_train_samples < len(train):
-        train = train.select(range(max_train_samples))
-    logger.info(f"the_cauldron: {len(train)} train / {len(eval_)} eval rows")
-    return train, eval_
+    return ds.select(range(test_size, len(ds))), ds.select(range(test_size))
+
+
+def hold_out(parts, test_size):
+    """Splits test_size rows off the shuffled sources in proportion to their sizes."""
+    sizes = np.array([len(part) for part in parts])
+    shares = sizes * test_size / max(sizes.sum(), 1)
+    quotas = np.floor(shares).astype(int)
+    quotas[np.argsort(quotas - shares, kind="stable")[: test_size - quotas.sum()]] += 1
+    split = [split_off(part, quota) for part, quota in zip(parts, quotas)]
+    return [train for train, _ in split], concatenate_datasets([held for _, held in split])
+
+
+def mix(parts, weights, seed):
+    """Sources drawn with probability weight / total (1.0 where unset) until every row was seen once
+    (smaller sources repeat meanwhile)."""
+    weights = np.array([1.0 if weight is None else weight for weight in weights])
+    return interleave_datasets(parts, probabilities=list(weights / weights.sum()), seed=seed,
+                               stopping_strategy="all_exhausted")
 
 
 def load_text_rows(path):
-    """A JSONL file of {"user": ..., "assistant": ...} pairs as text-only rows (no images)."""
+    """A JSONL file of {"user": ..., "assistant": ...} pairs as text-only rows in the one row shape."""
     try:
         lines = Path(path).read_text().splitlines()
     except OSError as error:
@@ -103,14 +156,40 @@ def load_text_rows(path):
             raise DataError(f"{path} line {number}: not JSON ({error.msg})")
         if not (isinstance(pair, dict) and isinstance(pair.get("user"), str) and isinstance(pair.get("assistant"), str)):
             raise DataError(f'{path} line {number}: expected {{"user": "...", "assistant": "..."}}')
-        rows.append({"images": [], "texts": [{"user": pair["user"], "assistant": pair["assistant"], "source": "text"}]})
+        messages = [{"role": "user", "content": pair["user"]}, {"role": "assistant", "content": pair["assistant"]}]
+        rows.append({"messages": json.dumps(messages, ensure_ascii=False), "tools": None, "images": [], "source": "text",
+                     "origin": f"{path}:{number}", "problem": None, "ignored_keys": None})
     if not rows:
         raise DataError(f"text_eval_file {path} holds no rows")
     return rows
 
 
 def load_data(data_args, seed):
-    """(train, held-out) rows of a config's DataArguments, images undecoded for the collator;
-    training and evaluation read the same split through this."""
-    return load_cauldron(data_args.data_dir, data_args.train_data, data_args.test_size, seed,
-                         data_args.max_train_samples, decode_images=False)
+    """Training rows, held-out rows and the problems skipped, in the one row shape of sources.py with
+    images undecoded; training and evaluation read the same split through this.
+
+    Without weights the sources are pooled and shuffled, and the first test_size rows held out (as
+    before mixtures existed, so the held-out rows of a the_cauldron config stay the same); with
+    weights each source gives test_size rows in proportion to its size and the rest are mixed.
+    eval_data, when set, is the held-out set and nothing is split off."""
+    loaded, problems = read_sources(data_args.train_data, data_args, seed, "train_data")
+    parts, weights = [ds for _, ds in loaded], [source.weight for source, _ in loaded]
+    weighted = any(weight is not None for weight in weights)
+    if weighted:  # the mixture takes each source's rows in order
+        parts = [part.shuffle(seed=seed) for part in parts]
+    if data_args.eval_data:
+        eval_loaded, eval_problems = read_sources(data_args.eval_data, data_args, seed, "eval_data")
+        held_out = concatenate_datasets([ds for _, ds in eval_loaded])
+        problems.update(eval_problems)
+    elif weighted:
+        parts, held_out = hold_out(parts, data_args.test_size)
+    if weighted:
+        train = mix(parts, weights, seed)
+    else:
+        train = concatenate_datasets(parts).shuffle(seed=seed)
+        if not data_args.eval_data:
+            train, held_out = split_off(train, data_args.test_size)
+    if data_args.max_train_samples is not None and data_args.max_train_samples < len(train):
+        train = train.select(range(data_args.max_train_samples))
+    logger.info(f"data: {len(train)} train / {len(held_out)} held-out rows")
+    return LoadedData(train, held_out, problems)

@@ -2,13 +2,14 @@
 
     python eval_vqa.py cocoqa_train.yaml --model model/freeze_llm_vlm_cocoqa [--samples 200] [--max-new-tokens 128] [--think]
 
-The held-out rows are the ones train.py set aside for the config's data_dir, train_data, test_size and
-data seed, so the model never trained on them; further `--key value` flags override the YAML as in
-train.py. Each row's first question is asked about its first image and the answer scored against the
-reference; the eval loss is the mean cross-entropy over the tokens the config's collator supervises
-(the Trainer's eval_loss averages per-row means instead). A table goes to stdout and the summary with
-every answer to <model>/eval_results.json. Next to it, the loss on the answers of a text-only held-out
-set (`text_eval_file`, shipped: text_eval.jsonl) shows whether training damaged Qwen3's language.
+The rows are the config's eval_data when set, else the ones train.py held out for the config's
+train_data, test_size and data seed, so the model never trained on them; further `--key value` flags
+override the YAML as in train.py. Each row's conversation up to its last assistant turn (images where
+they stand) is answered and the reply scored against that turn; the eval loss is the mean
+cross-entropy over the tokens the config's collator supervises (the Trainer's eval_loss averages
+per-row means instead). A table goes to stdout and the summary with every answer to
+<model>/eval_results.json. Next to it, the loss on the answers of a text-only held-out set
+(`text_eval_file`, shipped: text_eval.jsonl) shows whether training damaged Qwen3's language.
 """
 
 import argparse
@@ -24,7 +25,7 @@ from tqdm.auto import tqdm
 
 import data
 import infer
-from collate import IGNORE_INDEX, BadSample, Collator
+from collate import IGNORE_INDEX, BadSample, Collator, content_text, conversation, count_images
 from train_config import ConfigError, parse_config, seed_of_data, use_offline_demo
 
 ARTICLES = {"a", "an", "the"}
@@ -74,17 +75,21 @@ def loss_of_row(model, collator, row):
 
 
 def evaluate_row(model, processor, row, collator, max_new_tokens, think):
+    """Scores the reply to the conversation up to the row's last assistant turn against that turn."""
     try:
         loss, tokens = loss_of_row(model, collator, row)
     except BadSample as bad:  # training skips or refuses such a row; here it is counted
         return {"skipped": str(bad)}
-    first = row["texts"][0]
-    image = Collator.decode_image(row["images"][0]) if row["images"] else None
-    reply = infer.answer(model, processor, image, first["user"], think=think, max_new_tokens=max_new_tokens)
+    messages, tools = conversation(row)
+    last = max(index for index, message in enumerate(messages) if message["role"] == "assistant")
+    prompt, reference = messages[:last], content_text(messages[last]["content"])
+    images = [Collator.decode_image(image) for image in row["images"][: count_images(prompt)]]
+    reply = infer.reply_to(model, processor, prompt, images, think=think, max_new_tokens=max_new_tokens, tools=tools)
     prediction = infer.split_thinking(reply)[1]  # a reply cut off while thinking answers nothing
-    correct, contains = score(prediction, first["assistant"])
+    correct, contains = score(prediction, reference)
+    question = next((content_text(m["content"]) for m in reversed(prompt) if m["role"] == "user"), "")
     return {
-        "source": first["source"], "question": first["user"], "reference": first["assistant"],
+        "source": row["source"], "question": question, "reference": reference,
         "prediction": prediction, "correct": correct, "contains": contains,
         "loss": loss / tokens, "tokens": tokens,
     }
@@ -102,8 +107,8 @@ def metrics(records):
 
 
 def evaluate(model, processor, rows, collator, max_new_tokens=DEFAULT_MAX_NEW_TOKENS, think=False):
-    """Answers and scores each row's first question about its first image, and its eval loss (mean
-    over the supervised tokens of all rows). `collator` raises BadSample on an unusable row, which is counted.
+    """Answers and scores each row's last assistant turn (given the conversation before it), and its
+    eval loss (mean over the supervised tokens of all rows). `collator` raises BadSample on an unusable row, which is counted.
     -> {"summary": {subset: metrics, ..., "overall": metrics}, "skipped": count, "samples": [record, ...]}"""
     model.eval()
     records = [evaluate_row(model, processor, row, collator, max_new_tokens, think)
@@ -165,9 +170,9 @@ def held_out_rows(config_argv):
     model_args, data_args, run_args, training_args = parse_config([*config_argv, "--use_cpu", "true"])
     if run_args.offline_demo_dir:
         use_offline_demo(model_args, data_args, run_args)
-    if data_args.test_size == 0:
-        raise ConfigError("test_size is 0: the config holds out no rows to evaluate on")
-    _, rows = data.load_data(data_args, seed_of_data(training_args))
+    if data_args.test_size == 0 and not data_args.eval_data:
+        raise ConfigError("test_size is 0 and eval_data is not set: the config holds out no rows to evaluate on")
+    rows = data.load_data(data_args, seed_of_data(training_args)).held_out
     return rows, data_args, seed_of_data(training_args)
 
 
@@ -205,7 +210,7 @@ def main(argv=None):
     model, processor = infer.load_model(args.model)
     settings = {
         "model": str(args.model), "config": config_argv, "data_dir": data_args.data_dir,
-        "train_data": data.resolve_subsets(data_args.train_data), "test_size": data_args.test_size, "data_seed": seed,
+        "train_data": data_args.train_data, "eval_data": data_args.eval_data, "test_size": data_args.test_size, "data_seed": seed,
         "text_eval_file": data_args.text_eval_file,
     }
     evaluate_and_report(model, processor, rows, data_args, args.model, args.max_new_tokens, args.think, settings)

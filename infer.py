@@ -78,13 +78,13 @@ def build_messages(question, image=True, history=()):
     return messages
 
 
-def render_prompt(processor, messages, think=False):
+def render_prompt(processor, messages, think=False, tools=None):
     """The prompt text the model continues, ending with the assistant's header (and, with think off,
     an empty think block)."""
     # The processor's template, rendered by its tokenizer: given any template variable (enable_thinking),
     # SmolVLMProcessor.apply_chat_template adds video kwargs that transformers warns about on every call.
     return processor.tokenizer.apply_chat_template(
-        messages, chat_template=processor.chat_template, tokenize=False,
+        messages, tools=tools, chat_template=processor.chat_template, tokenize=False,
         add_generation_prompt=True, enable_thinking=think,
     )
 
@@ -92,9 +92,14 @@ def render_prompt(processor, messages, think=False):
 def answer(model, processor, image, question, think=False, max_new_tokens=512, history=(), streamer=None):
     """The model's greedy reply to `question` about `image` (None: text only), without the prompt.
     With think=True the reply starts with Qwen3's <think> block (see split_thinking)."""
-    prompt = render_prompt(processor, build_messages(question, image is not None, history), think)
-    images = None if image is None else [[image]]
-    inputs = processor(text=[prompt], images=images, return_tensors="pt").to(model.device)
+    messages = build_messages(question, image is not None, history)
+    return reply_to(model, processor, messages, [] if image is None else [image], think, max_new_tokens, streamer)
+
+
+def reply_to(model, processor, messages, images, think=False, max_new_tokens=512, streamer=None, tools=None):
+    """The model's greedy reply to a conversation whose image parts stand for `images` (PIL, in order)."""
+    prompt = render_prompt(processor, messages, think, tools)
+    inputs = processor(text=[prompt], images=[images] if images else None, return_tensors="pt").to(model.device)
     output = model.generate(**inputs, do_sample=False, max_new_tokens=max_new_tokens, streamer=streamer)
     new_tokens = output[0, inputs["input_ids"].shape[1]:]
     return processor.decode(new_tokens, skip_special_tokens=True)

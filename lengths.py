@@ -15,7 +15,7 @@ from datasets.fingerprint import Hasher
 from PIL import Image
 from transformers.models.smolvlm.processing_smolvlm import get_image_prompt_string
 
-from collate import BadSample, decode_image
+from collate import BadSample, count_images, decode_image
 from data import DataError
 
 LENGTH_COLUMN = "length"  # TrainingArguments.length_column_name's default, read by group_by_length
@@ -61,9 +61,9 @@ class TokenCounter:
     def __call__(self, row):
         """Tokens of the row's encoding (capped at max_length, as the collator cuts text after the image)."""
         collator = self.collator
-        turns = collator.turns_of(row)
-        sizes = [image_size(image) for image in (row.get("images") or [])[: collator.max_images]]
-        text = collator.render(turns, len(sizes))
+        messages, tools = collator.conversation_of(row)
+        sizes = [image_size(image) for image in (row.get("images") or [])[: count_images(messages)]]
+        text, _ = collator.render(messages, tools, len(sizes))
         # The placeholder and the image block both start and end with special tokens, so the text
         # around them tokenizes the same either way.
         count = len(self.tokenizer.encode(text, add_special_tokens=False))
@@ -85,9 +85,9 @@ class TokenCounter:
 def counted_lengths(rows, counter):
     """Token counts of a batch of rows; 0 for a row the collator will raise on or skip."""
     lengths = []
-    for images, texts in zip(rows["images"], rows["texts"]):
+    for values in zip(*rows.values()):
         try:
-            lengths.append(counter({"images": images, "texts": texts}))
+            lengths.append(counter(dict(zip(rows, values))))
         except BadSample:
             lengths.append(0)
     return {LENGTH_COLUMN: lengths}

@@ -1,6 +1,7 @@
-"""Train the grafted Qwen3-SmVL on the_cauldron, from a YAML config.
+"""Train the grafted Qwen3-SmVL on the_cauldron and/or your own files, from a YAML config.
 
     python train.py cocoqa_train.yaml [--key value ...]          # flags override the YAML
+    python train.py cocoqa_train.yaml --check_data true          # check the data and exit (no model load)
     accelerate launch train.py full_train.yaml                  # several GPUs
 
 The keys are documented in train_config.py and the README. The run: parse and check the config,
@@ -16,6 +17,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor, Trainer
 
+import check_data
 import data
 import infer
 import lengths
@@ -138,6 +140,24 @@ def log_demo_to_swanlab(image, question, prompt, reply):
     swanlab.log({"demo/image": swanlab.Image(image), "demo/qa": table, "demo/context": swanlab.Text(prompt + reply)})
 
 
+class GraftTrainer(Trainer):
+    """A Trainer for which a batch of text-only rows is no error: with the text model frozen nothing
+    trainable takes part in such a batch, so its loss has no graph; it is tied to the trainable weights
+    with a zero factor (a zero gradient, and DDP ranks still agree on which weights got one)."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        loss = result[0] if return_outputs else result
+        if model.training and not loss.requires_grad:
+            loss = loss + sum(p.sum() for p in model.parameters() if p.requires_grad) * 0
+            result = (loss, *result[1:]) if return_outputs else loss
+        return result
+
+
+class PackedGraftTrainer(PackingTrainer, GraftTrainer):
+    """PackingTrainer's packed batches with GraftTrainer's handling of text-only batches."""
+
+
 def build_trainer(model, processor, collator, training_args, data_args, train_dataset, eval_dataset, optimizer_groups):
     # The optimizer class and settings that `optim` names, over our per-part groups; the Trainer builds
     # it itself, so resume, DDP and FSDP (which must see the optimizer at prepare time) work unchanged.
@@ -146,9 +166,9 @@ def build_trainer(model, processor, collator, training_args, data_args, train_da
                     eval_dataset=eval_dataset if len(eval_dataset) else None, processing_class=processor,
                     optimizer_cls_and_kwargs=(optimizer_cls, {**optimizer_kwargs, "params": optimizer_groups}))
     if data_args.packing:
-        return PackingTrainer(**settings, max_tokens_per_batch=data_args.max_tokens_per_batch,
-                              packing_window=data_args.packing_window, packing_seed=seed_of_data(training_args))
-    return Trainer(**settings)
+        return PackedGraftTrainer(**settings, max_tokens_per_batch=data_args.max_tokens_per_batch,
+                                  packing_window=data_args.packing_window, packing_seed=seed_of_data(training_args))
+    return GraftTrainer(**settings)
 
 
 def probe_batch(processor, data_args, datasets, device):
@@ -211,9 +231,11 @@ def main(argv=None):
     try:  # everything that can refuse the run, before anything is deleted or trained
         argv = sys.argv[1:] if argv is None else argv
         model_args, data_args, run_args, training_args = configure(argv)
+        if run_args.check_data:
+            raise SystemExit(check_data.run(model_args, data_args))
         output_plan = plan_output_dir(training_args.output_dir, run_args.overwrite_output_dir)
         with training_args.main_process_first(desc="loading data"):  # ranks > 0 reuse rank 0's cache
-            train_dataset, eval_dataset = data.load_data(data_args, seed_of_data(training_args))
+            train_dataset, eval_dataset, load_problems = data.load_data(data_args, seed_of_data(training_args))
         demo_image = demo_image_of(run_args, eval_dataset)
         save_dtype = source_dtype(model_args) if run_args.save_dtype == "auto" else getattr(torch, run_args.save_dtype)
         model, processor = load_model(model_args, training_args)
@@ -242,6 +264,8 @@ def main(argv=None):
     save_standalone(trainer, processor, save_dtype, training_args.output_dir)
     print(f"rank {training_args.process_index}/{training_args.world_size}: {trainer.state.global_step} steps, "
           f"{trainer.state.num_input_tokens_seen} tokens seen, {trainer.data_collator.skipped} samples skipped")
+    for source, counts in load_problems.items():
+        print(f"rows of {source} skipped when loading: {counts}")
     if not trainer.is_world_process_zero():
         return
     model = standalone_model(trainer, save_dtype, training_args.output_dir)
@@ -254,7 +278,8 @@ def main(argv=None):
     if run_args.run_evaluation:
         import eval_vqa
 
-        settings = {"train_data": data.resolve_subsets(data_args.train_data), "data_seed": seed_of_data(training_args)}
+        settings = {"train_data": data_args.train_data, "eval_data": data_args.eval_data,
+                    "data_seed": seed_of_data(training_args)}
         eval_vqa.evaluate_and_report(
             model, processor, eval_dataset, data_args, training_args.output_dir,
             max_new_tokens=run_args.eval_max_new_tokens, settings=settings,

@@ -16,6 +16,7 @@ from transformers.models.smolvlm.image_processing_smolvlm import MAX_IMAGE_SIZE
 
 import data
 import infer
+import sources
 import stitch
 from collate import ON_BAD_SAMPLE_CHOICES, PADDING_CHOICES
 
@@ -47,14 +48,16 @@ class ModelArguments:
 @dataclass
 class DataArguments:
     data_dir: str = field(default="data/the_cauldron", metadata={"help": "the_cauldron as downloaded: `<data_dir>/<subset>/train-*.parquet`"})
-    train_data: list[str] = field(default_factory=lambda: ["cocoqa"], metadata={"help": "a subset, a list, a comma-separated string, or `all` (the original's 21 subsets)"})
-    test_size: int = field(default=64, metadata={"help": "held-out rows (split with `data_seed`) for evaluation and the demo"})
+    train_data: list[str] = field(default_factory=lambda: ["cocoqa"], metadata={"help": "a subset, a list, a comma-separated string, or `all` (the original's 21 subsets), and/or file sources `{path, format, data_root, weight, max_samples}` (see [Your own data](#your-own-data))"})
+    eval_data: list[str] | None = field(default=None, metadata={"help": "sources in `train_data`'s forms; when set, evaluation and the demo use them and no rows are held out"})
+    image_cache_dir: str = field(default="data/image_cache", metadata={"help": "where `http(s)` image URLs are fetched to, once, before training"})
+    test_size: int = field(default=64, metadata={"help": "held-out rows (split with `data_seed`) across sources, for evaluation and the demo; unused when `eval_data` is set"})
     max_train_samples: int | None = field(default=None, metadata={"help": "cap on training rows"})
     max_length: int = field(default=2048, metadata={"help": "token cap per sample; text is cut after the image, never inside it"})
     padding: str = field(default="longest", metadata={"help": "`longest` (pad to the batch, multiple of 8) or `max_length` (the original's fixed 2K)"})
-    max_images: int = field(default=1, metadata={"help": "images kept per row"})
-    first_turn_only: bool = field(default=False, metadata={"help": "train on `texts[0]` only, as the original did"})
-    assistant_only_loss: bool = field(default=False, metadata={"help": "supervise only the answers and their `<|im_end|>`"})
+    max_images: int = field(default=1, metadata={"help": "images per row: the_cauldron rows keep their first `max_images`; a LLaVA/messages row placing more is skipped"})
+    first_turn_only: bool = field(default=False, metadata={"help": "train on the first exchange only (`texts[0]`), as the original did"})
+    assistant_only_loss: bool = field(default=False, metadata={"help": "supervise only the assistant turns and their `<|im_end|>`"})
     on_bad_sample: str = field(default="raise", metadata={"help": "`raise`, or `skip` (counted and reported) for unusable rows"})
     supervised_logits_only: bool = field(default=True, metadata={"help": "run the LM head only on positions with a next-token target (same loss and gradients; see below)"})
     text_eval_file: str | None = field(default=SHIPPED_TEXT_EVAL, metadata={"help": "JSONL of {user, assistant} pairs whose answer loss evaluation reports (forgetting); null: none"})
@@ -74,6 +77,7 @@ class RunArguments:
     demo_max_new_tokens: int = field(default=512, metadata={"help": "answer length cap for the demo, thinking included"})
     run_evaluation: bool = field(default=False, metadata={"help": "after training, run `eval_vqa.py`'s scoring on the held-out rows"})
     eval_max_new_tokens: int = field(default=128, metadata={"help": "answer length cap for `run_evaluation`"})
+    check_data: bool = field(default=False, metadata={"help": "check the config's data (counts, problems with file:line, token lengths) and exit without loading a model; exit status 1 on a problem"})
     offline_demo_dir: str | None = field(default=None, metadata={"help": "build tiny random checkpoints and synthetic data here and train on them"})
 
 
@@ -82,7 +86,7 @@ ARGUMENT_CLASSES = (ModelArguments, DataArguments, RunArguments, TrainingArgumen
 RENAMED_KEYS = {"warmup_ratio": "warmup_steps"}  # a float below 1 in warmup_steps is a ratio
 # The project's defaults where TrainingArguments' own do not fit a VLM run.
 PROJECT_DEFAULTS = {
-    "remove_unused_columns": False,  # the collator needs the raw `images` and `texts` columns
+    "remove_unused_columns": False,  # the collator needs the raw `messages` and `images` columns
     "prediction_loss_only": True,  # evaluation would otherwise keep 2K x 152K logits per sample
     "report_to": "none",
     "output_dir": "output",
@@ -253,10 +257,16 @@ def check_config(model_args, data_args, run_args, training_args):
     check_throughput_keys(data_args, training_args)
     if run_args.run_evaluation and data_args.text_eval_file:
         data.load_text_rows(data_args.text_eval_file)
-    if (training_args.eval_strategy != "no" or run_args.run_evaluation) and data_args.test_size == 0:
-        raise ConfigError("eval_strategy or run_evaluation is set but test_size is 0: nothing to evaluate on")
+    if (training_args.eval_strategy != "no" or run_args.run_evaluation) and data_args.test_size == 0 and not data_args.eval_data:
+        raise ConfigError("eval_strategy or run_evaluation is set but test_size is 0 and eval_data is not set: "
+                          "nothing to evaluate on")
     if training_args.remove_unused_columns:
-        raise ConfigError("remove_unused_columns must be false: the collator reads the raw `images` and `texts` columns")
+        raise ConfigError("remove_unused_columns must be false: the collator reads the raw `messages` and `images` columns")
+    for key in ("train_data", "eval_data"):
+        try:
+            sources.parse_sources(getattr(data_args, key), data_args.data_dir, key)
+        except sources.DataError as error:
+            raise ConfigError(str(error))
     check_trainable_parts(model_args, training_args)
     if run_args.demo_image:
         try:
@@ -266,7 +276,7 @@ def check_config(model_args, data_args, run_args, training_args):
     if model_args.init_from and not (Path(model_args.init_from) / "config.json").is_file():
         raise ConfigError(f"init_from: {model_args.init_from} is not a model directory (no config.json)")
     if not model_args.init_from:
-        stitch.check_source_dirs(model_args.smolvlm_path, model_args.qwen_path)
+        stitch.check_source_dirs(model_args.smolvlm_path, model_args.qwen_path, need_weights=not run_args.check_data)
 
 
 def configure(argv):

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 from transformers import AutoProcessor, SmolVLMImageProcessorPil
 
 from collate import IGNORE_INDEX, SKIP_REASONS, Collator
+from sources import cauldron_messages
 from stitch import set_trainable, stitch
 
 THINK = "<think>\n\n</think>\n\n"
@@ -32,10 +33,13 @@ def undecoded(mode="RGB", **kwargs):
     return {"bytes": encoded(mode, **kwargs), "path": None}
 
 
-def make_row(question="What colour is it?", answer="red", images=1, source="cocoqa", turns=()):
-    texts = [{"user": question, "assistant": answer, "source": source}]
-    texts += [{"user": q, "assistant": a, "source": source} for q, a in turns]
-    return {"images": [undecoded(colour=(40 * i, 90, 200)) for i in range(images)], "texts": texts}
+def make_row(question="What colour is it?", answer="red", images=1, source="cocoqa", turns=(), max_images=None):
+    """A the_cauldron row as its reader gives it: images lead the first question (the first `max_images`
+    of them when set, as the reader keeps for a config's max_images)."""
+    texts = [{"user": question, "assistant": answer}] + [{"user": q, "assistant": a} for q, a in turns]
+    shown = images if max_images is None else min(images, max_images)
+    return {"images": [undecoded(colour=(40 * i, 90, 200)) for i in range(images)],
+            "messages": cauldron_messages(texts, shown), "source": source}
 
 
 def single_turn(question, answer):
@@ -87,7 +91,7 @@ def test_full_text_labels_skip_exactly_the_image_block(processor):
 def test_image_block_markup_is_masked_at_the_real_geometry(real_geometry):
     model, processor = real_geometry
     image = Image.new("RGB", (120, 90), (10, 120, 60))  # resized to 2048x1536: 3 rows x 4 columns + global view
-    row = {"images": [image], "texts": [{"user": "How many dogs?", "assistant": "three", "source": "cocoqa"}]}
+    row = {**make_row("How many dogs?", "three"), "images": [image]}
     batch = Collator(processor, padding="longest")([row])
     text = decode(processor, batch["input_ids"][0])
     assert "<row_3_col_4>" in text and "\n\n" + processor.fake_image_token + processor.global_image_token in text
@@ -102,9 +106,8 @@ def test_image_block_markup_is_masked_at_the_real_geometry(real_geometry):
 def test_image_too_long_for_max_length_raises_or_is_skipped(real_geometry):
     _, processor = real_geometry
     question = "What is on the table in this kitchen?"
-    big = {"images": [Image.new("RGB", (640, 480), "gray")],
-           "texts": [{"user": question, "assistant": "a cup", "source": "aokvqa"}]}
-    text_only = {**make_row(), "images": []}
+    big = {**make_row(question, "a cup", source="aokvqa"), "images": [Image.new("RGB", (640, 480), "gray")]}
+    text_only = make_row(images=0)
     named = rf"sample 1 of the batch \(source 'aokvqa', question '{re.escape(question)}'\)"
     with pytest.raises(ValueError, match=named + r": its image block\(s\) end at token \d+ .*640x480.*max_length is 256"):
         Collator(processor, max_length=256)([text_only, big])
@@ -121,7 +124,8 @@ def test_image_too_long_for_max_length_raises_or_is_skipped(real_geometry):
 def test_assistant_only_loss_supervises_the_answers_and_their_end(processor):
     row = make_row("What colour is it?", "red", turns=[("And the border?", "dark blue")])
     collator = Collator(processor, assistant_only_loss=True)
-    batch = collator([row, {**row, "images": []}])
+    text_only = make_row("What colour is it?", "red", images=0, turns=[("And the border?", "dark blue")])
+    batch = collator([row, text_only])
     for index in range(2):
         assert supervised(processor, batch, index) == "red<|im_end|>dark blue<|im_end|>"
         rising_edges = torch.diff(batch["labels"][index].ne(IGNORE_INDEX).int()).eq(1).sum()
@@ -171,7 +175,7 @@ def test_padding_longest_rounds_up_to_a_multiple_and_caps_at_max_length(processo
 
 
 def test_mixed_batches_match_the_processors_own_padding(processor):
-    rows = [make_row(images=1), make_row(images=2), {**make_row(), "images": []}]
+    rows = [make_row(images=1), make_row(images=2), make_row(images=0)]
     batch = Collator(processor, max_images=2)(rows)
     assert [placeholders(processor, batch, i) for i in range(3)] == [4, 8, 0]
     assert batch["pixel_values"].shape == (3, 2, 3, 32, 32)
@@ -179,16 +183,17 @@ def test_mixed_batches_match_the_processors_own_padding(processor):
     expected = processor(text=["<|image_pad|>", "<|image_pad|><|image_pad|>", "x"], images=images)
     assert torch.equal(batch["pixel_values"], expected["pixel_values"])
     assert torch.equal(batch["pixel_attention_mask"], expected["pixel_attention_mask"].bool())
-    one = Collator(processor, max_images=1)(rows)
+    read_with_one = [make_row(images=n, max_images=1) for n in (1, 2, 0)]
+    one = Collator(processor, max_images=1)(read_with_one)
     assert [placeholders(processor, one, i) for i in range(3)] == [4, 4, 0] and one["pixel_values"].shape[1] == 1
-    text_only = Collator(processor)([{**row, "images": []} for row in rows])
+    text_only = Collator(processor)([make_row(images=0)] * 3)
     assert set(text_only) == {"input_ids", "attention_mask", "labels"}
 
 
 def test_pil_backend_gives_the_same_layout(processor, stitched_dir):
     pil = copy.copy(processor)
     pil.image_processor = SmolVLMImageProcessorPil.from_pretrained(stitched_dir)
-    rows = [make_row(images=2), {**make_row(), "images": []}]
+    rows = [make_row(images=2), make_row(images=0)]
     fast, slow = Collator(processor, max_images=2), Collator(pil, max_images=2)
     assert (fast.image_backend, slow.image_backend) == ("torchvision", "pil")
     fast_batch, slow_batch = fast(rows), slow(rows)
@@ -199,7 +204,7 @@ def test_pil_backend_gives_the_same_layout(processor, stitched_dir):
 
 def test_forward_pass_on_every_kind_of_batch(stitched):
     model, processor = stitched
-    text_only = {**make_row(), "images": []}
+    text_only = make_row(images=0)
     batches = {
         "one image": [make_row(), make_row(answer="blue")],
         "two images": [make_row(images=2), make_row(images=1)],
@@ -251,7 +256,7 @@ BAD_ROWS = {  # name: (row, skip reason, what the message says)
     "None image": (with_images(None), "bad image", "missing"),
     "no bytes nor path": (with_images({"bytes": None, "path": None}), "bad image", "missing"),
     "empty answer": (make_row(answer=" ", source="vqarad"), "empty answer", "empty assistant answer"),
-    "empty texts": ({"images": [undecoded()], "texts": []}, "no texts", "no texts"),
+    "empty texts": ({"images": [undecoded()], "messages": []}, "no texts", "no texts"),
     "placeholder typed in": (make_row(question="see <|image_pad|>", source="vqarad"), "placeholder mismatch", "typed"),
 }
 

@@ -1,6 +1,7 @@
 """data.py: the_cauldron loading from the on-disk parquet layout, on a synthetic dataset."""
 
 import glob
+import io
 import os
 import warnings
 
@@ -9,8 +10,12 @@ import pytest
 from datasets import Dataset
 from PIL import Image as PILImage
 
-from data import ALL_SUBSETS, FEATURES, DataError, load_cauldron, resolve_subsets
+import json
+
+from data import ALL_SUBSETS, FEATURES, DataError, load_data, resolve_subsets
+from sources import ROW_FEATURES
 from tiny import COLOURS, write_synthetic_cauldron
+from train_config import DataArguments
 
 ROWS = 40
 
@@ -29,8 +34,17 @@ def cauldron(tmp_path):
 
 
 def keys(ds):
-    """Row identities: the synthetic images carry random noise, so their pixels are unique per row."""
-    return [row["images"][0].tobytes() for row in ds]
+    """Row identities: the synthetic images carry random noise, so their files are unique per row."""
+    return [row["images"][0]["bytes"] for row in ds]
+
+
+def load_cauldron(data_dir, train_data, test_size=64, data_seed=42, max_train_samples=None):
+    """(train, held-out) of a config that names the_cauldron subsets."""
+    names = train_data.split(",") if isinstance(train_data, str) else train_data
+    args = DataArguments(data_dir=str(data_dir), train_data=names, test_size=test_size,
+                         max_train_samples=max_train_samples)
+    loaded = load_data(args, data_seed)
+    return loaded.train, loaded.held_out
 
 
 def test_synthetic_layout_and_content(tmp_path):
@@ -64,7 +78,7 @@ def test_resolve_subsets():
 def test_load_counts_and_split(cauldron):
     train, eval_ = load_cauldron(cauldron, "cocoqa,ai2d", test_size=8, data_seed=1)
     assert (len(train), len(eval_)) == (2 * ROWS - 8, 8)
-    assert {r["texts"][0]["source"] for r in train} == {"cocoqa", "ai2d"}
+    assert {r["source"] for r in train} == {"cocoqa", "ai2d"}
 
     train2, eval2 = load_cauldron(cauldron, ["cocoqa", "ai2d"], test_size=8, data_seed=1)
     assert keys(eval2) == keys(eval_) and keys(train2) == keys(train)
@@ -87,11 +101,15 @@ def test_max_train_samples_caps_train_only(cauldron):
     assert len(load_cauldron(cauldron, "cocoqa", test_size=8, max_train_samples=1000)[0]) == ROWS - 8
 
 
-def test_images_are_pil_on_access(cauldron):
+def test_rows_are_messages_with_the_image_leading_the_question(cauldron):
     train, _ = load_cauldron(cauldron, "cocoqa", test_size=4)
     row = train[0]
-    assert isinstance(row["images"][0], PILImage.Image)
-    assert row["texts"][0]["assistant"] in COLOURS
+    user, assistant = json.loads(row["messages"])
+    assert user["content"][0] == {"type": "image"} and user["content"][1]["text"].endswith("?")
+    assert assistant == {"role": "assistant", "content": assistant["content"]} and assistant["content"] in COLOURS
+    image = PILImage.open(io.BytesIO(row["images"][0]["bytes"])).convert("RGB")
+    assert max(abs(a - b) for a, b in zip(image.getpixel((5, 5)), COLOURS[assistant["content"]])) <= 8
+    assert row["source"] == "cocoqa" and row["origin"].startswith("cocoqa#") and row["problem"] is None
 
 
 def test_all_with_some_subsets_present_warns(cauldron):
@@ -130,7 +148,7 @@ def test_texts_without_source_are_cast(cauldron):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         train, eval_ = load_cauldron(cauldron, "cocoqa,nosource", test_size=4)
-    assert train.features == FEATURES and len(train) + len(eval_) == 2 * ROWS
+    assert train.features == ROW_FEATURES and len(train) + len(eval_) == 2 * ROWS
 
 
 def test_missing_data_dir_raises(tmp_path):
@@ -145,22 +163,17 @@ def test_no_subset_loaded_raises(cauldron):
     assert cauldron in str(e.value) and "docvqa:" in str(e.value)
 
 
-def test_images_are_decoded_lazily(tmp_path):
-    """A row with undecodable image bytes loads fine; only accessing that row fails."""
+def test_images_stay_undecoded_for_the_collator(tmp_path):
+    """A row with undecodable image bytes loads as it is stored; the collator names or skips it."""
     paths = write_synthetic_cauldron(tmp_path / "c", subsets=("cocoqa",), rows_per_subset=10)
     good = Dataset.from_parquet(str(paths[0])).to_dict()
     good["images"][0] = [{"bytes": b"not an image", "path": None}]
-    good["texts"][0][0]["user"] = "broken row"
     Dataset.from_dict(good, features=FEATURES).to_parquet(str(paths[0]))
 
     train, eval_ = load_cauldron(str(tmp_path / "c"), "cocoqa", test_size=0)
     assert len(train) == 10 and len(eval_) == 0
-    assert train.features["images"] == datasets.List(datasets.Image(decode=True))
-    texts = train["texts"]  # column access without images never decodes them
-    broken = next(i for i, t in enumerate(texts) if t[0]["user"] == "broken row")
-    with pytest.raises(PILImage.UnidentifiedImageError):
-        train[broken]
-    assert isinstance(train[(broken + 1) % 10]["images"][0], PILImage.Image)
+    assert sum(row["images"][0]["bytes"] == b"not an image" for row in train) == 1
+    assert all(row["images"][0]["bytes"].startswith(b"\x89PNG") for row in train if row["images"][0]["bytes"] != b"not an image")
 
 
 def test_test_size_too_large_raises(cauldron):
@@ -168,7 +181,3 @@ def test_test_size_too_large_raises(cauldron):
         load_cauldron(cauldron, "cocoqa", test_size=ROWS)
 
 
-def test_undecoded_images_leave_decoding_to_the_collator(cauldron):
-    train, _ = load_cauldron(cauldron, "cocoqa", test_size=2, decode_images=False)
-    image = train[0]["images"][0]
-    assert set(image) == {"bytes", "path"} and image["bytes"].startswith(b"\x89PNG")

@@ -14,6 +14,7 @@ import data
 import eval_vqa
 from collate import BadSample
 from conftest import REPO
+from train_config import DataArguments
 
 
 @pytest.mark.parametrize("answer, normalised", [
@@ -65,20 +66,21 @@ def test_score(prediction, reference, exact, contains):
 
 
 def test_accuracy_contains_and_loss_on_hand_made_predictions(monkeypatch):
-    rows = [{"images": [], "texts": [{"user": q, "assistant": a, "source": s}]} for q, a, s in [
+    rows = [{"images": [], "source": s, "messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
+            for q, a, s in [
         ("q1", "red", "cocoqa"), ("q2", "two", "cocoqa"), ("q3", "blue", "cocoqa"), ("q4", "A", "ai2d"), ("bad", "x", "ai2d"),
     ]]
     replies = {"q1": "<think>\nReddish.\n</think>\n\nRed.", "q2": "I see 2.", "q3": "green", "q4": "a"}
     losses = {"q1": (2.0, 1), "q2": (3.0, 2), "q3": (1.0, 1), "q4": (4.0, 4)}  # (summed loss, supervised tokens)
 
     def loss_of_row(model, collator, row):
-        question = row["texts"][0]["user"]
+        question = row["messages"][0]["content"]
         if question == "bad":
             raise BadSample("unusable", reason="bad image")
         return losses[question]
 
     monkeypatch.setattr(eval_vqa, "loss_of_row", loss_of_row)
-    monkeypatch.setattr(eval_vqa.infer, "answer", lambda model, processor, image, question, **_: replies[question])
+    monkeypatch.setattr(eval_vqa.infer, "reply_to", lambda model, processor, messages, images, **_: replies[messages[-1]["content"]])
     results = eval_vqa.evaluate(torch.nn.Identity(), None, rows, collator=None)
 
     summary = results["summary"]
@@ -93,7 +95,7 @@ def test_accuracy_contains_and_loss_on_hand_made_predictions(monkeypatch):
 
 def test_row_loss_is_the_models_mean_over_supervised_tokens(stitched):
     model, processor = stitched
-    row = {"images": [], "texts": [{"user": "Colour?", "assistant": "red", "source": "cocoqa"}]}
+    row = {"images": [], "messages": [{"role": "user", "content": "Colour?"}, {"role": "assistant", "content": "red"}]}
     collator = eval_vqa.Collator(processor, padding="max_length", max_length=64, assistant_only_loss=True)
     loss_sum, tokens = eval_vqa.loss_of_row(model, collator, row)
     with torch.no_grad():
@@ -130,9 +132,10 @@ def test_cli_evaluates_the_held_out_rows(config_path, model_dir, cauldron_dir):
     saved = json.loads((model_dir / "eval_results.json").read_text())
     overall = saved["summary"]["overall"]
     assert overall["n"] == 4 and math.isfinite(overall["eval_loss"]) and 0 <= overall["accuracy"] <= 1
-    _, held_out = data.load_cauldron(str(cauldron_dir), ["cocoqa", "ai2d"], test_size=4, data_seed=0)
-    assert [s["question"] for s in saved["samples"]] == [row["texts"][0]["user"] for row in held_out]
-    assert [s["reference"] for s in saved["samples"]] == [row["texts"][0]["assistant"] for row in held_out]
+    held_out = data.load_data(DataArguments(data_dir=str(cauldron_dir), train_data=["cocoqa", "ai2d"], test_size=4), 0).held_out
+    turns = [json.loads(row["messages"]) for row in held_out]
+    assert [s["question"] for s in saved["samples"]] == [user["content"][-1]["text"] for user, _ in turns]
+    assert [s["reference"] for s in saved["samples"]] == [answer["content"] for _, answer in turns]
     assert all(isinstance(s["prediction"], str) and isinstance(s["correct"], bool) for s in saved["samples"])
     assert saved["max_new_tokens"] == 4 and saved["think"] is False and saved["data_seed"] == 0
 

@@ -9,6 +9,7 @@ from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor, pipeline
 
 from collate import IGNORE_INDEX, Collator
+from sources import cauldron_messages
 
 ANSWERS = ("It is red.", "Yes, quite sure.")
 # Two questions of different lengths, so that a batch of them is padded.
@@ -64,12 +65,13 @@ def test_assistant_mask_covers_exactly_the_answers(stitched_dir):
 
 
 def test_collator_assistant_only_loss_agrees_with_the_template_mask(stitched_dir):
-    """collate.py finds the answers by their characters; the template's generation markers must pick
-    out the same tokens, so TRL and this project's trainer supervise the same thing."""
+    """collate.py supervises the character spans of the template's generation blocks; the tokenizer's
+    assistant mask from the same markers must pick out the same tokens, so TRL and this project's
+    trainer supervise the same thing."""
     processor = AutoProcessor.from_pretrained(stitched_dir)
     image = solid("red")
-    row = {"images": [image], "texts": [{"user": "What colour is it?", "assistant": ANSWERS[0]},
-                                        {"user": "Are you sure?", "assistant": ANSWERS[1]}]}
+    texts = [{"user": "What colour is it?", "assistant": ANSWERS[0]}, {"user": "Are you sure?", "assistant": ANSWERS[1]}]
+    row = {"images": [image], "messages": cauldron_messages(texts, image_count=1)}  # as the_cauldron's reader gives it
     batch = Collator(processor, padding="longest", assistant_only_loss=True)([row])
     input_ids, mask = assistant_mask(processor, two_turn_chat(image))
     length = int(batch["attention_mask"].sum())

@@ -22,6 +22,7 @@ import train
 import train_config
 from collate import Collator
 from conftest import REPO
+from train_config import DataArguments
 
 
 @pytest.fixture
@@ -91,8 +92,9 @@ def test_trains_saves_standalone_and_runs_the_demo(tmp_path, config, tiny_qwen_d
     assert not list(out.glob("checkpoint-*"))  # save_strategy "no": only the final standalone model
     # The saved model is the one that answered the demo: same question, first held-out image, same reply.
     demo_reply = printed.split("demo answer:\n", 1)[1].split("\nsubset ", 1)[0]
-    _, held_out = data.load_cauldron(config["data_dir"], config["train_data"], config["test_size"], config["seed"])
-    reply = infer.answer(model, processor, held_out[0]["images"][0], "图中有什么动物？", think=True,
+    data_args = DataArguments(data_dir=config["data_dir"], train_data=config["train_data"], test_size=config["test_size"])
+    held_out = data.load_data(data_args, config["seed"]).held_out
+    reply = infer.answer(model, processor, Collator.decode_image(held_out[0]["images"][0]), "图中有什么动物？", think=True,
                          max_new_tokens=config["demo_max_new_tokens"])
     assert reply == demo_reply
 
@@ -177,7 +179,7 @@ def test_learns_a_task_that_needs_the_image(tmp_path, config):
     })
     model = AutoModelForImageTextToText.from_pretrained(tmp_path / "run")
     processor = AutoProcessor.from_pretrained(tmp_path / "run")
-    _, held_out = data.load_cauldron(str(demo / "the_cauldron"), "cocoqa", test_size=16, data_seed=config["seed"])
+    held_out = data.load_data(DataArguments(data_dir=str(demo / "the_cauldron"), test_size=16), config["seed"]).held_out
     rows = [held_out[i] for i in range(len(held_out))]
     seeing = answer_loss_per_sample(model, processor, rows, [row["images"][0] for row in rows])
     shuffled = answer_loss_per_sample(model, processor, rows, [row["images"][0] for row in rows[1:] + rows[:1]])
@@ -245,7 +247,7 @@ def test_cli_and_two_cpu_ranks_train_together(tmp_path, config, cauldron_dir, st
 
     # Tokens seen are summed over ranks: six samples' worth, more than one rank's three could hold.
     collator = Collator(AutoProcessor.from_pretrained(stitched_dir), padding="longest")
-    train_rows, _ = data.load_cauldron(str(cauldron_dir), ["cocoqa", "ai2d"], test_size=8, data_seed=0)
+    train_rows = data.load_data(DataArguments(data_dir=str(cauldron_dir), train_data=["cocoqa", "ai2d"], test_size=8), 0).train
     lengths = [int(collator([row])["attention_mask"].sum()) for row in train_rows]
     seen = [int(line.split(" tokens seen")[0].split()[-1]) for line in result.stdout.splitlines() if " tokens seen" in line]
     assert len(seen) == 2 and seen[0] == seen[1]
