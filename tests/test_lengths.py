@@ -1,6 +1,7 @@
 """lengths.py: each row's token count from image headers and text equals the collator's encoding."""
 
 import io
+import json
 
 import pytest
 from datasets import Dataset
@@ -10,6 +11,7 @@ import data
 from collate import Collator, decode_image
 from lengths import LENGTH_COLUMN, TokenCounter, image_size, with_lengths
 from stitch import stitch
+from train_config import DataArguments
 from test_collate import make_row
 
 SIZES = [(1, 1), (300, 200), (640, 480), (1024, 768), (1700, 2200), (2200, 300), (512, 512), (513, 512),
@@ -35,13 +37,13 @@ def test_counts_equal_the_collators_encoding_at_the_real_geometry(real_geometry,
     collator = Collator(processor, max_length=4096, max_images=2)
     count = TokenCounter(collator)
     for index, (width, height) in enumerate(SIZES):
-        row = {"images": [png(width, height)] * (1 + index % 2),
-               "texts": [{"user": "What is shown?", "assistant": "a thing " * (index * 7 + 1), "source": "cocoqa"}]}
+        shown = 1 + index % 2
+        row = {**make_row("What is shown?", "a thing " * (index * 7 + 1), images=shown), "images": [png(width, height)] * shown}
         assert count(row) == len(collator.encode(row).input_ids), (width, height)
 
 
 def test_counts_cover_text_only_rows_turns_and_truncation(processor):
-    rows = [make_row(), {**make_row(), "images": []}, make_row(turns=[("More?", "much more " * 20)]),
+    rows = [make_row(), make_row(images=0), make_row(turns=[("More?", "much more " * 20)]),
             make_row(answer="long " * 300)]
     for settings in ({}, {"first_turn_only": True}, {"max_length": 48}, {"assistant_only_loss": True}):
         collator = Collator(processor, **settings)
@@ -65,7 +67,7 @@ def processor(stitched):
 
 
 def test_length_column_is_added_and_cached(processor, cauldron_dir):
-    train, _ = data.load_cauldron(str(cauldron_dir), ["cocoqa"], test_size=8, decode_images=False)
+    train = data.load_data(DataArguments(data_dir=str(cauldron_dir), train_data=["cocoqa"], test_size=8), seed=0).train
     collator = Collator(processor)
     counted = with_lengths(train, collator)
     assert counted[LENGTH_COLUMN] == [len(collator.encode(row).input_ids) for row in train]
@@ -76,7 +78,7 @@ def test_length_column_is_added_and_cached(processor, cauldron_dir):
 
 def test_a_bad_row_stops_the_count_or_counts_zero_when_skipping(processor, tmp_path):
     rows = [make_row(), make_row(answer=" ")]
-    train = Dataset.from_list(rows)
+    train = Dataset.from_list([{**row, "messages": json.dumps(row["messages"])} for row in rows])  # as stored
     with pytest.raises(data.DataError, match="training row 1: turn 0 has an empty assistant answer"):
         with_lengths(train, Collator(processor))
     assert with_lengths(train, Collator(processor, on_bad_sample="skip"))[LENGTH_COLUMN][1] == 0

@@ -13,7 +13,7 @@ from test_collate import make_row, undecoded
 
 ROWS = [
     make_row("What colour is it?", "red", turns=[("And the border?", "a dark blue line")]),
-    {**make_row("Say hello.", "hello there"), "images": []},
+    make_row("Say hello.", "hello there", images=0),
     make_row("Which colours?", "green and blue", images=2),
     make_row("Colour?", "black"),
 ]
@@ -84,8 +84,8 @@ def test_changing_one_sample_leaves_the_other_samples_logits_unchanged(model_and
     model, processor = model_and_processor
     model.set_attn_implementation(attention)
     collator = PackingCollator(processor, max_images=2, attn_implementation=attention)
-    changed_middle = {**ROWS[2], "images": [undecoded(colour=(250, 250, 0)), undecoded(colour=(0, 0, 0))],
-                      "texts": [{"user": "Something else, and longer?", "assistant": "yes", "source": "cocoqa"}]}
+    changed_middle = {**make_row("Something else, and longer?", "yes", images=2),
+                      "images": [undecoded(colour=(250, 250, 0)), undecoded(colour=(0, 0, 0))]}
     logits = []
     for rows in (ROWS, ROWS[:2] + [changed_middle] + ROWS[3:]):
         batch = collator(rows)

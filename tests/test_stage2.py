@@ -27,6 +27,11 @@ TINY_RUN = ["--use_cpu", "true", "--bf16", "false", "--report_to", "none", "--da
             "--warmup_steps", "0", "--seed", "0", "--data_seed", "0"]
 
 
+
+def cauldron_rows(cauldron_dir, subsets, test_size):
+    """(train, held-out, problems) as train.py loads a config naming these the_cauldron subsets."""
+    return data.load_data(train_config.DataArguments(data_dir=str(cauldron_dir), train_data=subsets, test_size=test_size), 0)
+
 def tensors(module):
     return {name: tensor.clone() for name, tensor in module.state_dict().items()}
 
@@ -108,7 +113,7 @@ def test_merge_that_loses_the_adapters_is_an_error(stitched, cauldron_dir):
     for name, parameter in adapted.named_parameters():
         if "lora_B" in name:
             torch.nn.init.normal_(parameter)  # a trained adapter (peft starts B at zero)
-    rows, _ = data.load_cauldron(str(cauldron_dir), "cocoqa", test_size=2, data_seed=0)
+    rows = cauldron_rows(cauldron_dir, ["cocoqa"], test_size=2).train
     adapted.merge_and_unload = adapted.unload  # the peer bug: "merged" by dropping the adapters
     with pytest.raises(low_rank.MergeError, match="the merged model's logits differ from the adapter model's"):
         low_rank.merge_verified(adapted, probe(processor, [rows[0]]))
@@ -137,7 +142,7 @@ def test_stage1_then_stage2_lora_recipe(tmp_path, config, cauldron_dir, tiny_qwe
     assert changed(tensors(before.model.connector), tensors(merged.model.connector))
 
     processor = AutoProcessor.from_pretrained(stage2)
-    rows, held_out = data.load_cauldron(str(cauldron_dir), ["cocoqa", "ai2d"], test_size=8, data_seed=0)
+    rows, held_out, _ = cauldron_rows(cauldron_dir, ["cocoqa", "ai2d"], test_size=8)
     batch = probe(processor, [held_out[0], rows[0]])
     adapter_model = PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained(stage1), stage2 / "adapter")
     expected = logits(adapter_model, batch)
@@ -197,7 +202,7 @@ def test_lora_resume_continues_exactly(tmp_path, config, stitched_dir):
 def test_activation_checkpointing_gives_the_same_gradients(stitched_dir, cauldron_dir, setting):
     model_args = train_config.ModelArguments(**setting)
     training_args = train_config.TrainingArguments(output_dir="unused", learning_rate=1e-3)
-    rows, _ = data.load_cauldron(str(cauldron_dir), "cocoqa", test_size=2, data_seed=0)
+    rows = cauldron_rows(cauldron_dir, ["cocoqa"], test_size=2).train
     processor = AutoProcessor.from_pretrained(stitched_dir)
     batch = Collator(processor, padding="longest")([rows[0], rows[1]])
     gradients = []
