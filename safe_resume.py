@@ -13,7 +13,7 @@ import logging
 import re
 import shutil
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from safetensors import SafetensorError, safe_open
@@ -82,9 +82,9 @@ class OutputPlan:
     """What a run will do with its output_dir, decided before anything in it changes."""
 
     output_dir: Path
-    resume_from: Path | None = None
-    set_aside: dict = field(default_factory=dict)  # incomplete checkpoint -> reason
-    delete: list = field(default_factory=list)  # old checkpoints under overwrite_output_dir
+    resume_from: Path | None
+    set_aside: dict  # incomplete checkpoint -> reason
+    delete: list  # old checkpoints under overwrite_output_dir
 
     def apply(self, is_main_process):
         """Moves incomplete checkpoints aside and deletes overwritten ones (main process only);
@@ -122,10 +122,10 @@ def plan_output_dir(output_dir, overwrite):
     or start afresh. A non-empty output_dir that never held a checkpoint is refused."""
     output_dir = Path(output_dir)
     if not output_dir.is_dir() or not any(output_dir.iterdir()):
-        return OutputPlan(output_dir)
+        return OutputPlan(output_dir, None, {}, [])
     checkpoints = checkpoints_in(output_dir)
     if overwrite:
-        return OutputPlan(output_dir, delete=checkpoints)
+        return OutputPlan(output_dir, None, {}, checkpoints)
     set_aside_earlier = list(output_dir.glob(f"{ASIDE_PREFIX}{PREFIX_CHECKPOINT_DIR}-*"))
     if not checkpoints and not set_aside_earlier:
         raise CheckpointError(
@@ -135,4 +135,4 @@ def plan_output_dir(output_dir, overwrite):
     reasons = {checkpoint: why_incomplete(checkpoint) for checkpoint in checkpoints}
     complete = [checkpoint for checkpoint, reason in reasons.items() if reason is None]
     incomplete = {checkpoint: reason for checkpoint, reason in reasons.items() if reason}
-    return OutputPlan(output_dir, resume_from=complete[-1] if complete else None, set_aside=incomplete)
+    return OutputPlan(output_dir, complete[-1] if complete else None, incomplete, [])

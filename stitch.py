@@ -19,7 +19,6 @@ from transformers import (
     AutoModelForImageTextToText,
     AutoTokenizer,
     AutoVideoProcessor,
-    GenerationConfig,
     SmolVLMConfig,
     SmolVLMForConditionalGeneration,
     SmolVLMProcessor,

@@ -10,7 +10,6 @@ import sys
 import pytest
 import torch
 import yaml
-from PIL import Image
 from safetensors import safe_open
 from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor
 
@@ -233,15 +232,21 @@ def test_bad_configs_are_refused_before_loading(tmp_path, config, bad, message):
     assert not (tmp_path / "run").exists()
 
 
+def train_on_two_cpu_ranks(config_path, cwd):
+    """`python train.py config_path` as two gloo ranks (accelerate launch --multi_gpu with use_cpu); must succeed."""
+    result = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "train.py"), config_path],
+        capture_output=True, text=True, cwd=cwd, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
 def test_cli_and_two_cpu_ranks_train_together(tmp_path, config, cauldron_dir, stitched_dir):
     """`accelerate launch --multi_gpu` with use_cpu runs two gloo ranks (`--cpu` alone runs one)."""
     path = write_yaml(tmp_path / "ddp.yaml", {**config, "max_steps": 3, "per_device_train_batch_size": 1})
-    result = subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-         "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "train.py"), path],
-        capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = train_on_two_cpu_ranks(path, cwd=tmp_path)
     assert "rank 0/2: 3 steps" in result.stdout and "rank 1/2: 3 steps" in result.stdout
     assert (tmp_path / "run" / "model.safetensors").is_file()
 

@@ -1,17 +1,13 @@
 """train.py with packing, length-grouped batches and image-resolution settings, end to end on the CPU."""
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 from PIL import Image
 from transformers import AutoProcessor
 
-from conftest import REPO
-from test_train import config, losses, run, write_yaml  # noqa: F401  (config is a fixture)
+from test_train import config, losses, run, train_on_two_cpu_ranks, write_yaml  # noqa: F401  (config is a fixture)
 
 PACKING = {"packing": True, "max_tokens_per_batch": 320, "per_device_train_batch_size": 1}
 
@@ -64,12 +60,7 @@ def test_group_by_length_reads_the_counted_lengths(tmp_path, config):
 
 def test_two_cpu_ranks_train_packed(tmp_path, config):
     path = write_yaml(tmp_path / "ddp.yaml", {**config, **PACKING, "max_steps": 3, "dataloader_num_workers": 1})
-    result = subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-         "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "train.py"), path],
-        capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = train_on_two_cpu_ranks(path, cwd=tmp_path)
     assert "rank 0/2: 3 steps" in result.stdout and "rank 1/2: 3 steps" in result.stdout
     seen = tokens_seen(result.stdout)
     assert len(seen) == 2 and seen[0] == seen[1] > 3 * 320  # summed over ranks: more than one rank's packs hold
@@ -77,18 +68,13 @@ def test_two_cpu_ranks_train_packed(tmp_path, config):
 
 def test_two_cpu_ranks_resume_in_a_later_epoch_onto_the_same_packs(tmp_path, config):
     """88 rows make ~9 packs of 320 tokens, ~5 steps per rank and epoch: step 6 is in the second epoch."""
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "train.py")]
     reference = {**config, **PACKING, "max_steps": 8, "save_strategy": "steps", "save_steps": 6,
                  "output_dir": str(tmp_path / "ref")}
     resumed = {**reference, "output_dir": str(tmp_path / "resumed")}
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for settings, name in ((reference, "ref.yaml"), (resumed, "resumed.yaml")):
         if settings is resumed:
             shutil.copytree(tmp_path / "ref" / "checkpoint-6", tmp_path / "resumed" / "checkpoint-6")
-        result = subprocess.run([*launch, write_yaml(tmp_path / name, settings)], capture_output=True, text=True,
-                                cwd=tmp_path, env=env, timeout=600)
-        assert result.returncode == 0, result.stderr[-3000:]
+        train_on_two_cpu_ranks(write_yaml(tmp_path / name, settings), cwd=tmp_path)
     history = lambda out: [(e["step"], e["epoch"], e["loss"]) for e in json.loads(
         (out / "checkpoint-8" / "trainer_state.json").read_text())["log_history"] if "loss" in e]
     ref, again = history(tmp_path / "ref"), history(tmp_path / "resumed")
