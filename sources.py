@@ -435,6 +435,12 @@ def cauldron_messages(texts, image_count):
     return messages
 
 
+def question_row(images, question, answer, source):
+    """A one-question row in this shape, its images leading the question as the_cauldron's do."""
+    messages = cauldron_messages([{"user": question, "assistant": answer}], len(images))
+    return {"images": images, "messages": json.dumps(messages, ensure_ascii=False), "source": source}
+
+
 def from_cauldron(ds, source, max_images):
     """the_cauldron rows (`images`, `texts`) in ROW_FEATURES. Only the text columns are written anew;
     the image column is joined back as it is stored, so no image is copied or decoded."""

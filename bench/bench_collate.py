@@ -29,6 +29,7 @@ sys.path.insert(0, str(REPO))
 import stitch  # noqa: E402
 import tiny  # noqa: E402
 from collate import Collator  # noqa: E402
+from sources import question_row  # noqa: E402
 
 QA = [
     ("What is the color of the dog?", "brown"), ("How many dogs are there?", "three"),
@@ -80,8 +81,7 @@ def image_files():
 
 def make_rows(files, count):
     return [
-        {"images": [{"bytes": files[i % len(files)], "path": None}],
-         "texts": [{"user": QA[i % len(QA)][0], "assistant": QA[i % len(QA)][1], "source": "cocoqa"}]}
+        question_row([{"bytes": files[i % len(files)], "path": None}], *QA[i % len(QA)], "cocoqa")
         for i in range(count)
     ]
 

@@ -44,6 +44,7 @@ import train  # noqa: E402
 import train_config  # noqa: E402
 from collate import Collator  # noqa: E402
 from packing import PER_SAMPLE_SDPA, PackingCollator  # noqa: E402
+from sources import question_row  # noqa: E402
 
 ASSETS = REPO.parent / "shared" / "assets"
 QUESTIONS = ["What is the color of the dog?", "How many dogs are there?", "What are the dogs lying on?",
@@ -79,8 +80,7 @@ def build(smolvlm_path, qwen_path):
 def rows(count):
     pixels = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
     photo = Image.fromarray(pixels)
-    return [{"images": [photo], "texts": [{"user": QUESTIONS[i % 8], "assistant": ANSWERS[i % 8], "source": "cocoqa"}]}
-            for i in range(count)]
+    return [question_row([photo], QUESTIONS[i % 8], ANSWERS[i % 8], "cocoqa") for i in range(count)]
 
 
 class SavedBytes:

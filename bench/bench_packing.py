@@ -40,6 +40,7 @@ from bench_collate import build_processor  # noqa: E402
 from collate import Collator  # noqa: E402
 from lengths import TokenCounter  # noqa: E402
 from packing import PER_SAMPLE_SDPA, PackedBatches, PackingCollator  # noqa: E402
+from sources import question_row  # noqa: E402
 
 TABLE_SIZES = [(640, 480), (1024, 768), (1700, 2200), (300, 200)]
 LONGEST_EDGES = (2048, 1536, 1024, 512)
@@ -61,8 +62,7 @@ def mixed_rows(count, seed=0):
         size = (rng.randint(300, 2200), rng.randint(300, 2200))
         answer = " ".join(rng.choice(WORDS) for _ in range(int(200 ** rng.random())))  # log-uniform 1..200
         image = {"bytes": jpeg(size, (index * 37 % 256, 90, 160)), "path": None}
-        rows.append({"images": [image], "texts": [{"user": "What does the image show?", "assistant": answer,
-                                                   "source": "mixed"}]})
+        rows.append(question_row([image], "What does the image show?", answer, "mixed"))
     return rows
 
 

@@ -29,6 +29,7 @@ import train  # noqa: E402
 import train_config  # noqa: E402
 from collate import Collator  # noqa: E402
 from packing import PackingCollator  # noqa: E402
+from sources import question_row  # noqa: E402
 
 ASSETS = REPO.parent / "shared" / "assets"
 ON_GPU = torch.cuda.is_available()
@@ -98,7 +99,7 @@ def main():
 
     model, processor = build(args.smolvlm, args.qwen, args.text_layers)
     print(f"device: {torch.cuda.get_device_name() if ON_GPU else 'cpu'}; {stitch.trainable_summary(model)}")
-    row = {"images": [photo()], "texts": [{"user": "How many dogs are in the picture?", "assistant": "three", "source": "cocoqa"}]}
+    row = question_row([photo()], "How many dogs are in the picture?", "three", "cocoqa")
     print(f"{'padding':<12}{'LM head on':>14}{'batch':>6}{'tokens/sample':>15}{'s/step':>9}{'samples/s':>11}{'peak GiB':>10}")
     processor.image_processor.size = {"longest_edge": args.image_longest_edge}
     for padding, supervised_only in (("max_length", False), ("longest", False), ("longest", True), ("packed", True)):
