@@ -15,7 +15,9 @@ import sys
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor, Trainer
+
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)  # why: train_config.py
+from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor, Trainer  # noqa: E402
 
 import check_data
 import data

@@ -7,11 +7,17 @@ train.py and eval_vqa.py read their configs through `parse_config`.
 """
 
 import difflib
+import logging
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import yaml
-from transformers import HfArgumentParser, TrainingArguments
+
+# TrainingArguments imports bitsandbytes when requirements-deploy.txt installed it, and bitsandbytes
+# then warns on every run that an optional hub kernel for 4-bit CPU matmuls is missing: noise for
+# training, which never quantizes.
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+from transformers import HfArgumentParser, TrainingArguments  # noqa: E402
 from transformers.models.smolvlm.image_processing_smolvlm import MAX_IMAGE_SIZE
 
 import data
@@ -48,7 +54,7 @@ class ModelArguments:
 @dataclass
 class DataArguments:
     data_dir: str = field(default="data/the_cauldron", metadata={"help": "the_cauldron as downloaded: `<data_dir>/<subset>/train-*.parquet`"})
-    train_data: list[str] = field(default_factory=lambda: ["cocoqa"], metadata={"help": "a subset, a list, a comma-separated string, or `all` (the original's 21 subsets), and/or file sources `{path, format, data_root, weight, max_samples}` (see [Your own data](#your-own-data))"})
+    train_data: list[str] = field(default_factory=lambda: ["cocoqa"], metadata={"help": "a subset, a list, a comma-separated string, or `all` (the original's 21 subsets), and/or file sources `{path, format, data_root, weight, max_samples}` (see [Your own data](own-data.md))"})
     eval_data: list[str] | None = field(default=None, metadata={"help": "sources in `train_data`'s forms; when set, evaluation and the demo use them and no rows are held out"})
     image_cache_dir: str = field(default="data/image_cache", metadata={"help": "where `http(s)` image URLs are fetched to, once, before training"})
     test_size: int = field(default=64, metadata={"help": "held-out rows (split with `data_seed`) across sources, for evaluation and the demo; unused when `eval_data` is set"})
@@ -59,7 +65,7 @@ class DataArguments:
     first_turn_only: bool = field(default=False, metadata={"help": "train on the first exchange only (`texts[0]`), as the original did"})
     assistant_only_loss: bool = field(default=False, metadata={"help": "supervise only the assistant turns and their `<|im_end|>`"})
     on_bad_sample: str = field(default="raise", metadata={"help": "`raise`, or `skip` (counted and reported) for unusable rows"})
-    supervised_logits_only: bool = field(default=True, metadata={"help": "run the LM head only on positions with a next-token target (same loss and gradients; see below)"})
+    supervised_logits_only: bool = field(default=True, metadata={"help": "run the LM head only on positions with a next-token target (same loss and gradients; see [Training](training.md#batches-collatepy))"})
     text_eval_file: str | None = field(default=SHIPPED_TEXT_EVAL, metadata={"help": "JSONL of {user, assistant} pairs whose answer loss evaluation reports (forgetting); null: none"})
     image_longest_edge: int | None = field(default=None, metadata={"help": "resize images to this longest edge before tiling (default: the processor's, 2048 for SmolVLM2; a multiple of the tile size when splitting); saved with the processor"})
     image_splitting: bool | None = field(default=None, metadata={"help": "split images into tiles plus a global view; false: one tile-sized view per image (default: the processor's, true for SmolVLM2); saved with the processor"})

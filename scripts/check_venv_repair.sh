@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Checks the README's torch/torchvision recovery (slow: installs torch twice; not part of the suite).
+# Checks docs/troubleshooting.md's torch/torchvision recovery (slow: installs torch twice; not part of the suite).
 # It breaks a fresh venv the way a plain `pip install -r requirements.txt` does on a machine whose pip
 # config finds a local torch wheel first, then runs the documented repair and imports torchvision.
 set -euo pipefail

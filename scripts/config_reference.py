@@ -1,8 +1,9 @@
-"""The README's configuration reference, generated from train_config's argument dataclasses (their
-defaults and help texts), so that it cannot drift from the code.
+"""The configuration reference, generated from train_config's argument dataclasses (their defaults and
+help texts), so that it cannot drift from the code: the full table in docs/configuration.md and the
+index of key names on the README's front page.
 
-    python scripts/config_reference.py            # rewrite the table in README.md
-    python scripts/config_reference.py --check    # exit 1 when README.md's table is stale
+    python scripts/config_reference.py            # rewrite both
+    python scripts/config_reference.py --check    # exit 1 when either is stale
 """
 
 import argparse
@@ -15,8 +16,9 @@ sys.path.insert(0, str(REPO))
 
 import train_config  # noqa: E402
 
-README = REPO / "README.md"
+REFERENCE, README = REPO / "docs" / "configuration.md", REPO / "README.md"
 BEGIN, END = "<!-- config-reference: begin (scripts/config_reference.py) -->", "<!-- config-reference: end -->"
+PROJECT_CLASSES = train_config.ARGUMENT_CLASSES[:-1]  # the last is transformers' TrainingArguments
 
 
 def default_of(field):
@@ -37,32 +39,47 @@ def default_of(field):
 
 def table():
     rows = ["| key | default | meaning |", "|---|---|---|"]
-    for arguments in train_config.ARGUMENT_CLASSES[:-1]:  # the last is transformers' TrainingArguments
+    for arguments in PROJECT_CLASSES:
         for field in dataclasses.fields(arguments):
             rows.append(f"| `{field.name}` | {default_of(field)} | {field.metadata['help']} |")
     return "\n".join(rows)
 
 
-def with_table(readme_text):
-    head, _, rest = readme_text.partition(BEGIN)
+def key_index():
+    """One line per dataclass (model, data, run) naming its keys, for the README's front page."""
+    lines = []
+    for arguments in PROJECT_CLASSES:
+        part = arguments.__name__.removesuffix("Arguments").lower()
+        keys = " ".join(f"`{field.name}`" for field in dataclasses.fields(arguments))
+        lines.append(f"- {part}: {keys}")
+    return "\n".join(lines)
+
+
+def with_generated(path, text, generated):
+    head, _, rest = text.partition(BEGIN)
     _, _, tail = rest.partition(END)
     if not rest or not tail:
-        raise SystemExit(f"{README} lacks the markers {BEGIN} ... {END}")
-    return f"{head}{BEGIN}\n{table()}\n{END}{tail}"
+        raise SystemExit(f"{path} lacks the markers {BEGIN} ... {END}")
+    return f"{head}{BEGIN}\n{generated}\n{END}{tail}"
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--check", action="store_true", help="only check that README.md is up to date")
+    parser.add_argument("--check", action="store_true", help="only check that both pages are up to date")
     args = parser.parse_args(argv)
-    current = README.read_text()
-    wanted = with_table(current)
-    if current == wanted:
-        return
-    if args.check:
-        raise SystemExit("README.md's configuration reference is stale: run python scripts/config_reference.py")
-    README.write_text(wanted)
-    print(f"updated the configuration reference in {README}")
+    stale = []
+    for path, generated in ((REFERENCE, table()), (README, key_index())):
+        current = path.read_text()
+        wanted = with_generated(path, current, generated)
+        if current == wanted:
+            continue
+        stale.append(path.relative_to(REPO))
+        if not args.check:
+            path.write_text(wanted)
+            print(f"updated the configuration reference in {path.relative_to(REPO)}")
+    if args.check and stale:
+        raise SystemExit(f"stale configuration reference in {', '.join(map(str, stale))}: "
+                         "run python scripts/config_reference.py")
 
 
 if __name__ == "__main__":
