@@ -262,7 +262,7 @@ def trainable_summary(model):
 def short_count(count):
     """A parameter count for a summary line: 0.52B, 12.6M, 3.1K (powers of 10)."""
     for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if count >= size:
+        if count >= size * 0.9995:  # what rounds to 1000 of a unit is 1 of the next
             return f"{count / size:.3g}{unit}"
     return str(count)
 
