@@ -8,6 +8,7 @@ Exit status 1 when a problem would stop training under on_bad_sample: raise.
 
 import io
 import os
+import time
 import uuid
 from collections import Counter
 
@@ -110,7 +111,7 @@ def measure_source(ds, measure):
 
 
 def report_source(name, fmt, ds, measure):
-    """Prints one source's figures and problems; returns its problem count."""
+    """Prints one source's figures and problems; returns its problem count and rows read."""
     numbers, origins, problems = measure_source(ds, measure)
     images, over = numbers["images"], numbers["over_max_length"]
     usable = np.array([problem is None for problem in problems])
@@ -131,23 +132,28 @@ def report_source(name, fmt, ds, measure):
             print(f"  {origin}: {problem}")
         if len(found) > LISTED_PER_SOURCE:
             print(f"  ... and {len(found) - LISTED_PER_SOURCE} more")
-    return len(found)
+    return len(found), len(ds)
 
 
 def run(model_args, data_args):
     """Checks every row of train_data and eval_data; returns the exit status (1: training would stop)."""
+    started = time.perf_counter()
     measure = RowMeasure(load_processor(model_args), data_args)
     print(f"data check: max_length {data_args.max_length}, max_images {data_args.max_images}, "
           f"on_bad_sample {data_args.on_bad_sample}")
-    total = 0
+    total, rows, checked = 0, 0, 0
     for key in ("train_data", "eval_data"):
         for source in sources.parse_sources(getattr(data_args, key), data_args.data_dir, key):
+            checked += 1
             try:
                 ds, fmt = sources.read_source(source, data_args.data_dir, data_args.image_cache_dir, data_args.max_images)
             except sources.DataError as error:
                 print(f"{source.name}: cannot be read: {error}")
                 total += 1
                 continue
-            total += report_source(source.name, fmt, ds, measure)
-    print(f"{total} problem(s) " + ("would stop training under on_bad_sample: raise" if total else "found"))
+            problems, read = report_source(source.name, fmt, ds, measure)
+            total, rows = total + problems, rows + read
+    verdict = "would stop training under on_bad_sample: raise" if total else "found"
+    print(f"data check: {rows:,} rows in {checked} source(s), {total} problem(s) {verdict}, "
+          f"{time.perf_counter() - started:.0f} s")
     return 1 if total else 0

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+import pyarrow.compute as pc
 from datasets import Dataset, Features, Image, List, Value, concatenate_datasets, interleave_datasets, load_dataset
 
 import sources
@@ -191,5 +192,23 @@ def load_data(data_args, seed):
             train, held_out = split_off(train, data_args.test_size)
     if data_args.max_train_samples is not None and data_args.max_train_samples < len(train):
         train = train.select(range(data_args.max_train_samples))
-    logger.info(f"data: {len(train)} train / {len(held_out)} held-out rows")
     return LoadedData(train, held_out, problems)
+
+
+def rows_per_source(ds):
+    """{source name: rows}, most first, read from the `source` column through any shuffle or selection."""
+    column = ds.select_columns(["source"]).with_format("arrow")[:]["source"]
+    return {entry["values"]: entry["counts"] for entry in sorted(pc.value_counts(column).to_pylist(),
+                                                                 key=lambda entry: -entry["counts"])}
+
+
+def summary_line(loaded, seconds):
+    """The data step's one line: training rows per source (repeats of a mixture included), held-out
+    rows and the rows skipped by reason."""
+    per_source = ", ".join(f"{name} {count:,}" for name, count in rows_per_source(loaded.train).items())
+    skipped = Counter()
+    for counts in loaded.problems.values():
+        skipped.update(counts)
+    reasons = f" ({', '.join(f'{reason} {count:,}' for reason, count in skipped.items())})" if skipped else ""
+    return (f"data: {len(loaded.train):,} train rows ({per_source}), {len(loaded.held_out):,} held out, "
+            f"{sum(skipped.values()):,} skipped{reasons}, {seconds:.0f} s")

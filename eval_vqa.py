@@ -16,6 +16,7 @@ import argparse
 import json
 import re
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -120,8 +121,11 @@ def evaluate(model, processor, rows, collator, max_new_tokens=DEFAULT_MAX_NEW_TO
     return {"summary": summary, "skipped": len(records) - len(scored), "samples": records}
 
 
+def cell(value, spec):
+    return "-" if value is None else format(value, spec)
+
+
 def format_table(summary):
-    cell = lambda value, spec: "-" if value is None else format(value, spec)
     width = max(len("overall"), *map(len, summary)) + 2
     lines = [f"{'subset':<{width}}{'n':>6}{'accuracy':>10}{'contains':>10}{'eval loss':>11}"]
     for subset, m in summary.items():
@@ -134,11 +138,20 @@ def text_only_loss(model, processor, rows):
     """Mean cross-entropy over the answers (and their <|im_end|>) of text-only conversations, always
     answers only, so that runs with different assistant_only_loss settings compare."""
     collator = Collator(processor, padding="longest", assistant_only_loss=True)
-    sums, counts = zip(*(loss_of_row(model, collator, row) for row in rows))
+    sums, counts = zip(*(loss_of_row(model, collator, row) for row in tqdm(rows, desc="text-only loss", unit="row")))
     return {"n": len(rows), "loss": sum(sums) / sum(counts)}
 
 
-def report(results, out_dir, settings):
+def summary_line(results, seconds, path):
+    """The evaluation's one line: the overall figures, rows scored and skipped, time and where."""
+    overall, skipped = results["summary"]["overall"], results["skipped"]
+    text_only = f", text-only loss {results['text_only']['loss']:.4f}" if "text_only" in results else ""
+    return (f"eval: accuracy {cell(overall['accuracy'], '.1%')} (contains {cell(overall['contains'], '.1%')}), "
+            f"eval loss {cell(overall['eval_loss'], '.4f')} on {overall['n']} rows"
+            f"{f' ({skipped} skipped)' if skipped else ''}{text_only}, {seconds:.0f} s -> {path}")
+
+
+def report(results, out_dir, settings, seconds):
     """Prints the table and writes <out_dir>/eval_results.json; returns its path."""
     print(format_table(results["summary"]))
     if "text_only" in results:
@@ -147,20 +160,21 @@ def report(results, out_dir, settings):
         print(f"{results['skipped']} unusable rows skipped (see eval_results.json)")
     path = Path(out_dir) / "eval_results.json"
     path.write_text(json.dumps({**settings, **results}, indent=2, ensure_ascii=False))
-    print(f"wrote {path}")
+    print(summary_line(results, seconds, path))
     return path
 
 
 def evaluate_and_report(model, processor, rows, data_args, out_dir, max_new_tokens=DEFAULT_MAX_NEW_TOKENS,
                         think=False, settings=None):
     """evaluate + report with the config's collator settings: what train.py calls after training."""
+    started = time.perf_counter()
     # Batches of one: right padding cannot change a causal model's loss; an unusable row raises and is counted.
     collator = Collator.from_args(processor, data_args, padding="longest", on_bad_sample="raise", supervised_logits_only=False)
     results = evaluate(model, processor, rows, collator, max_new_tokens, think)
     if data_args.text_eval_file:
         results["text_only"] = text_only_loss(model, processor, data.load_text_rows(data_args.text_eval_file))
     settings = {**(settings or {}), "max_new_tokens": max_new_tokens, "think": think}
-    report(results, out_dir, settings)
+    report(results, out_dir, settings, time.perf_counter() - started)
     return results
 
 
@@ -214,6 +228,8 @@ def main(argv=None):
         "text_eval_file": data_args.text_eval_file,
     }
     evaluate_and_report(model, processor, rows, data_args, args.model, args.max_new_tokens, args.think, settings)
+    print(f"next:\n  python infer.py --model {args.model} --image PATH --question \"...\"\n"
+          f"  python export_gguf.py --model {args.model} --out gguf/    # for llama.cpp")
 
 
 if __name__ == "__main__":

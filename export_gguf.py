@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -107,9 +108,10 @@ def write_qwen3_folder(model_dir, out_dir):
 
 
 def run_tool(command, what):
-    result = subprocess.run([str(part) for part in command], capture_output=True, text=True)
+    """Runs a llama.cpp tool with its own output (per-tensor lines, progress bar) going to ours."""
+    result = subprocess.run([str(part) for part in command])
     if result.returncode != 0:
-        raise ExportError(f"{what} failed (exit {result.returncode}):\n{result.stdout[-2000:]}{result.stderr[-4000:]}")
+        raise ExportError(f"{what} failed (exit {result.returncode}); its output is above")
 
 
 def byte_level(text):
@@ -171,6 +173,14 @@ def export(model_dir, out_dir, quant="Q4_K_M", llama_cpp=None):
     return text_gguf, mmproj_gguf
 
 
+def summary_line(quant, paths, seconds, out_dir):
+    """The export's one line: each file with what llama.cpp reads it as, its type and size."""
+    kinds = (("qwen3", quant), ("idefics3", QUANTS[quant][1].upper()))
+    files = " + ".join(f"{path.name} ({kind}, {type_}, {path.stat().st_size / 2**20:.1f} MiB)"
+                       for path, (kind, type_) in zip(paths, kinds))
+    return f"export: {files}, image markers checked, {seconds:.0f} s -> {out_dir}"
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="stitched or trained checkpoint directory")
@@ -179,12 +189,13 @@ def main(argv=None):
                         help="text weights' type (the mmproj is Q8_0 for Q4_K_M, else the same)")
     parser.add_argument("--llama-cpp", help="llama.cpp source directory (default: $LLAMA_CPP_DIR, else .cache/llama.cpp)")
     args = parser.parse_args(argv)
+    started = time.perf_counter()
     try:
-        paths = export(args.model, args.out, args.quant, args.llama_cpp)
+        text_gguf, mmproj_gguf = export(args.model, args.out, args.quant, args.llama_cpp)
     except ExportError as error:
         raise SystemExit(f"export_gguf.py: {error}")
-    for path in paths:
-        print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")
+    print(summary_line(args.quant, (text_gguf, mmproj_gguf), time.perf_counter() - started, args.out))
+    print(f"next:\n  llama-mtmd-cli -m {text_gguf} --mmproj {mmproj_gguf} --image PATH -p \"...\"")
 
 
 if __name__ == "__main__":

@@ -349,13 +349,14 @@ def fetch_urls(urls, cache_dir, timeout=30):
     return failures
 
 
-def write_rows(path, fmt, data_root, cache_dir, source, failed_urls, target, span=None):
-    """Writes the internal rows of a file (or of one `span` of a JSONL) to the Arrow file `target`."""
+def write_rows(path, fmt, data_root, cache_dir, source, failed_urls, target, span=None, progress=None):
+    """Writes the internal rows of a file (or of one `span` of a JSONL) to the Arrow file `target`;
+    with `progress` (a description) a bar counts the rows."""
     image_ref = ImageRefs(data_root or os.path.dirname(os.path.abspath(path)), cache_dir)
     schema = ROW_FEATURES.arrow_schema
     with pa.OSFile(str(target), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
         batch = []
-        for origin, raw in raw_rows(path, span):
+        for origin, raw in tqdm(raw_rows(path, span), desc=progress, unit=" rows", disable=progress is None):
             if isinstance(raw, RowProblem):
                 row = {**internal_row({}, fmt, image_ref, source, origin), "problem": f"{raw.reason}: {raw}"}
             else:
@@ -404,8 +405,10 @@ def read_file(path, fmt, data_root, cache_dir, source):
         folder.mkdir(parents=True, exist_ok=True)
         for stale in folder.glob("part-*.arrow"):  # left by an interrupted first load
             stale.unlink()
-        jobs = [(path, fmt, data_root, cache_dir, source, failed, folder / f"part-{i:03d}.arrow", span)
-                for i, span in enumerate(spans)]
+        # Parts are of about equal size, so the first one's bar shows how far the whole file is.
+        progress = f"reading {path}" + (f" (part 1 of {len(spans)}, the rest in parallel)" if len(spans) > 1 else "")
+        jobs = [(path, fmt, data_root, cache_dir, source, failed, folder / f"part-{i:03d}.arrow", span,
+                 None if i else progress) for i, span in enumerate(spans)]
         if len(jobs) > 1:
             with multiprocessing.get_context("fork").Pool(len(jobs)) as pool:
                 pool.starmap(write_rows, jobs)

@@ -9,6 +9,7 @@ the two checkpoints and cross-checked by `verify_graft`.
 """
 
 import argparse
+import time
 from pathlib import Path
 
 import torch
@@ -258,6 +259,25 @@ def trainable_summary(model):
     return f"trainable params: {mebi(trainable)} || all params: {mebi(total)} || trainable %: {100 * trainable / total:.2f}"
 
 
+def short_count(count):
+    """A parameter count for a summary line: 0.52B, 12.6M, 3.1K (powers of 10)."""
+    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if count >= size * 0.9995:  # what rounds to 1000 of a unit is 1 of the next
+            return f"{count / size:.3g}{unit}"
+    return str(count)
+
+
+def stitched_line(model, smolvlm_path, qwen_path, seconds, out):
+    """The CLI's summary: what was grafted, the sizes (the recipe's default trainable set), time and where."""
+    set_trainable(model)
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    projection = model.model.connector.modality_projection.proj
+    return (f"stitched: {Path(qwen_path).name} text + {Path(smolvlm_path).name} vision, connector "
+            f"{projection.in_features}->{projection.out_features} fresh, {short_count(total)} params "
+            f"({short_count(trainable)} trainable), verified, {seconds:.0f} s -> {out}")
+
+
 def part_of(name):
     """The part ("vision", "connector" or "text") a parameter belongs to, by its name in the model."""
     part = next((part for prefix, part in PART_PREFIXES.items() if name.startswith(prefix)), None)
@@ -312,14 +332,15 @@ def main(argv=None):
             return
         if not args.out:
             parser.error("--out is required (or use --dry-run)")
+        started = time.perf_counter()
         model, processor = stitch(args.smolvlm, args.qwen, seed=args.seed)
     except GraftError as error:
         raise SystemExit(f"stitch.py: {error}")
     model.save_pretrained(args.out)
     processor.save_pretrained(args.out)
-    set_trainable(model)
-    print(trainable_summary(model))
-    print(f"wrote {args.out}")
+    print(stitched_line(model, args.smolvlm, args.qwen, time.perf_counter() - started, args.out))
+    print(f"next:\n  python train.py cocoqa_train.yaml --init_from {args.out}    # train the fresh connector\n"
+          f"  python infer.py --model {args.out} --image PATH --question \"...\"")
 
 
 if __name__ == "__main__":

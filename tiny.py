@@ -211,4 +211,5 @@ def prepare_offline_demo(cache_dir, rows=256):
         build_tiny_smolvlm(paths["smolvlm"])
         write_synthetic_cauldron(paths["data"], subsets=("cocoqa",), rows_per_subset=rows)
         done.write_text("built by tiny.prepare_offline_demo\n")
+        print(f"offline demo: tiny random checkpoints and {rows} synthetic rows, built once -> {cache_dir}")
     return paths

@@ -12,6 +12,7 @@ a standalone model, ask the demo question, and optionally evaluate.
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -236,8 +237,12 @@ def main(argv=None):
         if run_args.check_data:
             raise SystemExit(check_data.run(model_args, data_args))
         output_plan = plan_output_dir(training_args.output_dir, run_args.overwrite_output_dir)
+        started = time.perf_counter()
         with training_args.main_process_first(desc="loading data"):  # ranks > 0 reuse rank 0's cache
-            train_dataset, eval_dataset, load_problems = data.load_data(data_args, seed_of_data(training_args))
+            loaded = data.load_data(data_args, seed_of_data(training_args))
+        if training_args.process_index == 0:
+            print(data.summary_line(loaded, time.perf_counter() - started))
+        train_dataset, eval_dataset, load_problems = loaded
         demo_image = demo_image_of(run_args, eval_dataset)
         save_dtype = source_dtype(model_args) if run_args.save_dtype == "auto" else getattr(torch, run_args.save_dtype)
         model, processor = load_model(model_args, training_args)

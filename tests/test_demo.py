@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -28,6 +29,10 @@ def demo_run(tmp_path_factory):
 
 def test_demo_trains_and_answers(demo_run):
     cwd, printed = demo_run
+    # A first run says what it built, what data it trains on, where the model went and what to run next.
+    assert "offline demo: tiny random checkpoints and 256 synthetic rows, built once -> .cache/offline_demo\n" in printed
+    assert re.search(r"^data: 240 train rows \(cocoqa 240\), 16 held out, 0 skipped, \d+ s$", printed, re.MULTILINE)
+    assert "saved the trained model to ./model/demo_run; next:\n  python infer.py --model ./model/demo_run" in printed
     assert "trainable params:" in printed
     assert "demo prompt:" in printed and "What colour is the picture?" in printed
     answer = printed.split("demo answer:", 1)[1]
@@ -66,3 +71,5 @@ def test_infer_and_evaluate_run_on_the_demo_output(demo_run, tmp_path):
     overall = json.loads((model_dir / "eval_results.json").read_text())["summary"]["overall"]
     # The demo learns colours: held-out accuracy far above the 1-in-6 chance of a blind guess.
     assert overall["n"] == 16 and overall["accuracy"] >= 0.5, overall
+    assert f"eval: accuracy {overall['accuracy']:.1%} (contains {overall['contains']:.1%}), " in scored.stdout
+    assert f" s -> {model_dir / 'eval_results.json'}\nnext:\n" in scored.stdout

@@ -139,6 +139,14 @@ def test_cli_evaluates_the_held_out_rows(config_path, model_dir, cauldron_dir):
     assert all(isinstance(s["prediction"], str) and isinstance(s["correct"], bool) for s in saved["samples"])
     assert saved["max_new_tokens"] == 4 and saved["think"] is False and saved["data_seed"] == 0
 
+    # The summary line repeats the saved figures and says where they are, then what to run next.
+    summary = next(line for line in result.stdout.splitlines() if line.startswith("eval: "))
+    assert summary.startswith(f"eval: accuracy {overall['accuracy']:.1%} (contains {overall['contains']:.1%}), "
+                              f"eval loss {overall['eval_loss']:.4f} on 4 rows, text-only loss "
+                              f"{saved['text_only']['loss']:.4f}, ")
+    assert summary.endswith(f" s -> {model_dir / 'eval_results.json'}")
+    assert f"python infer.py --model {model_dir}" in result.stdout.split(summary, 1)[1]
+
 
 def test_samples_and_overrides(config_path, model_dir, capsys):
     eval_vqa.main([str(config_path), "--model", str(model_dir), "--samples", "2", "--max-new-tokens", "2", "--think",

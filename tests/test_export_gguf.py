@@ -3,6 +3,10 @@ vocabulary in which llama.cpp's idefics3 image markup finds the processor's mark
 
 Needs llama.cpp's converter (`bash get_llama_cpp.sh`, or LLAMA_CPP_DIR); skipped without it."""
 
+import contextlib
+import io
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -27,11 +31,21 @@ def llama_cpp_converter():
 
 
 @pytest.fixture(scope="session")
-def f16_export(stitched_dir, llama_cpp_converter, tmp_path_factory):
-    """(text GGUF, mmproj GGUF) of the tiny stitched model, exported with --quant F16."""
+def f16_cli_run(stitched_dir, llama_cpp_converter, tmp_path_factory):
+    """`python export_gguf.py --quant F16` on the tiny stitched model: (output directory, what it printed)."""
     if not HAS_REAL_QWEN_TOKENIZER:
         pytest.skip("llama.cpp's converter needs the real Qwen3 tokenizer (../shared/assets/qwen3-0.6b)")
-    return export_gguf.export(stitched_dir, tmp_path_factory.mktemp("gguf"), quant="F16")
+    out = tmp_path_factory.mktemp("gguf")
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        export_gguf.main(["--model", str(stitched_dir), "--out", str(out), "--quant", "F16"])
+    return out, printed.getvalue()
+
+
+@pytest.fixture(scope="session")
+def f16_export(f16_cli_run):
+    """(text GGUF, mmproj GGUF) of the tiny stitched model, exported with --quant F16."""
+    out, _ = f16_cli_run
+    return out / "text-F16.gguf", out / "mmproj-F16.gguf"
 
 
 @pytest.fixture(scope="session")
@@ -54,6 +68,16 @@ def as_stored(tensor, array):
     """`tensor` rounded to the precision `array` was stored in (F16 matrices, F32 norms)."""
     dtype = torch.float16 if array.ndim == 2 else torch.float32
     return tensor.detach().to(dtype).float().numpy()
+
+
+def test_cli_ends_with_the_files_their_sizes_and_the_command_to_run_them(f16_cli_run):
+    out, printed = f16_cli_run
+    summary, next_label, command = printed.splitlines()[-3:]
+    text, mmproj = out / "text-F16.gguf", out / "mmproj-F16.gguf"
+    mib = lambda path: f"{path.stat().st_size / 2**20:.1f} MiB"
+    assert re.fullmatch(rf"export: text-F16\.gguf \(qwen3, F16, {mib(text)}\) \+ mmproj-F16\.gguf \(idefics3, F16, "
+                        rf"{mib(mmproj)}\), image markers checked, \d+ s -> {re.escape(str(out))}", summary), summary
+    assert next_label == "next:" and command.strip().startswith(f"llama-mtmd-cli -m {text} --mmproj {mmproj} ")
 
 
 def test_text_gguf_is_qwen3_holding_the_models_text_weights(text_gguf, stitched):

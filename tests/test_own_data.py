@@ -5,6 +5,7 @@ import io
 import json
 import re
 import shutil
+from pathlib import Path
 
 import datasets
 import pytest
@@ -159,6 +160,15 @@ def test_each_format_trains_through_train_py(tmp_path, config, train_data, capsy
     out = capsys.readouterr().out
     assert "rank 0/1: 2 steps" in out and "0 samples skipped" in out
     assert (tmp_path / "run" / "model.safetensors").is_file()
+    # The data line counts the training rows per source (a mixture's repeats included) and the held-out rows.
+    found = re.search(r"^data: (\d+) train rows \((.+)\), 2 held out, 0 skipped, \d+ s$", out, re.MULTILINE)
+    per_source = dict(entry.rsplit(" ", 1) for entry in found[2].split(", "))
+    assert set(per_source) == {entry if isinstance(entry, str) else entry["path"] for entry in train_data}
+    assert sum(map(int, per_source.values())) == int(found[1])
+    if len(train_data) == 1:  # every row of the example files is usable
+        text = Path(train_data[0]["path"]).read_text()
+        rows = len(json.loads(text)) if train_data[0]["path"].endswith(".json") else len(text.splitlines())
+        assert int(found[1]) == rows - 2
 
 
 def test_evaluation_scores_a_llava_file(tmp_path, config):
@@ -204,13 +214,15 @@ def test_data_check_lists_every_planted_problem_and_exits_non_zero(tmp_path, con
     llava = next(line for line in out.splitlines() if line.startswith(f"{EXAMPLES / 'llava.json'} (llava)"))
     assert "5 rows read; text-only 1, 1 image 3, 2+ images 1;" in llava and "0 over max_length 2048" in llava
     longest = int(re.search(r"max (\d+);", llava)[1])
-    assert out.rstrip().endswith("6 problem(s) would stop training under on_bad_sample: raise")
+    assert re.search(r"\ndata check: 14 rows in 2 source\(s\), 6 problem\(s\) would stop training under "
+                     r"on_bad_sample: raise, \d+ s$", out.rstrip())  # llava.json's 5 rows and the 9 planted
 
     config["train_data"] = [{"path": str(EXAMPLES / "llava.json")}, {"path": str(EXAMPLES / "messages.jsonl")}]
     with pytest.raises(SystemExit) as clean:  # the longest row is cut after its images: counted, no problem
         run(tmp_path, {**config, "max_length": longest - 1}, "--check_data", "true")
     out = capsys.readouterr().out
-    assert clean.value.code == 0 and out.rstrip().endswith("0 problem(s) found")
+    assert clean.value.code == 0 and re.search(r"\ndata check: 10 rows in 2 source\(s\), 0 problem\(s\) found, \d+ s$",
+                                               out.rstrip())
     assert f"1 over max_length {longest - 1}" in out
 
 
@@ -232,6 +244,8 @@ def test_rows_skipped_when_loading_are_reported_per_source_at_the_end(tmp_path, 
     out = capsys.readouterr().out
     assert (f"rows of {planted} skipped when loading: "
             "{'placeholder mismatch': 1, 'video': 1, 'invalid JSON': 1, 'missing image': 1}") in out
+    assert re.search(rf"^data: 5 train rows \({planted} 5\), 0 held out, 4 skipped \(placeholder mismatch 1, video 1, "
+                     r"invalid JSON 1, missing image 1\), \d+ s$", out, re.MULTILINE)  # 9 rows, 4 unusable
     assert "rank 0/1: 2 steps" in out
 
 

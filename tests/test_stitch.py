@@ -1,5 +1,6 @@
 """The graft: a standard, reloadable checkpoint whose ids agree everywhere and whose images matter."""
 
+import re
 import shutil
 import subprocess
 import sys
@@ -133,11 +134,27 @@ def test_cli_writes_a_loadable_directory(tmp_path, tiny_smolvlm_dir, tiny_qwen_d
         capture_output=True, text=True,
     )
     assert result.returncode == 0, result.stderr
-    assert "trainable params:" in result.stdout
     model = AutoModelForImageTextToText.from_pretrained(out)
     processor = AutoProcessor.from_pretrained(out)
     with torch.no_grad():
         assert torch.isfinite(model(**ask(processor, solid("red"))).logits).all()
+
+    # The summary line states what the saved directory holds, and the next line what to run on it.
+    summary, *next_lines = result.stdout.splitlines()[-4:]
+    found = re.fullmatch(r"stitched: (\S+) text \+ (\S+) vision, connector (\d+)->(\d+) fresh, (\S+) params "
+                         r"\((\S+) trainable\), verified, \d+ s -> (.+)", summary)
+    assert found, summary
+    projection = model.model.connector.modality_projection.proj
+    assert found.group(1, 2, 7) == (tiny_qwen_dir.name, tiny_smolvlm_dir.name, str(out))
+    assert (int(found[3]), int(found[4])) == (projection.in_features, projection.out_features)
+    assert counted(found[5]) == pytest.approx(sum(p.numel() for p in model.parameters()), rel=5e-3)
+    assert counted(found[6]) == pytest.approx(projection.weight.numel(), rel=5e-3)  # the connector trains first
+    assert next_lines[0] == "next:" and f"--init_from {out}" in next_lines[1]
+
+
+def counted(text):
+    """A count as short_count writes it (12.6M) back as a number."""
+    return float(text.rstrip("KMB")) * {"K": 1e3, "M": 1e6, "B": 1e9}.get(text[-1], 1)
 
 
 @pytest.mark.skipif(not (ASSETS / "qwen3-0.6b" / "config.json").is_file(), reason="needs ../shared/assets")

@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -73,6 +74,9 @@ def test_trains_saves_standalone_and_runs_the_demo(tmp_path, config, tiny_qwen_d
     printed = capsys.readouterr().out
     assert "trainable params:" in printed and "demo answer:" in printed and "图中有什么动物？" in printed
     assert f"python infer.py --model {out} --image" in printed  # what to run next
+    found = re.search(r"^data: 88 train rows \((.+)\), 8 held out, 0 skipped, \d+ s$", printed, re.MULTILINE)
+    per_source = dict(entry.split(" ") for entry in found[1].split(", "))  # 2 x 48 rows, 8 of them held out
+    assert per_source.keys() == {"cocoqa", "ai2d"} and sum(map(int, per_source.values())) == 88, found[0]
     results = json.loads((out / "eval_results.json").read_text())
     assert results["summary"]["overall"]["n"] == config["test_size"]
 
