@@ -37,9 +37,11 @@ def per_sample_sdpa(module, query, key, value, attention_mask, cu_seq_lens_q=Non
     samples cost unpacked. Without boundaries (generation, the vision tower) it is plain SDPA."""
     if cu_seq_lens_q is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
-    bounds = cu_seq_lens_q.tolist()
-    blocks = [sdpa_attention_forward(module, query[:, :, start:end], key[:, :, start:end], value[:, :, start:end],
-                                     None, **kwargs)[0] for start, end in zip(bounds, bounds[1:])]
+    sizes = cu_seq_lens_q.diff().tolist()
+    # split, not one slice per sample: a slice's backward writes its gradient into a zero tensor of the
+    # whole row, once per sample and per q/k/v; split's backward concatenates the blocks' gradients once.
+    blocks = [sdpa_attention_forward(module, *block, None, **kwargs)[0]
+              for block in zip(query.split(sizes, dim=2), key.split(sizes, dim=2), value.split(sizes, dim=2))]
     return torch.cat(blocks, dim=1), None
 
 

@@ -73,7 +73,7 @@ def build(smolvlm_path, qwen_path):
     config = stitch.build_config(smol_config, qwen_config, tokenizer)
     model = SmolVLMForConditionalGeneration(config).float()
     model.set_attn_implementation("sdpa")
-    train.prepare_trainable(model, train_config.ModelArguments())
+    train.prepare_trainable(model, train_config.ModelArguments(), {"connector": 1e-4})  # the connector only
     return model, stitch.build_processor(smolvlm_path, tokenizer, config), layers
 
 
