@@ -6,17 +6,16 @@ PYTHON := $(VENV)/bin/python
 export PATH := $(abspath $(VENV))/bin:$(PATH)  # console scripts (accelerate, transformers) from .venv
 
 .PHONY: demo test venv
-demo: $(VENV)/.installed
+demo: venv
 	$(PYTHON) train.py demo_train.yaml
 
-test: $(VENV)/.installed .cache/llama.cpp/convert_hf_to_gguf.py
+test: venv .cache/llama.cpp/convert_hf_to_gguf.py
 	$(PYTHON) -m pytest -q
 
-venv: $(VENV)/.installed
-
-$(VENV)/.installed: $(wildcard requirements*.txt) scripts/setup_venv.sh
-	bash scripts/setup_venv.sh
+# Every time: seconds when nothing changed; installs what a requirements file added; repairs torch/torchvision.
+venv:
+	@bash scripts/setup_venv.sh
 
 # llama.cpp's converter source (no C++ build) for export_gguf.py and its tests
-.cache/llama.cpp/convert_hf_to_gguf.py: get_llama_cpp.sh
+.cache/llama.cpp/convert_hf_to_gguf.py: get_llama_cpp.sh | venv
 	PYTHON=$(PYTHON) bash get_llama_cpp.sh

@@ -67,18 +67,20 @@ def test_two_cpu_ranks_train_packed(tmp_path, config):
 
 
 def test_two_cpu_ranks_resume_in_a_later_epoch_onto_the_same_packs(tmp_path, config):
-    """88 rows make ~9 packs of 320 tokens, ~5 steps per rank and epoch: step 6 is in the second epoch."""
-    reference = {**config, **PACKING, "max_steps": 8, "save_strategy": "steps", "save_steps": 6,
-                 "output_dir": str(tmp_path / "ref")}
-    resumed = {**reference, "output_dir": str(tmp_path / "resumed")}
-    for settings, name in ((reference, "ref.yaml"), (resumed, "resumed.yaml")):
-        if settings is resumed:
-            shutil.copytree(tmp_path / "ref" / "checkpoint-6", tmp_path / "resumed" / "checkpoint-6")
-        train_on_two_cpu_ranks(write_yaml(tmp_path / name, settings), cwd=tmp_path)
+    """40 rows make a few packs of 320 tokens per epoch (how many depends on the tokenizer), so a run of
+    8 steps crosses into a later epoch; the resumed run starts from the first checkpoint in it."""
+    reference = {**config, **PACKING, "max_train_samples": 40, "max_steps": 8, "save_strategy": "steps",
+                 "save_steps": 1, "output_dir": str(tmp_path / "ref")}
+    train_on_two_cpu_ranks(write_yaml(tmp_path / "ref.yaml", reference), cwd=tmp_path)
     history = lambda out: [(e["step"], e["epoch"], e["loss"]) for e in json.loads(
         (out / "checkpoint-8" / "trainer_state.json").read_text())["log_history"] if "loss" in e]
-    ref, again = history(tmp_path / "ref"), history(tmp_path / "resumed")
-    assert ref[5][1] > 1  # step 6 lies in the second epoch
+    ref = history(tmp_path / "ref")
+    later = [step for step, epoch, _ in ref if epoch > 1 and step < 8]
+    assert later, f"8 steps stay in the first epoch: {ref}"
+    resumed = {**reference, "output_dir": str(tmp_path / "resumed")}
+    shutil.copytree(tmp_path / "ref" / f"checkpoint-{later[0]}", tmp_path / "resumed" / f"checkpoint-{later[0]}")
+    train_on_two_cpu_ranks(write_yaml(tmp_path / "resumed.yaml", resumed), cwd=tmp_path)
+    again = history(tmp_path / "resumed")
     for (step, epoch, loss), (r_step, r_epoch, r_loss) in zip(ref, again, strict=True):
         assert step == r_step and epoch == pytest.approx(r_epoch) and loss == pytest.approx(r_loss, rel=1e-4)
 
