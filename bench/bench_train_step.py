@@ -63,7 +63,7 @@ def build(smolvlm_path, qwen_path, text_layers):
 
 def time_steps(model, batch, steps):
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    batch = {key: value.to(DEVICE) for key, value in batch.items()}
+    batch = {key: value.to(DEVICE) if torch.is_tensor(value) else value for key, value in batch.items()}  # use_cache: bool
     autocast = torch.autocast(DEVICE.type, dtype=torch.bfloat16, enabled=ON_GPU)
 
     def step():
@@ -103,8 +103,11 @@ def main():
     print(f"{'padding':<12}{'LM head on':>14}{'batch':>6}{'tokens/sample':>15}{'s/step':>9}{'samples/s':>11}{'peak GiB':>10}")
     processor.image_processor.size = {"longest_edge": args.image_longest_edge}
     for padding, supervised_only in (("max_length", False), ("longest", False), ("longest", True), ("packed", True)):
-        collator = (PackingCollator(processor, supervised_logits_only=True) if padding == "packed" else
-                    Collator(processor, padding=padding, supervised_logits_only=supervised_only))
+        if padding == "packed":  # as train.py packs: per-sample SDPA, sample boundaries in the batch
+            attention = train.attention_for_packing(model)
+            collator = PackingCollator(processor, attn_implementation=attention, supervised_logits_only=True)
+        else:
+            collator = Collator(processor, padding=padding, supervised_logits_only=supervised_only)
         batch = collator([row] * args.batch_size)
         seconds, peak = time_steps(model, batch, args.steps)
         tokens = batch["input_ids"].numel() // args.batch_size
