@@ -252,10 +252,14 @@ def parameter_counts(model):
     }
 
 
+def trainable_and_total(model):
+    return (sum(p.numel() for p in model.parameters() if p.requires_grad),
+            sum(p.numel() for p in model.parameters()))
+
+
 def trainable_summary(model):
     """The line training prints, in the original's form (M = 2**20 parameters)."""
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
+    trainable, total = trainable_and_total(model)
     return f"trainable params: {mebi(trainable)} || all params: {mebi(total)} || trainable %: {100 * trainable / total:.2f}"
 
 
@@ -268,10 +272,8 @@ def short_count(count):
 
 
 def stitched_line(model, smolvlm_path, qwen_path, seconds, out):
-    """The CLI's summary: what was grafted, the sizes (the recipe's default trainable set), time and where."""
-    set_trainable(model)
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    """The CLI's summary: what was grafted, the sizes (trainable as set on the model), time and where."""
+    trainable, total = trainable_and_total(model)
     projection = model.model.connector.modality_projection.proj
     return (f"stitched: {Path(qwen_path).name} text + {Path(smolvlm_path).name} vision, connector "
             f"{projection.in_features}->{projection.out_features} fresh, {short_count(total)} params "
@@ -338,6 +340,7 @@ def main(argv=None):
         raise SystemExit(f"stitch.py: {error}")
     model.save_pretrained(args.out)
     processor.save_pretrained(args.out)
+    set_trainable(model)  # the recipe's default trainable set, for the summary's count
     print(stitched_line(model, args.smolvlm, args.qwen, time.perf_counter() - started, args.out))
     print(f"next:\n  python train.py cocoqa_train.yaml --init_from {args.out}    # train the fresh connector\n"
           f"  python infer.py --model {args.out} --image PATH --question \"...\"")
