@@ -1,83 +1,42 @@
 """The data check, `python train.py cfg.yaml --check_data true`: reads every source of train_data and
 eval_data as training would, and reports per source the rows read, the format, text-only / 1 / 2+ image
 rows, every problem (file:line or file#index and the cause) and token-length percentiles, without
-loading a model. Image sizes come from the files' headers (no pixel is decoded) and give the image
-blocks' token counts; text is counted with the tokenizer. Rows are measured in parallel on all cores.
+loading a model. It measures with training's processor (image_longest_edge, image_splitting,
+init_from's saved processor) and training's token count (lengths.TokenCounter: image sizes from the
+files' headers with EXIF orientation applied, no pixel decoded; text counted with the tokenizer).
+Rows are measured in parallel on all cores.
 Exit status 1 when a problem would stop training under on_bad_sample: raise.
 """
 
-import io
 import os
 import time
 import uuid
 from collections import Counter
 
 import numpy as np
-from PIL import Image
-from transformers import AutoProcessor
-from transformers.models.smolvlm.processing_smolvlm import get_image_prompt_string
 
+import lengths
 import sources
-import stitch
-from collate import BadSample, Collator, count_images
+import train_processor
+from collate import BadSample, Collator
 
 MEASURES = {"tokens": "int64", "images": "int64", "problem": "string", "over_max_length": "bool"}
 LISTED_PER_SOURCE = 50
 
 
-def load_processor(model_args):
-    """The processor training would use, built from configs and tokenizer only."""
-    if model_args.init_from:
-        return AutoProcessor.from_pretrained(model_args.init_from)
-    tokenizer = stitch.load_tokenizer(model_args.qwen_path)
-    smol_config, qwen_config = stitch.load_source_configs(model_args.smolvlm_path, model_args.qwen_path)
-    config = stitch.build_config(smol_config, qwen_config, tokenizer)
-    return stitch.build_processor(model_args.smolvlm_path, tokenizer, config)
-
-
-def header_size(image, position):
-    """(width, height) from the image file's header; PIL decodes no pixels until asked."""
-    try:
-        with Image.open(io.BytesIO(image["bytes"]) if image.get("bytes") else image["path"]) as opened:
-            return opened.size
-    except Exception as error:  # whatever PIL raises on a file it cannot read
-        where = image.get("path") or f"embedded image {position}"
-        raise BadSample(f"{where} cannot be read ({type(error).__name__}: {error})", reason="bad image") from None
-
-
 class RowMeasure:
-    """For datasets.map: each row's token count (text tokens + image blocks from header sizes) and
-    problem, as the config's collator would meet it."""
+    """For datasets.map: each row's token count and problem, as the config's collator would meet it
+    (lengths.TokenCounter: image blocks from header sizes after EXIF orientation, text tokenized)."""
 
     def __init__(self, processor, data_args):
         self.collator = Collator.from_args(processor, data_args)
-        self.processor, self.tokenizer = processor, processor.tokenizer
-        self.block_tokens = {}
-
-    def image_tokens(self, size):
-        """Tokens of the block the processor expands one image of `size` into."""
-        _, rows, cols = self.processor.image_processor.get_number_of_image_patches(size[1], size[0])
-        if (rows, cols) not in self.block_tokens:
-            p = self.processor
-            block = get_image_prompt_string(rows, cols, p.image_seq_len, p.fake_image_token, p.image_token,
-                                            p.global_image_token)
-            self.block_tokens[rows, cols] = len(self.tokenizer(block, add_special_tokens=False)["input_ids"])
-        return self.block_tokens[rows, cols]
-
-    def count(self, text):
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        self.counter = lengths.TokenCounter(self.collator)
 
     def measure(self, row):
-        messages, tools = self.collator.conversation_of(row)
-        image_count = count_images(messages)
-        blocks = [self.image_tokens(header_size(image, i)) for i, image in enumerate(row["images"][:image_count])]
-        text, _ = self.collator.render(messages, tools, image_count)
-        tokens = self.count(text) - image_count + sum(blocks)  # each placeholder becomes its block
-        if blocks and tokens > self.collator.max_length:
-            image_end = self.count(text[: text.rfind(self.processor.image_token)]) + sum(blocks)
-            if image_end > self.collator.max_length:
-                raise BadSample(f"its image block(s) end at token {image_end} but max_length is "
-                                f"{self.collator.max_length}", reason="image exceeds max_length")
+        tokens, image_count, image_end = self.counter.measure(row)
+        if image_end > self.collator.max_length:
+            raise BadSample(f"its image block(s) end at token {image_end} but max_length is "
+                            f"{self.collator.max_length}", reason="image exceeds max_length")
         return tokens, image_count
 
     def __call__(self, batch):
@@ -138,7 +97,7 @@ def report_source(name, fmt, ds, measure):
 def run(model_args, data_args):
     """Checks every row of train_data and eval_data; returns the exit status (1: training would stop)."""
     started = time.perf_counter()
-    measure = RowMeasure(load_processor(model_args), data_args)
+    measure = RowMeasure(train_processor.processor_without_model(model_args, data_args), data_args)
     print(f"data check: max_length {data_args.max_length}, max_images {data_args.max_images}, "
           f"on_bad_sample {data_args.on_bad_sample}")
     total, rows, checked = 0, 0, 0

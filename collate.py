@@ -8,14 +8,14 @@ block; with `assistant_only_loss` also on everything but the assistant turns and
 skipped and counted (`"skip"`).
 """
 
-import io
 import json
 import warnings
 from typing import NamedTuple
 
 import torch
-from PIL import Image
 from transformers.utils.chat_template_utils import render_jinja_template
+
+import media
 
 IGNORE_INDEX = -100
 PADDING_CHOICES = ("longest", "max_length")
@@ -41,30 +41,13 @@ class Encoded(NamedTuple):
     tiles: list  # the image processor's (3, height, width) tiles of all the row's images, in order
 
 
-def to_rgb(image):
-    """RGB as transformers' image processors convert it: transparency is composited onto white."""
-    if image.mode == "RGB":
-        return image
-    if "A" in image.getbands() or "transparency" in image.info:
-        image = image.convert("RGBA")
-        return Image.alpha_composite(Image.new("RGBA", image.size, "white"), image).convert("RGB")
-    return image.convert("RGB")
-
-
 def decode_image(image):
-    """An RGB PIL image from a PIL image or from datasets' undecoded `{"bytes", "path"}` dict."""
-    if image is None or isinstance(image, dict) and not (image.get("bytes") or image.get("path")):
-        raise BadSample("image is missing (None, or neither bytes nor path)", reason="bad image")
-    if not isinstance(image, (dict, Image.Image)):
-        raise BadSample(f"image is a {type(image).__name__}, not a PIL image or a {{'bytes', 'path'}} dict",
-                        reason="bad image")
+    """The RGB image the model sees (media.py's rule: EXIF orientation, then RGB); a missing or
+    unreadable image is a BadSample."""
     try:
-        if isinstance(image, dict):
-            image = Image.open(io.BytesIO(image["bytes"]) if image.get("bytes") else image["path"])
-        image.load()  # PIL decodes lazily: a truncated file fails here, not inside the image processor
-        return to_rgb(image)
-    except Exception as error:  # whatever PIL raises on a broken file
-        raise BadSample(f"image cannot be decoded ({type(error).__name__}: {error})", reason="bad image") from None
+        return media.decode_image(image)
+    except media.UnreadableImage as error:
+        raise BadSample(str(error), reason="bad image") from None
 
 
 def conversation(row):

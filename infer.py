@@ -13,8 +13,9 @@ import sys
 from pathlib import Path
 
 import torch
-from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor, TextStreamer
+
+import media
 
 DIM, RESET = "\033[2m", "\033[0m"
 
@@ -51,15 +52,14 @@ def load_model(model_dir, device=None, quantize=None):
 
 
 def load_image(path):
-    """The image at `path` in RGB; a missing or unreadable file raises an error naming it."""
-    path = Path(path)
-    if not path.is_file():
+    """The image at `path` as the model sees it (media.py's rule); a missing or unreadable file raises
+    an error naming it."""
+    if not Path(path).is_file():
         raise FileNotFoundError(f"image not found: {path}")
     try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except (OSError, SyntaxError) as error:  # PIL reports some malformed headers as SyntaxError
-        raise ValueError(f"cannot read image {path}: {error}") from error
+        return media.decode_image(path)
+    except media.UnreadableImage as error:
+        raise ValueError(str(error)) from None
 
 
 def user_turn(text, with_image):

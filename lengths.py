@@ -2,37 +2,38 @@
 
 Packing and length-grouped batches need every row's length up front. Decoding and tiling the images
 of a whole dataset would take as long as an epoch of collation, but the count needs only each image's
-size (read from the file header) and the text: the image processor says how a size is tiled, and the
-processor's own prompt builder says which tokens those tiles become. The counts are stored as a
-dataset column, cached by datasets next to the data.
+size (read from the file header, EXIF orientation applied) and the text: the image processor says how
+a size is tiled, and the processor's own prompt builder says which tokens those tiles become. The
+counts are stored as a dataset column, cached by datasets next to the data. The data check counts
+with the same TokenCounter.
 """
 
-import io
 import json
 from functools import lru_cache
+from typing import NamedTuple
 
 from datasets.fingerprint import Hasher
-from PIL import Image
 from transformers.models.smolvlm.processing_smolvlm import get_image_prompt_string
 
-from collate import BadSample, count_images, decode_image
+import media
+from collate import BadSample, count_images
 from data import DataError
 
 LENGTH_COLUMN = "length"  # TrainingArguments.length_column_name's default, read by group_by_length
 
 
 def image_size(image):
-    """(width, height) from a PIL image or a {"bytes", "path"} dict, reading only the file header."""
-    if isinstance(image, Image.Image):
-        return image.size
-    if isinstance(image, dict) and (image.get("bytes") or image.get("path")):
-        try:
-            with Image.open(io.BytesIO(image["bytes"]) if image.get("bytes") else image["path"]) as opened:
-                return opened.size  # PIL parses the header here and decodes nothing
-        except Exception:  # whatever PIL raises on a broken file: let the collator name it
-            pass
-    decode_image(image)  # raises the collator's BadSample for a missing or unreadable image
-    raise BadSample("image size cannot be read from its header", reason="bad image")
+    """(width, height) of the image as the collator will see it (media.py's rule), from the header alone."""
+    try:
+        return media.image_size(image)
+    except media.UnreadableImage as error:
+        raise BadSample(str(error), reason="bad image") from None
+
+
+class Measured(NamedTuple):
+    tokens: int  # the row's full encoding, before the collator cuts it at max_length
+    images: int
+    image_end: int  # the token just after the last image block (0 without images)
 
 
 class TokenCounter:
@@ -58,17 +59,27 @@ class TokenCounter:
         _, rows, cols = self.image_processor.get_number_of_image_patches(height, width)
         return self.block_length(rows, cols)
 
-    def __call__(self, row):
-        """Tokens of the row's encoding (capped at max_length, as the collator cuts text after the image)."""
+    def measure(self, row):
+        """The row's uncapped token count, image count and where its last image block ends."""
         collator = self.collator
         messages, tools = collator.conversation_of(row)
         sizes = [image_size(image) for image in (row.get("images") or [])[: count_images(messages)]]
         text, _ = collator.render(messages, tools, len(sizes))
         # The placeholder and the image block both start and end with special tokens, so the text
         # around them tokenizes the same either way.
-        count = len(self.tokenizer.encode(text, add_special_tokens=False))
-        count += sum(self.image_block_length(width, height) - 1 for width, height in sizes)
-        return min(count, collator.max_length)
+        expansion = sum(self.image_block_length(width, height) - 1 for width, height in sizes)
+        tokens = self.count(text) + expansion
+        if not sizes:
+            return Measured(tokens, 0, 0)
+        before_last = self.count(text[: text.rfind(collator.processor.image_token)])
+        return Measured(tokens, len(sizes), before_last + 1 + expansion)
+
+    def count(self, text):
+        return len(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def __call__(self, row):
+        """Tokens of the row's encoding (capped at max_length, as the collator cuts text after the image)."""
+        return min(self.measure(row).tokens, self.collator.max_length)
 
     def fingerprint(self):
         """What the counts depend on, for datasets' cache: the settings, not the Python objects."""

@@ -27,6 +27,7 @@ import lengths
 import low_rank
 import param_groups
 import stitch
+import train_processor
 from collate import Collator
 from packing import PER_SAMPLE_SDPA, VARLEN_ATTENTION, PackingCollator, PackingTrainer
 from safe_resume import CheckpointError, plan_output_dir
@@ -55,21 +56,6 @@ def load_model(model_args, training_args):
         stitch.verify_graft(model, processor)
         return model, processor
     return stitch.stitch(model_args.smolvlm_path, model_args.qwen_path, dtype=dtype, seed=training_args.seed)
-
-
-def set_image_resolution(processor, data_args):
-    """image_longest_edge / image_splitting set on the processor itself, so that every checkpoint and
-    the final model save them and AutoProcessor, infer.py and evaluation use what the model trained with."""
-    image_processor = processor.image_processor
-    if data_args.image_splitting is not None:
-        image_processor.do_image_splitting = data_args.image_splitting
-    if data_args.image_longest_edge is None:
-        return
-    tile = image_processor.max_image_size["longest_edge"]
-    if image_processor.do_image_splitting and data_args.image_longest_edge % tile:
-        raise ConfigError(f"image_longest_edge: {data_args.image_longest_edge} is not a multiple of the {tile} px tile; "
-                          "with image_splitting the image would be upscaled to the next multiple")
-    image_processor.size = {"longest_edge": data_args.image_longest_edge}
 
 
 def attention_for_packing(model):
@@ -246,7 +232,7 @@ def main(argv=None):
         demo_image = demo_image_of(run_args, eval_dataset)
         save_dtype = source_dtype(model_args) if run_args.save_dtype == "auto" else getattr(torch, run_args.save_dtype)
         model, processor = load_model(model_args, training_args)
-        set_image_resolution(processor, data_args)
+        train_processor.set_image_resolution(processor, data_args)
         collator = build_collator(processor, data_args, model)
         train_dataset = with_token_counts(train_dataset, collator, data_args, training_args)
         part_lrs = part_learning_rates(model_args, training_args)

@@ -251,7 +251,7 @@ def with_images(*images):
 
 
 BAD_ROWS = {  # name: (row, skip reason, what the message says)
-    "corrupt bytes": (with_images({"bytes": b"not an image", "path": None}), "bad image", "cannot be decoded"),
+    "corrupt bytes": (with_images({"bytes": b"not an image", "path": None}), "bad image", "embedded image bytes cannot be read"),
     "truncated file": (with_images({"bytes": encoded(size=(64, 64))[:60], "path": None}), "bad image", "decoded"),
     "None image": (with_images(None), "bad image", "missing"),
     "no bytes nor path": (with_images({"bytes": None, "path": None}), "bad image", "missing"),

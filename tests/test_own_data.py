@@ -16,6 +16,7 @@ from transformers import AutoProcessor
 import check_data
 import sources
 import train
+import train_processor
 from collate import IGNORE_INDEX, Collator
 from conftest import REPO
 from stitch import stitch
@@ -224,6 +225,35 @@ def test_data_check_lists_every_planted_problem_and_exits_non_zero(tmp_path, con
     assert clean.value.code == 0 and re.search(r"\ndata check: 10 rows in 2 source\(s\), 0 problem\(s\) found, \d+ s$",
                                                out.rstrip())
     assert f"1 over max_length {longest - 1}" in out
+
+
+def test_data_check_measures_at_trainings_image_resolution(tmp_path, config, real_geometry_smolvlm_dir,
+                                                           tiny_qwen_dir, capsys):
+    """--image_longest_edge changes what the check counts, to exactly the collator's lengths at that edge."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.new("RGB", (1600, 1200), "red").save(photos / "wide.jpg")
+    Image.new("RGB", (700, 1500), "blue").save(photos / "tall.jpg")
+    (photos / "photos.json").write_text(json.dumps([
+        {"image": name, "conversations": [{"from": "human", "value": "<image>\nWhat colour?"}, {"from": "gpt", "value": colour}]}
+        for name, colour in (("wide.jpg", "red"), ("tall.jpg", "blue"))]))
+    config = {**config, "smolvlm_path": without_weights(real_geometry_smolvlm_dir, tmp_path),
+              "qwen_path": without_weights(tiny_qwen_dir, tmp_path), "max_length": 8192,
+              "train_data": [{"path": str(photos / "photos.json")}]}
+    source = sources.parse_sources(config["train_data"], str(tmp_path))[0]
+    rows = sources.read_source(source, str(tmp_path), str(tmp_path / "cache"), max_images=2)[0]
+    longest = []
+    for edge in (512, 1024, 2048):
+        with pytest.raises(SystemExit) as stop:
+            run(tmp_path, {**config, "image_longest_edge": edge}, "--check_data", "true")
+        assert stop.value.code == 0
+        counted = int(re.search(r"tokens p50 \d+, p95 \d+, max (\d+);", capsys.readouterr().out)[1])
+        processor = stitch(real_geometry_smolvlm_dir, tiny_qwen_dir)[1]
+        train_processor.set_image_resolution(processor, DataArguments(image_longest_edge=edge))
+        collator = Collator(processor, max_length=8192)
+        assert counted == max(len(collator.encode(rows[i]).input_ids) for i in range(len(rows))), edge
+        longest.append(counted)
+    assert longest[0] < longest[1] < longest[2]
 
 
 def test_text_only_batches_train_with_the_text_model_frozen(tmp_path, config, capsys):

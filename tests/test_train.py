@@ -315,7 +315,7 @@ def test_refused_overwrite_leaves_the_old_checkpoints(tmp_path, config, bad, mes
 def test_unreadable_demo_image_is_refused_before_training(tmp_path, config):
     broken = tmp_path / "dog.png"
     broken.write_bytes(b"not a png")
-    with pytest.raises(SystemExit, match=f"demo_image: cannot read image {broken}"):
+    with pytest.raises(SystemExit, match=f"demo_image: {broken} cannot be read"):
         run(tmp_path, {**config, "demo_image": str(broken)})
     assert not (tmp_path / "run").exists()
 
