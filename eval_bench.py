@@ -98,8 +98,9 @@ def task_configs(manager, names, data_dir):
         source = base["dataset_path"]
         local = local_copy(data_dir, source)
         if not any(local.rglob("*.parquet")):
-            raise BenchError(f"{name}: its dataset {source} is not in {local}; fetch it with: "
-                             f"bash download_resource.sh --bench {name}")
+            fetch = (f"fetch it with: bash download_resource.sh --bench {name}" if name in DEFAULT_SUITE else
+                     f"put the hub dataset there (download_resource.sh --bench fetches the default suite's)")
+            raise BenchError(f"{name}: its dataset {source} is not in {local}; {fetch}")
         dataset_kwargs = {k: v for k, v in (base.get("dataset_kwargs") or {}).items() if k != "token"}
         configs.append({"task": name, "dataset_path": str(local), "dataset_kwargs": dataset_kwargs,
                         **offline_scoring(name)})

@@ -4,6 +4,7 @@ their hub layout, answered by the tiny stitched checkpoint or by it with its gen
 replaced by gold (or wrong) answers wrapped in what the real path must strip."""
 
 import json
+import sys
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ import eval_bench
 import infer
 import tiny
 from harness_model import Qwen3SmVL
+from test_download import SYSTEM_PATH, calls, run
 
 TASKS = list(tiny.BENCHMARK_COPIES)
 
@@ -164,3 +166,34 @@ def test_an_unknown_task_gets_the_close_names(stitched_dir):
 def test_a_checkpoint_that_is_neither_graft_nor_smolvlm_is_named(tiny_qwen_dir):
     with pytest.raises(SystemExit, match=r"is a qwen3 checkpoint, not a Qwen3-SmVL graft or SmolVLM"):
         eval_bench.main(["--model", str(tiny_qwen_dir), "--tasks", "docvqa_val"])
+
+
+# A stub `hf` that logs its argv and leaves a parquet file where the dataset's files would go.
+HF_STUB = f"""#!{sys.executable}
+import json, os, sys
+args = sys.argv[1:]
+with open(os.environ["STUB_LOG"], "a") as f:
+    f.write(json.dumps(["hf"] + args) + "\\n")
+folder = args[args.index("--include") + 1].split("/")[0] if "--include" in args else "data"
+os.makedirs(os.path.join(args[args.index("--local-dir") + 1], folder), exist_ok=True)
+open(os.path.join(args[args.index("--local-dir") + 1], folder, "test-00000-of-00001.parquet"), "w").close()
+"""
+
+
+def test_download_resource_fetches_each_suite_task_s_dataset_where_eval_bench_reads_it(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "hf").write_text(HF_STUB)
+    (bin_dir / "hf").chmod(0o755)
+    result = run(tmp_path, "--bench", path=f"{bin_dir}:{SYSTEM_PATH}")
+    assert result.returncode == 0, result.stderr
+    manager = eval_bench.task_manager()
+    for task, call in zip(eval_bench.DEFAULT_SUITE, calls(tmp_path), strict=True):
+        source = manager._get_config(task)["dataset_path"]
+        assert call[:5] == ["hf", "download", source, "--repo-type", "dataset"]
+        assert call[call.index("--local-dir") + 1] == str(eval_bench.local_copy(eval_bench.DEFAULT_DATA_DIR, source))
+    mmbench = [call for call in calls(tmp_path) if call[2] == "lmms-lab-encoder/MMBench"]
+    assert [call[call.index("--include") + 1] for call in mmbench] == ["en/*", "cn/*"]
+    assert (tmp_path / eval_bench.DEFAULT_DATA_DIR / "lmms-lab-encoder/MMBench/.complete.mmbench_cn_dev").is_file()
+    unknown = run(tmp_path, "--bench", "textvqa_vall", path=f"{bin_dir}:{SYSTEM_PATH}")
+    assert unknown.returncode == 2 and "no download known for task textvqa_vall" in unknown.stderr
