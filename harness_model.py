@@ -28,6 +28,7 @@ from lmms_eval.models.registry_v2 import ModelManifest
 from tqdm.auto import tqdm
 
 import infer
+import media
 
 MODEL_NAME = "qwen3_smvl"
 DEFAULT_MAX_NEW_TOKENS = 128  # tasks that set no max_new_tokens (textvqa) ask for a short answer
@@ -67,7 +68,7 @@ class Qwen3SmVL(lmms):
     def inputs(self, contexts, visuals):
         """Left-padded model inputs for a batch; each sample's images stay nested with it, in order."""
         prompts = [self.prompt(context, len(images)) for context, images in zip(contexts, visuals)]
-        images = [[image.convert("RGB") for image in sample] for sample in visuals]
+        images = [[media.to_rgb(image) for image in sample] for sample in visuals]  # most tasks convert already
         return self.processor(text=prompts, images=images if any(images) else None, padding=True,
                               padding_side="left", return_tensors="pt").to(self.device)
 
