@@ -1,22 +1,30 @@
 #!/usr/bin/env bash
-# Downloads the two models and the_cauldron subsets into ./model and ./data (relative to the current directory).
+# Downloads the two models and the_cauldron subsets into ./model and ./data (relative to the current directory),
+# or, with --bench, the benchmark datasets eval_bench.py reads offline into ./data/bench.
 set -euo pipefail
 
 usage() {
   cat <<'EOF'
 Usage: bash download_resource.sh [--hf] [SUBSET ...]
+       bash download_resource.sh --bench [TASK ...]
 
 Run from the repo root. Downloads into the current directory:
   model/Qwen3-0.6B                    <- Qwen/Qwen3-0.6B
   model/SmolVLM2-256M-Video-Instruct  <- HuggingFaceTB/SmolVLM2-256M-Video-Instruct
   data/the_cauldron/<SUBSET>/         <- the_cauldron subsets; default: the 21 that train_data=all uses (~169 GB)
 
+  with --bench, instead:
+  data/bench/<hub dataset id>/        <- each lmms-eval TASK's dataset (default: eval_bench.py's suite),
+                                         from the Hugging Face hub (`hf`; HF_ENDPOINT picks a mirror)
+
 Options:
   --hf        use the Hugging Face hub CLI (`hf`) instead of ModelScope (`modelscope`); same as USE_HF=1
+  --bench     benchmark datasets for eval_bench.py instead of models and the_cauldron
   -h, --help  show this help
 
 Finished downloads get a .complete marker and are skipped when re-run.
 Example: bash download_resource.sh cocoqa    # models + cocoqa only (~2.4 GB)
+         bash download_resource.sh --bench textvqa_val mmbench_cn_dev
 EOF
 }
 
@@ -24,16 +32,63 @@ EOF
 ALL_SUBSETS=(chartqa finqa aokvqa figureqa diagram_image_to_text geomverse ai2d iam infographic_vqa intergps
   hateful_memes clevr iconqa multihiertt mapqa datikz hitab chart2text cocoqa docvqa dvqa)
 
+# lmms-eval task -> "hub dataset id [the files of the task's config]"; keep in sync with eval_bench.DEFAULT_SUITE
+# (tests/test_eval_bench.py checks the ids against lmms-eval's task YAMLs).
+declare -A BENCH_DATASETS=(
+  [textvqa_val]="lmms-lab-encoder/textvqa" [docvqa_val]="lmms-lab-encoder/DocVQA DocVQA/*"
+  [chartqa]="lmms-lab-encoder/ChartQA" [ai2d]="lmms-lab-encoder/ai2d" [ocrbench]="echo840/OCRBench"
+  [mmstar]="Lin-Chen/MMStar" [mmbench_en_dev_static]="lmms-lab-encoder/MMBench en/*"
+  [mmbench_cn_dev]="lmms-lab-encoder/MMBench cn/*" [cmmmu_val]="lmms-lab-encoder/CMMMU"
+)
+BENCH_SUITE=(textvqa_val docvqa_val chartqa ai2d ocrbench mmstar mmbench_en_dev_static mmbench_cn_dev cmmmu_val)
+
 use_hf=${USE_HF:-0}
+bench=0
 subsets=()
 for arg in "$@"; do
   case $arg in
     -h | --help) usage; exit 0 ;;
     --hf) use_hf=1 ;;
+    --bench) bench=1 ;;
     -*) echo "error: unknown option $arg" >&2; usage >&2; exit 2 ;;
     *) subsets+=("$arg") ;;
   esac
 done
+
+if [[ $bench == 1 ]]; then
+  tasks=("${subsets[@]}")
+  ((${#tasks[@]})) || tasks=("${BENCH_SUITE[@]}")
+  for task in "${tasks[@]}"; do  # every name checked before anything downloads
+    if [[ -z ${BENCH_DATASETS[$task]+set} ]]; then
+      echo "error: no download known for task $task (known: ${BENCH_SUITE[*]}); put its hub dataset under data/bench/<dataset id>/ yourself" >&2
+      exit 2
+    fi
+  done
+  if ! command -v hf >/dev/null; then
+    echo "error: 'hf' command not found; install it with: pip install -U huggingface_hub" >&2
+    exit 1
+  fi
+  for task in "${tasks[@]}"; do
+    read -r repo config_files <<<"${BENCH_DATASETS[$task]}"
+    dest=data/bench/$repo
+    if [[ -f $dest/.complete.$task ]]; then
+      echo "skip $task ($dest already complete)"
+      continue
+    fi
+    echo "downloading $repo for $task"
+    include=()
+    [[ -n $config_files ]] && include=(--include "$config_files" --include README.md)  # README.md: the configs
+    hf download "$repo" --repo-type dataset --local-dir "$dest" "${include[@]}"
+    if [[ -z $(find "$dest" -name '*.parquet' -print -quit) ]]; then
+      echo "error: no parquet files in $dest after download; is the name right?" >&2
+      exit 1
+    fi
+    touch "$dest/.complete.$task"
+  done
+  echo "done: data/bench/ (${tasks[*]}); evaluate with: python eval_bench.py --model DIR --tasks $(IFS=,; echo "${tasks[*]}")"
+  exit 0
+fi
+
 ((${#subsets[@]})) || subsets=("${ALL_SUBSETS[@]}")
 for subset in "${subsets[@]}"; do
   if [[ " ${ALL_SUBSETS[*]} " != *" $subset "* ]]; then

@@ -62,19 +62,19 @@ def load_image(path):
         raise ValueError(str(error)) from None
 
 
-def user_turn(text, with_image):
-    content = [{"type": "image"}] if with_image else []
-    return {"role": "user", "content": content + [{"type": "text", "text": text}]}
+def user_turn(text, images):
+    """A user message: `images` image parts (a count; True is one), then the text."""
+    return {"role": "user", "content": [{"type": "image"}] * int(images) + [{"type": "text", "text": text}]}
 
 
 def build_messages(question, image=True, history=()):
     """Chat messages for `question` after the earlier (question, answer) pairs in `history`;
-    the image, if any, belongs to the first user turn."""
+    the image (True, or a count of images, in order), if any, belongs to the first user turn."""
     messages = []
     for earlier_question, earlier_answer in history:
-        messages.append(user_turn(earlier_question, image and not messages))
+        messages.append(user_turn(earlier_question, 0 if messages else image))
         messages.append({"role": "assistant", "content": earlier_answer})
-    messages.append(user_turn(question, image and not messages))
+    messages.append(user_turn(question, 0 if messages else image))
     return messages
 
 

@@ -213,3 +213,92 @@ def prepare_offline_demo(cache_dir, rows=256):
         done.write_text("built by tiny.prepare_offline_demo\n")
         print(f"offline demo: tiny random checkpoints and {rows} synthetic rows, built once -> {cache_dir}")
     return paths
+
+
+# Tiny copies of three lmms-eval benchmarks in their hub repos' layout (README `configs`, parquet
+# shards per split, the columns the task code reads and the ones beside them), colour questions
+# about solid-colour images, so the harness's own task definitions and metrics run on them.
+BENCHMARK_COPIES = {
+    "textvqa_val": ("lmms-lab-encoder/textvqa", "default", "data", ("train", "validation", "test")),
+    "docvqa_val": ("lmms-lab-encoder/DocVQA", "DocVQA", "DocVQA", ("validation", "test")),
+    "mmbench_cn_dev": ("lmms-lab-encoder/MMBench", "cn", "cn", ("dev", "test")),
+}
+CHINESE_COLOURS = {"red": "红色", "green": "绿色", "blue": "蓝色", "yellow": "黄色", "black": "黑色", "white": "白色"}
+
+
+def _benchmark_rows(task, n, rng):
+    """`n` rows of `task`'s columns; question i asks about image i's colour (the questions are unique)."""
+    from datasets import Features, Image as ImageFeature, Sequence, Value
+
+    names = [list(COLOURS)[i % len(COLOURS)] for i in range(n)]
+    images = [{"bytes": _colour_png(COLOURS[name], 32, rng), "path": None} for name in names]
+    if task == "textvqa_val":
+        columns = {
+            "image_id": [f"img{i:04d}" for i in range(n)], "question_id": list(range(n)),
+            "question": [f"what colour is picture number {i}?" for i in range(n)],
+            "question_tokens": [["what", "colour", "is", "picture", "number", str(i)] for i in range(n)],
+            "image": images, "image_width": [32] * n, "image_height": [32] * n,
+            "flickr_original_url": [""] * n, "flickr_300k_url": [""] * n,
+            "answers": [[name] * 10 for name in names], "image_classes": [["colour"]] * n,
+            "set_name": ["val"] * n, "ocr_tokens": [[]] * n,
+        }
+        features = Features({
+            "image_id": Value("string"), "question_id": Value("int64"), "question": Value("string"),
+            "question_tokens": Sequence(Value("string")), "image": ImageFeature(), "image_width": Value("int64"),
+            "image_height": Value("int64"), "flickr_original_url": Value("string"), "flickr_300k_url": Value("string"),
+            "answers": Sequence(Value("string")), "image_classes": Sequence(Value("string")),
+            "set_name": Value("string"), "ocr_tokens": Sequence(Value("string")),
+        })
+    elif task == "docvqa_val":
+        columns = {
+            "questionId": [str(1000 + i) for i in range(n)],
+            "question": [f"Which colour is page {i} printed in?" for i in range(n)],
+            "question_types": [["layout"]] * n, "image": images, "docId": list(range(n)),
+            "ucsf_document_id": [f"doc{i}" for i in range(n)], "ucsf_document_page_no": ["1"] * n,
+            "answers": [[name, f"{name} ink"] for name in names], "data_split": ["val"] * n,
+        }
+        features = Features({
+            "questionId": Value("string"), "question": Value("string"), "question_types": Sequence(Value("string")),
+            "image": ImageFeature(), "docId": Value("int64"), "ucsf_document_id": Value("string"),
+            "ucsf_document_page_no": Value("string"), "answers": Sequence(Value("string")), "data_split": Value("string"),
+        })
+    else:  # mmbench_cn_dev: four options, the answer a letter
+        letters = "ABCD"
+        options = [[CHINESE_COLOURS[list(COLOURS)[(i + k) % len(COLOURS)]] for k in range(4)] for i in range(n)]
+        answers = [letters[i % 4] for i in range(n)]
+        for row, answer in zip(options, answers):  # put the right colour under the answer's letter
+            right = row.pop(0)
+            row.insert(letters.index(answer), right)
+        columns = {
+            "index": list(range(n)), "question": [f"第{i}张图片是什么颜色？" for i in range(n)],
+            "hint": [None] * n, "answer": answers,
+            **{letter: [row[k] for row in options] for k, letter in enumerate(letters)},
+            "category": ["colour"] * n, "image": images, "source": ["tiny"] * n,
+            "L2-category": ["perception"] * n, "comment": [None] * n, "split": ["dev"] * n,
+        }
+        features = Features({
+            "index": Value("int64"), "question": Value("string"), "hint": Value("string"), "answer": Value("string"),
+            **{letter: Value("string") for letter in letters}, "category": Value("string"), "image": ImageFeature(),
+            "source": Value("string"), "L2-category": Value("string"), "comment": Value("string"), "split": Value("string"),
+        })
+    return columns, features
+
+
+def write_benchmark_copies(data_dir, tasks=tuple(BENCHMARK_COPIES), rows=4, seed=0):
+    """Writes tiny copies of `tasks`' datasets under data_dir/<hub repo id>/, as download_resource.sh
+    lays out the real ones; returns {task: (repo dir, gold answer per question)}."""
+    rng = np.random.default_rng(seed)
+    written = {}
+    for task in tasks:
+        repo, config, folder, splits = BENCHMARK_COPIES[task]
+        root = Path(data_dir) / repo
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        card = ["---", "configs:", f"- config_name: {config}", "  data_files:"]
+        for split in splits:
+            columns, features = _benchmark_rows(task, rows, rng)
+            Dataset.from_dict(columns, features=features).to_parquet(root / folder / f"{split}-00000-of-00001.parquet")
+            card += [f"  - split: {split}", f"    path: {folder}/{split}-*"]
+        (root / "README.md").write_text("\n".join(card + ["---", f"Tiny copy of {repo} for tests.", ""]))
+        gold = columns["answer"] if task == "mmbench_cn_dev" else [answers[0] for answers in columns["answers"]]
+        written[task] = (root, dict(zip(columns["question"], gold)))
+    return written

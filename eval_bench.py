@@ -1,0 +1,241 @@
+"""Standard VLM benchmarks through lmms-eval, offline from local copies, baselines side by side.
+
+    bash download_resource.sh --bench                  # the default suite's data into data/bench/
+    python eval_bench.py --model DIR [--tasks textvqa_val,docvqa_val] [--limit N] [--batch_size N] [--baseline DIR ...]
+
+Each task runs through lmms-eval's own task definition and metric (harness_model.Qwen3SmVL answers),
+reading its dataset from data/bench/<hub dataset id>/ (--data_dir), never from the network. A task
+whose data is absent is refused before any model loads. Scores (0-100) are printed as a markdown
+table, one column per checkpoint and the difference to the first, and saved with lmms-eval's full
+results to <model>/bench_results.json and .md.
+"""
+
+import os
+
+# Benchmarks are read from local copies only; set before `datasets` is imported.
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import argparse
+import difflib
+import functools
+import gc
+import json
+import time
+from pathlib import Path
+
+DEFAULT_SUITE = ["textvqa_val", "docvqa_val", "chartqa", "ai2d", "ocrbench", "mmstar", "mmbench_en_dev_static",
+                 "mmbench_cn_dev", "cmmmu_val"]
+DEFAULT_DATA_DIR = Path("data/bench")
+# The score a task is known by ("metric,filter" in lmms-eval's results) and its scale to 0-100.
+HEADLINE = {
+    "textvqa_val": ("exact_match,none", 100), "docvqa_val": ("anls,none", 100), "chartqa": ("relaxed_overall,none", 100),
+    "ai2d": ("exact_match,flexible-extract", 100), "ocrbench": ("ocrbench_accuracy,none", 100),
+    "mmstar": ("average,none", 100), "mmbench_en_dev_static": ("gpt_eval_score,none", 1),
+    "mmbench_cn_dev": ("gpt_eval_score,none", 1), "cmmmu_val": ("cmmmu_acc,none", 100),
+}
+KNOWN_ARCHITECTURES = {"qwen3": "a Qwen3-SmVL graft", "llama": "SmolVLM"}  # text_config.model_type of a smolvlm config
+
+
+class BenchError(ValueError):
+    """Bad input to eval_bench.py, reported in one line before any model loads."""
+
+
+def checkpoint_kind(model_dir):
+    """'a Qwen3-SmVL graft' or 'SmolVLM', from config.json; anything else is refused, named."""
+    config_path = Path(model_dir) / "config.json"
+    if not config_path.is_file():
+        raise BenchError(f"{model_dir} is not a model directory (no config.json)")
+    config = json.loads(config_path.read_text())
+    text_type = (config.get("text_config") or {}).get("model_type")
+    if config.get("model_type") != "smolvlm" or text_type not in KNOWN_ARCHITECTURES:
+        found = str(config.get("model_type")) + (f" with a {text_type} text model" if text_type else "")
+        raise BenchError(f"{model_dir} is a {found} checkpoint, not a Qwen3-SmVL graft or SmolVLM "
+                         f"(config.json model_type smolvlm, text_config.model_type qwen3 or llama)")
+    return KNOWN_ARCHITECTURES[text_type]
+
+
+@functools.cache
+def task_manager():
+    """lmms-eval's index of its task YAMLs (about 2,000 tasks; seconds to build, so once a process)."""
+    from lmms_eval.tasks import TaskManager
+
+    return TaskManager(verbosity="ERROR")
+
+
+def check_task_names(manager, names):
+    """Unknown names are refused with the close known ones."""
+    for name in names:
+        if name not in manager.all_subtasks:
+            close = difflib.get_close_matches(name, manager.all_subtasks, n=4, cutoff=0.6)
+            hint = f"; did you mean {', '.join(close)}?" if close else "; `lmms-eval --tasks list` lists them"
+            raise BenchError(f"unknown task {name!r}{hint}")
+
+
+def local_copy(data_dir, dataset_path):
+    return Path(data_dir) / dataset_path
+
+
+def offline_scoring(name):
+    """Overrides for tasks whose stock score asks a GPT judge for answers rules cannot match:
+    mmbench_cn_dev is scored by the same rule-based extraction as lmms-eval's mmbench_en_dev_static."""
+    if name != "mmbench_cn_dev":
+        return {}
+    from lmms_eval.tasks.mmbench.cn_utils import mmbench_evaluator
+
+    def static_score(results, args):
+        return mmbench_evaluator.eval_result(results, eval_method="static")[0] * 100
+
+    return {"metric_list": [{"metric": "gpt_eval_score", "aggregation": static_score, "higher_is_better": True}]}
+
+
+def task_configs(manager, names, data_dir):
+    """lmms-eval task configs pointing each task's dataset at its local copy; refuses a task whose
+    copy is absent, naming the dataset and the command that fetches it."""
+    configs = []
+    for name in names:
+        base = manager._get_config(name)  # the task's YAML as lmms-eval resolves it (includes, !function)
+        source = base["dataset_path"]
+        local = local_copy(data_dir, source)
+        if not any(local.rglob("*.parquet")):
+            fetch = (f"fetch it with: bash download_resource.sh --bench {name}" if name in DEFAULT_SUITE else
+                     f"put the hub dataset there (download_resource.sh --bench fetches the default suite's)")
+            raise BenchError(f"{name}: its dataset {source} is not in {local}; {fetch}")
+        dataset_kwargs = {k: v for k, v in (base.get("dataset_kwargs") or {}).items() if k != "token"}
+        configs.append({"task": name, "dataset_path": str(local), "dataset_kwargs": dataset_kwargs,
+                        **offline_scoring(name)})
+    return configs
+
+
+def headline_scores(task_results, names):
+    """{task: score on 0-100} from lmms-eval's results["results"]; unknown tasks: their first metric."""
+    scores = {}
+    for name in names:
+        metrics = task_results.get(name, {})
+        key, scale = HEADLINE.get(name, (None, 1))
+        if key is None:
+            key = next((k for k, v in metrics.items() if "," in k and "_stderr" not in k and isinstance(v, (int, float))), None)
+        value = metrics.get(key)
+        scores[name] = value * scale if isinstance(value, (int, float)) else None
+    return scores
+
+
+def evaluate(model, configs, limit=None, manager=None, output_path="."):
+    """(headline scores, lmms-eval's results["results"]) of an lmms-eval model on the task configs."""
+    from lmms_eval.evaluator import simple_evaluate
+
+    # output_path: where tasks write their submission files; the other two as lmms-eval's CLI defaults
+    cli_args = argparse.Namespace(output_path=str(output_path), process_with_media=False, reasoning_tags=None)
+    results = simple_evaluate(model=model, tasks=[dict(config) for config in configs], limit=limit,
+                              batch_size=model.batch_size, task_manager=manager, log_samples=False,
+                              cli_args=cli_args, bootstrap_iters=0)
+    names = [config["task"] for config in configs]
+    return headline_scores(results["results"], names), {name: results["results"].get(name) for name in names}
+
+
+def evaluate_checkpoint(model_dir, configs, limit=None, batch_size=1, think=False, image_longest_edge=None, manager=None):
+    """evaluate() on a checkpoint directory, its memory freed afterwards."""
+    import torch
+
+    from harness_model import Qwen3SmVL
+
+    model = Qwen3SmVL(model_dir, batch_size=batch_size, think=think, image_longest_edge=image_longest_edge)
+    try:
+        return evaluate(model, configs, limit, manager, output_path=model_dir)
+    finally:
+        del model
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def cell(value):
+    return "-" if value is None else f"{value:.1f}"
+
+
+def delta(value, reference):
+    return "-" if value is None or reference is None else f"{value - reference:+.1f}"
+
+
+def markdown_table(scores, row_label="task"):
+    """A markdown table of {column name: {row: score or None}}: a column per checkpoint in order, and
+    after each one but the first its difference to the first (Δ). Rows: every row of any column."""
+    names = list(scores)
+    rows = list(dict.fromkeys(row for column in scores.values() for row in column))
+    header = [row_label, names[0]] + [part for name in names[1:] for part in (name, f"Δ {name}")]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        reference = scores[names[0]].get(row)
+        cells = [row, cell(reference)]
+        for name in names[1:]:
+            value = scores[name].get(row)
+            cells += [cell(value), delta(value, reference)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def column_names(model_dirs):
+    """Short unique column names: the directory names, the full paths where two share one."""
+    short = [Path(d).name for d in model_dirs]
+    return [name if short.count(name) == 1 else str(d) for name, d in zip(short, model_dirs)]
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="eval_bench.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, metavar="DIR", help="a checkpoint of ours (or SmolVLM2)")
+    parser.add_argument("--tasks", default=",".join(DEFAULT_SUITE),
+                        help="comma-separated lmms-eval task names (default: %(default)s)")
+    parser.add_argument("--baseline", nargs="+", default=[], metavar="DIR",
+                        help="more checkpoints evaluated in the same run, printed beside --model with the differences")
+    parser.add_argument("--limit", type=int, metavar="N", help="the first N questions of each task only")
+    parser.add_argument("--batch_size", "--batch-size", type=int, default=8, metavar="N")
+    parser.add_argument("--data_dir", "--data-dir", type=Path, default=DEFAULT_DATA_DIR,
+                        help="local benchmark copies, one folder per hub dataset id (default: %(default)s)")
+    parser.add_argument("--think", action="store_true", help="let Qwen3 think before answering (off by default)")
+    parser.add_argument("--image_longest_edge", type=int, metavar="PX",
+                        help="override the resolution saved with each checkpoint's processor")
+    args = parser.parse_args(argv)
+    args.tasks = [name.strip() for name in args.tasks.split(",") if name.strip()]
+    if (args.limit is not None and args.limit < 1) or args.batch_size < 1:
+        parser.error("--limit and --batch_size must be positive")
+    return args
+
+
+def summary_line(scores, seconds, path):
+    first = next(iter(scores.values()))
+    figures = ", ".join(f"{task} {cell(value)}" for task, value in first.items())
+    others = f" (and {len(scores) - 1} baseline{'s' * (len(scores) > 2)})" if len(scores) > 1 else ""
+    return f"bench: {figures}{others}, {seconds:.0f} s -> {path}"
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    started = time.perf_counter()
+    model_dirs = [args.model, *args.baseline]
+    try:
+        kinds = [checkpoint_kind(model_dir) for model_dir in model_dirs]
+        manager = task_manager()
+        check_task_names(manager, args.tasks)
+        configs = task_configs(manager, args.tasks, args.data_dir)
+    except BenchError as error:
+        raise SystemExit(f"eval_bench.py: {error}")
+    scores, details = {}, {}
+    for name, model_dir, kind in zip(column_names(model_dirs), model_dirs, kinds):
+        print(f"bench: {model_dir} ({kind}) on {', '.join(args.tasks)}")
+        scores[name], details[name] = evaluate_checkpoint(model_dir, configs, args.limit, args.batch_size, args.think,
+                                                          args.image_longest_edge, manager)
+    table = markdown_table(scores)
+    print(table)
+    out = Path(args.model) / "bench_results.json"
+    settings = {"models": dict(zip(scores, map(str, model_dirs))), "tasks": args.tasks, "limit": args.limit,
+                "batch_size": args.batch_size, "think": args.think, "data_dir": str(args.data_dir)}
+    out.write_text(json.dumps({**settings, "scores": scores, "results": details}, indent=2, ensure_ascii=False, default=str))
+    out.with_suffix(".md").write_text(table + "\n")
+    print(summary_line(scores, time.perf_counter() - started, out))
+    print(f"next:\n  python eval_bench.py --model {args.model} --baseline model/SmolVLM2-256M-Video-Instruct    # beside the donor\n"
+          f"  python infer.py --model {args.model} --image PATH --question \"...\"")
+
+
+if __name__ == "__main__":
+    main()

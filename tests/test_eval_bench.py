@@ -1,0 +1,199 @@
+"""eval_bench.py and harness_model.py: lmms-eval's own task definitions and metrics on tiny copies of
+textvqa_val (VQA accuracy), docvqa_val (ANLS) and mmbench_cn_dev (multiple choice, Chinese) in
+their hub layout, answered by the tiny stitched checkpoint or by it with its generate() output
+replaced by gold (or wrong) answers wrapped in what the real path must strip."""
+
+import json
+import sys
+
+import pytest
+import torch
+from PIL import Image
+
+import eval_bench
+import infer
+import tiny
+from harness_model import Qwen3SmVL
+from test_download import SYSTEM_PATH, calls, run
+
+TASKS = list(tiny.BENCHMARK_COPIES)
+
+
+@pytest.fixture(scope="module")
+def bench_copies(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench")
+    return root, tiny.write_benchmark_copies(root)
+
+
+@pytest.fixture(scope="module")
+def configs(bench_copies):
+    return eval_bench.task_configs(eval_bench.task_manager(), TASKS, bench_copies[0])
+
+
+class ScriptedAnswers(Qwen3SmVL):
+    """The real class with only generate()'s output replaced: after each prompt, a think block, the
+    scripted answer to the prompt's question, the task's `until` string, an end of turn and more text,
+    which the real path must cut away before the task's scorer sees the answer."""
+
+    def __init__(self, pretrained, answers, **kwargs):
+        super().__init__(pretrained, **kwargs)
+        self.answers = {question.lower(): answer for question, answer in answers.items()}
+
+    def answer_batch(self, contexts, visuals, gen_kwargs):
+        until = gen_kwargs.get("until") or []
+        self.until = [until] if isinstance(until, str) else until
+        return super().answer_batch(contexts, visuals, gen_kwargs)
+
+    def _generate(self, inputs, generate_kwargs):
+        rows = []
+        for prompt_ids in inputs["input_ids"]:
+            prompt = self.tokenizer.decode(prompt_ids).lower()
+            answer = next(a for q, a in self.answers.items() if q in prompt)
+            after = f"{self.until[0]} and more" if self.until else ""
+            text = f"<think>\nlooking\n</think>\n\n{answer}{after}<|im_end|>\n<|im_start|>user\nnext"
+            rows.append(torch.cat([prompt_ids, torch.tensor(self.tokenizer.encode(text))]))
+        width = max(len(row) for row in rows)
+        return torch.stack([torch.nn.functional.pad(row, (0, width - len(row)), value=self.pad_id) for row in rows])
+
+
+def wrong(answer):
+    return {"A": "B", "B": "C", "C": "D", "D": "A"}.get(answer, "purple")
+
+
+def test_gold_answers_score_100_and_wrong_answers_0_through_the_harness(stitched_dir, bench_copies, configs):
+    gold = {question: answer for _, answers in bench_copies[1].values() for question, answer in answers.items()}
+    right = ScriptedAnswers(stitched_dir, gold, batch_size=2)
+    scores, results = eval_bench.evaluate(right, configs, output_path=stitched_dir)
+    assert scores == {task: 100.0 for task in TASKS}, results
+    scores, _ = eval_bench.evaluate(ScriptedAnswers(stitched_dir, {q: wrong(a) for q, a in gold.items()}), configs,
+                                    output_path=stitched_dir)
+    assert scores == {task: 0.0 for task in TASKS}
+
+
+@pytest.fixture(scope="module")
+def lively_dir(stitched_dir, tmp_path_factory):
+    """The stitched checkpoint with larger random weights: its greedy replies differ from token to
+    token and from prompt to prompt (the small initialisation answers every prompt with newlines)."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    model = AutoModelForImageTextToText.from_pretrained(stitched_dir)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for weight in model.parameters():
+            if weight.dim() > 1:
+                weight.copy_(torch.randn(weight.shape, generator=generator) * 0.3)
+    out = tmp_path_factory.mktemp("lively")
+    model.save_pretrained(out)
+    AutoProcessor.from_pretrained(stitched_dir).save_pretrained(out)
+    return out
+
+
+def test_batch_of_two_answers_as_each_alone(lively_dir):
+    model = Qwen3SmVL(lively_dir, device="cpu")
+    images = [[Image.new("RGB", (32, 32), "red")], [Image.new("RGB", (24, 40), "blue")]]
+    contexts = ["What colour is it?", "Which colour fills this picture, and how bright is that colour?"]
+    settings = {"max_new_tokens": 6, "temperature": 0, "do_sample": False}
+    together = model.answer_batch(contexts, images, settings)
+    alone = [model.answer_batch([c], [i], settings)[0] for c, i in zip(contexts, images)]
+    assert together == alone
+    assert together[0] != together[1] and all(len(set(answer)) > 3 for answer in together)
+
+
+def test_prompt_and_inputs_are_infer_py_s(stitched_dir):
+    model = Qwen3SmVL(stitched_dir, device="cpu")
+    image = Image.new("RGB", (32, 32), "green")
+    question = "What colour is it?\nAnswer the question using a single word or phrase."
+    expected = infer.render_prompt(model.processor, infer.build_messages(question))
+    assert model.prompt(question, 1) == expected
+    assert expected.endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
+    ours = model.inputs([question], [[image]])
+    theirs = model.processor(text=[expected], images=[[image]], return_tensors="pt")
+    assert torch.equal(ours["input_ids"], theirs["input_ids"])
+    assert torch.equal(ours["pixel_values"], theirs["pixel_values"])
+    image_part = model.processor.image_token  # one per image; the processor expands each to its tiles
+    assert model.prompt("Compare them.", 2).startswith(f"<|im_start|>user\n{image_part}{image_part}Compare them.")
+
+
+def test_generation_settings_follow_the_task():
+    model = Qwen3SmVL.__new__(Qwen3SmVL)
+    model.pad_id, model._warned = 0, set()
+    kwargs, until = model.generation_settings({"until": "ASSISTANT:", "max_new_tokens": 16, "temperature": 0,
+                                               "do_sample": False, "image_aspect_ratio": "original"})
+    assert until == ["ASSISTANT:"] and kwargs == {"do_sample": False, "max_new_tokens": 16, "pad_token_id": 0}
+    kwargs, _ = model.generation_settings({"temperature": 0.7, "do_sample": True, "top_p": 0.9})
+    assert kwargs["do_sample"] and kwargs["temperature"] == 0.7 and kwargs["top_p"] == 0.9
+
+
+def test_registered_with_lmms_eval():
+    from lmms_eval.models import get_model
+
+    assert get_model("qwen3_smvl") is Qwen3SmVL
+
+
+def test_baseline_prints_both_columns_and_saves_them(stitched_dir, lively_dir, bench_copies, capsys):
+    eval_bench.main(["--model", str(stitched_dir), "--baseline", str(lively_dir), "--tasks", "docvqa_val",
+                     "--limit", "2", "--batch_size", "2", "--data_dir", str(bench_copies[0])])
+    out = capsys.readouterr().out
+    header = f"| task | {stitched_dir.name} | {lively_dir.name} | Δ {lively_dir.name} |"
+    assert header in out and "| docvqa_val | " in out
+    lines = out.strip().splitlines()
+    assert lines[-4].startswith("bench: docvqa_val ") and " (and 1 baseline), " in lines[-4] and lines[-3] == "next:"
+    saved = json.loads((stitched_dir / "bench_results.json").read_text())
+    assert list(saved["scores"]) == [stitched_dir.name, lively_dir.name]
+    assert header in (stitched_dir / "bench_results.md").read_text()
+
+
+def test_markdown_table_has_a_difference_column_per_later_checkpoint():
+    table = eval_bench.markdown_table({"graft": {"textvqa_val": 50.0, "mmlu": 40.0},
+                                       "SmolVLM2": {"textvqa_val": 62.5, "mmlu": None}})
+    assert table.splitlines() == ["| task | graft | SmolVLM2 | Δ SmolVLM2 |", "|---|---|---|---|",
+                                  "| textvqa_val | 50.0 | 62.5 | +12.5 |", "| mmlu | 40.0 | - | - |"]
+
+
+def test_a_missing_dataset_is_refused_in_one_line_before_loading(stitched_dir, tmp_path):
+    with pytest.raises(SystemExit) as refusal:
+        eval_bench.main(["--model", str(stitched_dir), "--tasks", "chartqa", "--data_dir", str(tmp_path)])
+    message = str(refusal.value)
+    assert message == (f"eval_bench.py: chartqa: its dataset lmms-lab-encoder/ChartQA is not in "
+                       f"{tmp_path / 'lmms-lab-encoder/ChartQA'}; fetch it with: bash download_resource.sh --bench chartqa")
+
+
+def test_an_unknown_task_gets_the_close_names(stitched_dir):
+    with pytest.raises(SystemExit, match=r"unknown task 'textvqa_vall'; did you mean textvqa_val"):
+        eval_bench.main(["--model", str(stitched_dir), "--tasks", "textvqa_vall"])
+
+
+def test_a_checkpoint_that_is_neither_graft_nor_smolvlm_is_named(tiny_qwen_dir):
+    with pytest.raises(SystemExit, match=r"is a qwen3 checkpoint, not a Qwen3-SmVL graft or SmolVLM"):
+        eval_bench.main(["--model", str(tiny_qwen_dir), "--tasks", "docvqa_val"])
+
+
+# A stub `hf` that logs its argv and leaves a parquet file where the dataset's files would go.
+HF_STUB = f"""#!{sys.executable}
+import json, os, sys
+args = sys.argv[1:]
+with open(os.environ["STUB_LOG"], "a") as f:
+    f.write(json.dumps(["hf"] + args) + "\\n")
+folder = args[args.index("--include") + 1].split("/")[0] if "--include" in args else "data"
+os.makedirs(os.path.join(args[args.index("--local-dir") + 1], folder), exist_ok=True)
+open(os.path.join(args[args.index("--local-dir") + 1], folder, "test-00000-of-00001.parquet"), "w").close()
+"""
+
+
+def test_download_resource_fetches_each_suite_task_s_dataset_where_eval_bench_reads_it(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "hf").write_text(HF_STUB)
+    (bin_dir / "hf").chmod(0o755)
+    result = run(tmp_path, "--bench", path=f"{bin_dir}:{SYSTEM_PATH}")
+    assert result.returncode == 0, result.stderr
+    manager = eval_bench.task_manager()
+    for task, call in zip(eval_bench.DEFAULT_SUITE, calls(tmp_path), strict=True):
+        source = manager._get_config(task)["dataset_path"]
+        assert call[:5] == ["hf", "download", source, "--repo-type", "dataset"]
+        assert call[call.index("--local-dir") + 1] == str(eval_bench.local_copy(eval_bench.DEFAULT_DATA_DIR, source))
+    mmbench = [call for call in calls(tmp_path) if call[2] == "lmms-lab-encoder/MMBench"]
+    assert [call[call.index("--include") + 1] for call in mmbench] == ["en/*", "cn/*"]
+    assert (tmp_path / eval_bench.DEFAULT_DATA_DIR / "lmms-lab-encoder/MMBench/.complete.mmbench_cn_dev").is_file()
+    unknown = run(tmp_path, "--bench", "textvqa_vall", path=f"{bin_dir}:{SYSTEM_PATH}")
+    assert unknown.returncode == 2 and "no download known for task textvqa_vall" in unknown.stderr
