@@ -238,3 +238,19 @@ def write_tiny_mmlu(root, subject="abstract_algebra", rows=8):
     (folder / "README.md").write_text(f"---\nconfigs:\n- config_name: {subject}\n  data_files:\n{splits}---\n# MMLU\n")
     (folder / ".complete").write_text("")
     return folder
+
+
+def write_tiny_sharegpt_zh_en(folder, rows=100):
+    """ShareGPT-Chinese-English-90k's layout in miniature: sharegpt_jsonl/common_{en,zh}_*.jsonl, one
+    Firefly conversation ({"conversation_id", "category", "conversation": [{"human", "assistant"}]}) a line,
+    the same conversations in English and in Chinese; -> the folder."""
+    folder = Path(folder) / "sharegpt_jsonl"
+    folder.mkdir(parents=True, exist_ok=True)
+    turns = {"en": ("What is {n} plus one?", "{n} plus one is {m}."), "zh": ("{n}加一是多少？", "{n}加一等于{m}。")}
+    for language, (question, answer) in turns.items():
+        with (folder / f"common_{language}_{rows}.jsonl").open("w", encoding="utf-8") as out:
+            for n in range(rows):
+                turn = {"human": question.format(n=n), "assistant": answer.format(n=n, m=n + 1)}
+                row = {"conversation_id": n, "category": "arithmetic", "conversation": [turn]}
+                out.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return folder.parent
