@@ -27,6 +27,9 @@ import yaml
 DEFAULT_TASKS = ["mmlu", "ceval-valid", "gsm8k", "ifeval"]
 DEFAULT_DATA_DIR = "data/text_bench"
 COMPLETE = ".complete"  # download_resource.sh's marker of a finished download
+# What some tasks need besides their dataset: ifeval's checks split sentences with nltk's punkt_tab,
+# which lm-eval would otherwise try to download mid-run.
+NLTK_DATA = {"google/IFEval": "tokenizers/punkt_tab"}
 GRAFT_TYPES = ("smolvlm", "idefics3")
 
 
@@ -113,8 +116,21 @@ def check_data(datasets, data_dir):
                 state = "an unfinished download" if folder.is_dir() else "not there"
                 lines.append(f"{name}: dataset {dataset} is not in {folder} ({state}); "
                              f"run `bash download_resource.sh --text-bench {name}`")
+            elif dataset in NLTK_DATA and not nltk_has(NLTK_DATA[dataset]):
+                lines.append(f"{name}: nltk's {NLTK_DATA[dataset]} is not installed; "
+                             f"run `bash download_resource.sh --text-bench {name}`")
     if lines:
         raise BenchError("\n".join(lines))
+
+
+def nltk_has(resource):
+    import nltk
+
+    try:
+        nltk.data.find(resource)
+        return True
+    except LookupError:
+        return False
 
 
 def write_overrides(manager, datasets, data_dir, out_dir):
