@@ -90,10 +90,12 @@ def task_config(entry):
 def datasets_of(manager, names):
     """{requested name: {its leaf task: hub dataset id}} from lm-eval's own task configs."""
     check_names(manager, names)
-    found = {}
+    found, owner = {}, {}
     for name in names:
         found[name] = {}
         for leaf in leaf_tasks(manager.task_index, name):
+            if owner.setdefault(leaf, name) != name:  # lm-eval refuses it too, but only once a model is loaded
+                raise BenchError(f"task {leaf} is in both {owner[leaf]} and {name}; name each task once")
             dataset = task_config(manager.task_index[leaf]).get("dataset_path")
             if not dataset:
                 raise BenchError(f"{name}: task {leaf} builds its data in Python (no dataset_path); "
@@ -197,9 +199,10 @@ def evaluate(lm, names, manager, limit=None):
     output = simple_evaluate(model=lm, tasks=names, task_manager=manager, limit=limit, apply_chat_template=True,
                              fewshot_as_multiturn=True, log_samples=False, bootstrap_iters=0)
     scores = {}
-    for name in names:
-        metric, value = headline(output["results"][name])
-        scores[f"{name} ({metric})"] = value
+    for name in names:  # a tag has no aggregate of its own: its tasks are reported one by one
+        for reported in [name] if name in output["results"] else leaf_tasks(manager.task_index, name):
+            metric, value = headline(output["results"][reported])
+            scores[f"{reported} ({metric})"] = value
     return scores
 
 

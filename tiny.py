@@ -219,23 +219,26 @@ MMLU_QUESTIONS = [("What is 2 + 3?", ["4", "5", "6", "7"], 1), ("Which is a prim
                   ("What is 3 x 3?", ["9", "6", "12", "3"], 0), ("What is 10 - 4?", ["5", "7", "8", "6"], 3)]
 
 
-def write_tiny_mmlu(root, subject="abstract_algebra", rows=8):
-    """A few questions of one subject in cais/mmlu's on-disk layout (the README's `configs`, one parquet
+def write_tiny_mmlu(root, subjects=("abstract_algebra",), rows=8):
+    """A few questions per subject in cais/mmlu's on-disk layout (the README's `configs`, one parquet
     file per split under <subject>/, the columns question, subject, choices, answer as a ClassLabel),
     with download_resource.sh's .complete marker; -> the dataset's folder."""
     from datasets import ClassLabel, Sequence
 
     folder = Path(root) / "cais" / "mmlu"
-    (folder / subject).mkdir(parents=True, exist_ok=True)
     features = Features({"question": Value("string"), "subject": Value("string"), "choices": Sequence(Value("string")),
                          "answer": ClassLabel(names=["A", "B", "C", "D"])})
-    for split, count in (("test", rows), ("validation", 2), ("dev", 5)):
-        picked = [MMLU_QUESTIONS[i % len(MMLU_QUESTIONS)] for i in range(count)]
-        table = {"question": [q for q, _, _ in picked], "subject": [subject] * count,
-                 "choices": [c for _, c, _ in picked], "answer": [a for _, _, a in picked]}
-        Dataset.from_dict(table, features=features).to_parquet(folder / subject / f"{split}-00000-of-00001.parquet")
-    splits = "".join(f"  - split: {split}\n    path: {subject}/{split}-*\n" for split in ("test", "validation", "dev"))
-    (folder / "README.md").write_text(f"---\nconfigs:\n- config_name: {subject}\n  data_files:\n{splits}---\n# MMLU\n")
+    configs = []
+    for subject in subjects:
+        (folder / subject).mkdir(parents=True, exist_ok=True)
+        for split, count in (("test", rows), ("validation", 2), ("dev", 5)):
+            picked = [MMLU_QUESTIONS[i % len(MMLU_QUESTIONS)] for i in range(count)]
+            table = {"question": [q for q, _, _ in picked], "subject": [subject] * count,
+                     "choices": [c for _, c, _ in picked], "answer": [a for _, _, a in picked]}
+            Dataset.from_dict(table, features=features).to_parquet(folder / subject / f"{split}-00000-of-00001.parquet")
+        splits = "".join(f"  - split: {split}\n    path: {subject}/{split}-*\n" for split in ("test", "validation", "dev"))
+        configs.append(f"- config_name: {subject}\n  data_files:\n{splits}")
+    (folder / "README.md").write_text("---\nconfigs:\n" + "".join(configs) + "---\n# MMLU\n")
     (folder / ".complete").write_text("")
     return folder
 

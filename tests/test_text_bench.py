@@ -14,6 +14,7 @@ import tiny
 from conftest import REPO
 
 TASK = "mmlu_abstract_algebra"
+GROUP = "mmlu_social_sciences"  # a group of 12 MMLU subjects (a tag of tasks under it), aggregated by lm-eval
 
 
 def with_chat_template(model_dir):
@@ -27,8 +28,11 @@ def with_chat_template(model_dir):
 
 @pytest.fixture(scope="module")
 def bench_data(tmp_path_factory):
+    """cais/mmlu with TASK's subject and GROUP's, a few questions each."""
     root = tmp_path_factory.mktemp("text_bench")
-    tiny.write_tiny_mmlu(root)
+    index = text_bench.task_index().task_index
+    subjects = [text_bench.task_config(index[task])["dataset_name"] for task in [TASK, *text_bench.leaf_tasks(index, GROUP)]]
+    tiny.write_tiny_mmlu(root, subjects, rows=2)
     return root
 
 
@@ -38,22 +42,24 @@ def other_qwen_dir(tmp_path_factory, qwen_tokenizer_dir):
     return with_chat_template(tiny.build_tiny_qwen(tmp_path_factory.mktemp("base_qwen"), qwen_tokenizer_dir, seed=1))
 
 
-def test_graft_against_base_on_a_local_task_prints_both_and_the_delta(stitched_dir, other_qwen_dir, bench_data,
-                                                                       tmp_path, capsys):
+def test_graft_against_base_on_a_local_group_prints_both_and_the_delta(stitched_dir, other_qwen_dir, bench_data,
+                                                                        tmp_path, capsys):
+    """A group (each of its tasks reading the local copy, lm-eval aggregating them) and a task."""
     out = tmp_path / "forgetting"
-    text_bench.main(["--model", str(stitched_dir), "--base", str(other_qwen_dir), "--tasks", TASK, "--limit", "4",
-                     "--batch_size", "2", "--device", "cpu", "--data_dir", str(bench_data), "--out", str(out)])
+    text_bench.main(["--model", str(stitched_dir), "--base", str(other_qwen_dir), "--tasks", GROUP, TASK, "--limit", "1", "--batch_size", "8", "--device", "cpu", "--data_dir", str(bench_data),
+                     "--out", str(out)])
     results = json.loads(out.with_suffix(".json").read_text())["results"]
     graft, base = stitched_dir.name, other_qwen_dir.name
     assert list(results) == [graft, base]
-    scores = {name: results[name][f"{TASK} (acc)"] for name in results}
-    assert all(score in (0, 0.25, 0.5, 0.75, 1) for score in scores.values()), scores  # 4 questions
+    assert all(list(scores) == [f"{GROUP} (acc)", f"{TASK} (acc)"] for scores in results.values()), results
+    assert all(0 <= score <= 1 for scores in results.values() for score in scores.values())
     table = out.with_suffix(".md").read_text()
     assert table in capsys.readouterr().out
-    header, _, row = table.splitlines()
+    header, _, *rows = table.splitlines()
     assert header == f"| task | {graft} | {base} | Δ {graft} − {base} |"
-    delta = f"{100 * (scores[graft] - scores[base]):+.1f}"
-    assert row == f"| {TASK} (acc) | {100 * scores[graft]:.1f} | {100 * scores[base]:.1f} | {delta} |"
+    for row, task in zip(rows, results[graft], strict=True):
+        mine, theirs = results[graft][task], results[base][task]
+        assert row == f"| {task} | {100 * mine:.1f} | {100 * theirs:.1f} | {100 * (mine - theirs):+.1f} |"
 
 
 def test_the_graft_scores_as_its_qwen3_would(stitched_dir, tiny_qwen_dir):
@@ -81,6 +87,8 @@ def test_absent_data_is_refused_in_one_line_before_any_model_loads(bench_data, t
 
 
 def test_unknown_task_and_wrong_checkpoints_are_named(stitched_dir, tiny_qwen_dir, bench_data):
+    with pytest.raises(text_bench.BenchError, match=f"task {TASK} is in both mmlu and {TASK}"):
+        text_bench.run(stitched_dir, tiny_qwen_dir, ["mmlu", TASK], bench_data)
     with pytest.raises(text_bench.BenchError, match=r"mmlu_abstract_algebr \(close: mmlu_abstract_algebra"):
         text_bench.run(stitched_dir, tiny_qwen_dir, ["mmlu_abstract_algebr"], bench_data)
     with pytest.raises(text_bench.BenchError, match=r"is not a graft \(model_type qwen3"):
