@@ -5,13 +5,21 @@ set -euo pipefail
 
 usage() {
   cat <<'EOF'
-Usage: bash download_resource.sh [--hf] [SUBSET ...]
+Usage: bash download_resource.sh [--hf] [SUBSET ...] [--replay] [--text-bench [TASK ...]]
        bash download_resource.sh --bench [TASK ...]
 
 Run from the repo root. Downloads into the current directory:
   model/Qwen3-0.6B                    <- Qwen/Qwen3-0.6B
   model/SmolVLM2-256M-Video-Instruct  <- HuggingFaceTB/SmolVLM2-256M-Video-Instruct
-  data/the_cauldron/<SUBSET>/         <- the_cauldron subsets; default: the 21 that train_data=all uses (~169 GB)
+  data/the_cauldron/<SUBSET>/         <- the_cauldron subsets; default: the 21 that train_data=all uses (~169 GB),
+                                         none when only --replay / --text-bench are given
+  data/text_replay/                   <- --replay: stage 2's text-only replay, ShareGPT-Chinese-English-90k
+                                         (shareAI/..., AI-ModelScope/... on ModelScope; Apache-2.0), converted
+                                         once by text_replay.py to data/text_replay/sharegpt_zh_en.jsonl
+  data/text_bench/<DATASET>/          <- --text-bench: the hub datasets of these lm-eval tasks (default:
+                                         text_bench.py's suite: mmlu ceval-valid gsm8k ifeval), from the
+                                         Hugging Face hub with `hf` (set HF_ENDPOINT for a mirror); needs
+                                         requirements-eval.txt installed (text_bench.py names the datasets)
 
   with --bench, instead:
   data/bench/<hub dataset id>/        <- each lmms-eval TASK's dataset (default: eval_bench.py's suite),
@@ -20,6 +28,9 @@ Run from the repo root. Downloads into the current directory:
 Options:
   --hf        use the Hugging Face hub CLI (`hf`) instead of ModelScope (`modelscope`); same as USE_HF=1
   --bench     benchmark datasets for eval_bench.py instead of models and the_cauldron
+  --replay    also fetch and convert the stage-2 text-only replay set
+  --text-bench [TASK ...]
+              also fetch the text benchmarks' data; the words after it are lm-eval task names
   -h, --help  show this help
 
 Finished downloads get a .complete marker and are skipped when re-run.
@@ -43,15 +54,16 @@ declare -A BENCH_DATASETS=(
 BENCH_SUITE=(textvqa_val docvqa_val chartqa ai2d ocrbench mmstar mmbench_en_dev_static mmbench_cn_dev cmmmu_val)
 
 use_hf=${USE_HF:-0}
-bench=0
-subsets=()
+bench=0 subsets=() replay=0 text_bench=0 text_tasks=()
 for arg in "$@"; do
   case $arg in
     -h | --help) usage; exit 0 ;;
     --hf) use_hf=1 ;;
     --bench) bench=1 ;;
+    --replay) replay=1 ;;
+    --text-bench) text_bench=1 ;;
     -*) echo "error: unknown option $arg" >&2; usage >&2; exit 2 ;;
-    *) subsets+=("$arg") ;;
+    *) if ((text_bench)); then text_tasks+=("$arg"); else subsets+=("$arg"); fi ;;
   esac
 done
 
@@ -89,7 +101,7 @@ if [[ $bench == 1 ]]; then
   exit 0
 fi
 
-((${#subsets[@]})) || subsets=("${ALL_SUBSETS[@]}")
+((${#subsets[@]} || replay || text_bench)) || subsets=("${ALL_SUBSETS[@]}")
 for subset in "${subsets[@]}"; do
   if [[ " ${ALL_SUBSETS[*]} " != *" $subset "* ]]; then
     echo "warning: $subset is not one of the subsets train_data=all uses (${ALL_SUBSETS[*]}); downloading it anyway" >&2
@@ -97,19 +109,37 @@ for subset in "${subsets[@]}"; do
 done
 
 if [[ $use_hf == 1 ]]; then
-  cli=hf cauldron=HuggingFaceM4/the_cauldron install="pip install -U huggingface_hub"
+  cli=hf cauldron=HuggingFaceM4/the_cauldron replay_repo=shareAI/ShareGPT-Chinese-English-90k
+  install="pip install -U huggingface_hub"
 else
-  cli=modelscope cauldron=AI-ModelScope/the_cauldron install="pip install modelscope"
+  cli=modelscope cauldron=AI-ModelScope/the_cauldron replay_repo=AI-ModelScope/ShareGPT-Chinese-English-90k
+  install="pip install modelscope"
 fi
 if ! command -v "$cli" >/dev/null; then
   echo "error: '$cli' command not found; install it with: $install" >&2
   exit 1
 fi
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+python=${PYTHON:-$here/.venv/bin/python}
+[[ -x $python ]] || python=python3
+text_datasets=()
+if ((text_bench)); then  # refused here, before anything is downloaded: an unknown task, lm-eval missing, no hf
+  if ! command -v hf >/dev/null; then
+    echo "error: --text-bench downloads from the Hugging Face hub; 'hf' command not found; install it with: pip install -U huggingface_hub" >&2
+    exit 1
+  fi
+  listed=$("$python" "$here/text_bench.py" --print_datasets ${text_tasks[@]+--tasks "${text_tasks[@]}"}) || exit 1
+  mapfile -t text_datasets <<<"$listed"
+fi
 
 # fetch DEST EXPECTED ARGS...: runs `$cli download ARGS...` unless DEST is complete; DEST/EXPECTED (a glob) must exist after.
 fetch() {
-  local dest=$1 expected=$2
-  shift 2
+  fetch_with "$cli" "$@"
+}
+
+fetch_with() {
+  local cli=$1 dest=$2 expected=$3
+  shift 3
   if [[ -f $dest/.complete ]]; then
     echo "skip $dest (already complete)"
     return
@@ -131,4 +161,22 @@ for subset in "${subsets[@]}"; do
   fetch "data/the_cauldron/$subset" '*.parquet' \
     "$cauldron" --repo-type dataset --include "$subset/*" --local-dir data/the_cauldron
 done
-echo "done: model/ and data/the_cauldron/ (${subsets[*]})"
+
+if ((replay)); then
+  fetch data/text_replay/ShareGPT-Chinese-English-90k 'sharegpt_jsonl/*.jsonl' \
+    "$replay_repo" --repo-type dataset --local-dir data/text_replay/ShareGPT-Chinese-English-90k
+  [[ -f data/text_replay/sharegpt_zh_en.jsonl ]] ||
+    "$python" "$here/text_replay.py" data/text_replay/ShareGPT-Chinese-English-90k data/text_replay/sharegpt_zh_en.jsonl
+fi
+
+for dataset in ${text_datasets[@]+"${text_datasets[@]}"}; do
+  fetch_with hf "data/text_bench/$dataset" '*' "$dataset" --repo-type dataset --local-dir "data/text_bench/$dataset"
+done
+if [[ " ${text_datasets[*]} " == *" google/IFEval "* ]]; then  # ifeval's checks split sentences with nltk's punkt_tab
+  "$python" -c "import nltk; nltk.download('punkt_tab', quiet=True)"
+fi
+
+fetched=("${subsets[@]/#/the_cauldron/}")
+((replay)) && fetched+=(text_replay)
+((${#text_datasets[@]})) && fetched+=("${text_datasets[@]/#/text_bench/}")
+echo "done: model/ and data/ (${fetched[*]})"

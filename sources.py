@@ -49,6 +49,8 @@ FETCH_ATTEMPTS = 3
 READER_VERSION = 1  # part of the cache key: raise it when the readers change what they write
 WRITE_BATCH = 10_000
 PARALLEL_BYTES = 32 << 20  # a JSONL this large is parsed in parallel
+# Files that download_resource.sh makes, by name: a missing one is named with the command that makes it.
+DOWNLOADED_FILES = {"sharegpt_zh_en.jsonl": "bash download_resource.sh --replay"}
 
 
 class DataError(ValueError):
@@ -100,7 +102,8 @@ def parse_entry(entry, data_dir, key):
     if source.max_samples is not None and not (isinstance(source.max_samples, int) and source.max_samples > 0):
         raise DataError(f"{key}: {source.path}: max_samples must be a positive integer, not {source.max_samples!r}")
     if not os.path.exists(source.path):
-        raise DataError(f"{key}: {source.path} does not exist")
+        command = DOWNLOADED_FILES.get(os.path.basename(source.path))
+        raise DataError(f"{key}: {source.path} does not exist" + (f"; run `{command}` to make it" if command else ""))
     return source
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from datasets import Dataset
+from datasets import Dataset, Features, Value
 from PIL import Image
 from transformers import (
     AutoTokenizer,
@@ -302,3 +302,45 @@ def write_benchmark_copies(data_dir, tasks=tuple(BENCHMARK_COPIES), rows=4, seed
         gold = columns["answer"] if task == "mmbench_cn_dev" else [answers[0] for answers in columns["answers"]]
         written[task] = (root, dict(zip(columns["question"], gold)))
     return written
+MMLU_QUESTIONS = [("What is 2 + 3?", ["4", "5", "6", "7"], 1), ("Which is a prime number?", ["4", "6", "7", "9"], 2),
+                  ("What is 3 x 3?", ["9", "6", "12", "3"], 0), ("What is 10 - 4?", ["5", "7", "8", "6"], 3)]
+
+
+def write_tiny_mmlu(root, subjects=("abstract_algebra",), rows=8):
+    """A few questions per subject in cais/mmlu's on-disk layout (the README's `configs`, one parquet
+    file per split under <subject>/, the columns question, subject, choices, answer as a ClassLabel),
+    with download_resource.sh's .complete marker; -> the dataset's folder."""
+    from datasets import ClassLabel, Sequence
+
+    folder = Path(root) / "cais" / "mmlu"
+    features = Features({"question": Value("string"), "subject": Value("string"), "choices": Sequence(Value("string")),
+                         "answer": ClassLabel(names=["A", "B", "C", "D"])})
+    configs = []
+    for subject in subjects:
+        (folder / subject).mkdir(parents=True, exist_ok=True)
+        for split, count in (("test", rows), ("validation", 2), ("dev", 5)):
+            picked = [MMLU_QUESTIONS[i % len(MMLU_QUESTIONS)] for i in range(count)]
+            table = {"question": [q for q, _, _ in picked], "subject": [subject] * count,
+                     "choices": [c for _, c, _ in picked], "answer": [a for _, _, a in picked]}
+            Dataset.from_dict(table, features=features).to_parquet(folder / subject / f"{split}-00000-of-00001.parquet")
+        splits = "".join(f"  - split: {split}\n    path: {subject}/{split}-*\n" for split in ("test", "validation", "dev"))
+        configs.append(f"- config_name: {subject}\n  data_files:\n{splits}")
+    (folder / "README.md").write_text("---\nconfigs:\n" + "".join(configs) + "---\n# MMLU\n")
+    (folder / ".complete").write_text("")
+    return folder
+
+
+def write_tiny_sharegpt_zh_en(folder, rows=100):
+    """ShareGPT-Chinese-English-90k's layout in miniature: sharegpt_jsonl/common_{en,zh}_*.jsonl, one
+    Firefly conversation ({"conversation_id", "category", "conversation": [{"human", "assistant"}]}) a line,
+    the same conversations in English and in Chinese; -> the folder."""
+    folder = Path(folder) / "sharegpt_jsonl"
+    folder.mkdir(parents=True, exist_ok=True)
+    turns = {"en": ("What is {n} plus one?", "{n} plus one is {m}."), "zh": ("{n}加一是多少？", "{n}加一等于{m}。")}
+    for language, (question, answer) in turns.items():
+        with (folder / f"common_{language}_{rows}.jsonl").open("w", encoding="utf-8") as out:
+            for n in range(rows):
+                turn = {"human": question.format(n=n), "assistant": answer.format(n=n, m=n + 1)}
+                row = {"conversation_id": n, "category": "arithmetic", "conversation": [turn]}
+                out.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return folder.parent

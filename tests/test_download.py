@@ -22,14 +22,21 @@ args = sys.argv[1:]
 with open(os.environ["STUB_LOG"], "a") as f:
     f.write(json.dumps([os.path.basename(sys.argv[0])] + args) + "\\n")
 local_dir = args[args.index("--local-dir") + 1]
+content = ""
 if "--include" in args:
     if os.environ.get("STUB_NO_MATCH"):  # the include pattern matched nothing, e.g. a misspelt subset
         sys.exit(0)
     target, name = os.path.join(local_dir, args[args.index("--include") + 1].split("/")[0]), "train-0.parquet"
+elif "ShareGPT-Chinese-English-90k" in args[1]:  # the replay set: a Firefly-layout conversation
+    target, name = os.path.join(local_dir, "sharegpt_jsonl"), "common_zh_70k.jsonl"
+    content = json.dumps({{"conversation_id": 1, "category": "x", "conversation": [{{"human": "你好", "assistant": "你好！"}}]}})
+elif "--repo-type" in args:  # a text benchmark's dataset repository
+    target, name = local_dir, "README.md"
 else:
     target, name = local_dir, "config.json"
 os.makedirs(target, exist_ok=True)
-open(os.path.join(target, name), "w").close()
+with open(os.path.join(target, name), "w") as f:
+    f.write(content)
 """
 
 
@@ -124,3 +131,32 @@ def test_help_and_unknown_option(tmp_path):
     assert help_.returncode == 0 and "Usage: bash download_resource.sh" in help_.stdout
     bad = run(tmp_path, "--nope", path=SYSTEM_PATH)
     assert bad.returncode == 2 and "unknown option --nope" in bad.stderr
+
+
+def test_replay_is_fetched_and_converted_without_the_cauldron(tmp_path, bin_dir):
+    result = run(tmp_path, "--replay", path=f"{bin_dir}:{SYSTEM_PATH}")
+    assert result.returncode == 0, result.stderr
+    assert calls(tmp_path) == [["modelscope", "download", *m] for m in MODELS] + [
+        ["modelscope", "download", "AI-ModelScope/ShareGPT-Chinese-English-90k", "--repo-type", "dataset",
+         "--local-dir", "data/text_replay/ShareGPT-Chinese-English-90k"]]
+    converted = (tmp_path / "data/text_replay/sharegpt_zh_en.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in converted] == [
+        {"messages": [{"role": "user", "content": "你好"}, {"role": "assistant", "content": "你好！"}]}]
+    assert not (tmp_path / "data/the_cauldron").exists()
+    assert "text replay: 1 conversations" in result.stdout
+
+
+def test_text_bench_data_comes_from_the_hub_per_task(tmp_path, bin_dir):
+    result = run(tmp_path, "cocoqa", "--text-bench", "mmlu_abstract_algebra", "gsm8k", path=f"{bin_dir}:{SYSTEM_PATH}")
+    assert result.returncode == 0, result.stderr
+    assert calls(tmp_path)[2:] == [dataset_call("modelscope", "AI-ModelScope/the_cauldron", "cocoqa")] + [
+        ["hf", "download", repo, "--repo-type", "dataset", "--local-dir", f"data/text_bench/{repo}"]
+        for repo in ("cais/mmlu", "openai/gsm8k")]
+    assert (tmp_path / "data/text_bench/cais/mmlu/.complete").is_file()
+
+
+def test_unknown_text_task_is_refused_before_any_download(tmp_path, bin_dir):
+    result = run(tmp_path, "--text-bench", "mmlu_abstract_algebr", path=f"{bin_dir}:{SYSTEM_PATH}")
+    assert result.returncode == 1
+    assert "unknown lm-eval task(s): mmlu_abstract_algebr (close: mmlu_abstract_algebra" in result.stderr
+    assert calls(tmp_path) == []

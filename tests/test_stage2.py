@@ -1,6 +1,7 @@
 """Stage 2 on tiny checkpoints: per-part learning rates, LoRA with a verified merge, activation
 checkpointing, the shipped stage-2 recipes and the stage 1 -> stage 2 chain."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -15,6 +16,8 @@ from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, Auto
 import data
 import low_rank
 import param_groups
+import text_replay
+import tiny
 import train
 import train_config
 from collate import Collator
@@ -263,3 +266,31 @@ def test_fsdp_config_on_cpu_without_fsdp_is_refused(tmp_path, config, monkeypatc
     with pytest.raises(SystemExit, match="accelerate enables FSDP only on GPUs"):
         run(tmp_path, {**config, "freeze_text": False})
     assert not list((tmp_path / "run").iterdir())  # the Trainer makes output_dir; nothing is written
+
+
+def test_stage2_recipes_replay_text_at_smolvlm2s_share(tmp_path, monkeypatch):
+    """Both recipes mix the converted replay set (download_resource.sh --replay) with the_cauldron's 21
+    subsets; drawn through data.load_data, about 14% of the training rows are the replay's text-only rows."""
+    parsed = [train_config.parse_config([str(REPO / name), "--use_cpu", "true"])[1]
+              for name in ("stage2_lora.yaml", "stage2_full.yaml")]
+    assert parsed[0].train_data == parsed[1].train_data
+    data_args = parsed[0]
+    monkeypatch.chdir(tmp_path)  # the recipes' relative data paths, laid out as the download leaves them
+    tiny.write_synthetic_cauldron(tmp_path / data_args.data_dir, subsets=data.ALL_SUBSETS, rows_per_subset=40)
+    replay = tmp_path / "data/text_replay/sharegpt_zh_en.jsonl"
+    text_replay.convert(tiny.write_tiny_sharegpt_zh_en(tmp_path / "data/text_replay/ShareGPT-Chinese-English-90k"), replay)
+
+    loaded = data.load_data(data_args, seed=0)
+    counts = data.rows_per_source(loaded.train)
+    replay_name = "data/text_replay/sharegpt_zh_en.jsonl"
+    assert set(counts) == {*data.ALL_SUBSETS, replay_name}
+    share = counts[replay_name] / len(loaded.train)
+    assert 0.12 < share < 0.16, (share, counts)
+    row = next(r for r in loaded.train.select(range(200)) if r["source"] == replay_name)
+    assert row["images"] == [] and [m["role"] for m in json.loads(row["messages"])] == ["user", "assistant"]
+
+
+def test_missing_replay_file_names_the_download(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(train_config.ConfigError, match=r"sharegpt_zh_en.jsonl does not exist; run `bash download_resource.sh --replay`"):
+        train_config.configure([str(REPO / "stage2_lora.yaml"), "--use_cpu", "true", "--init_from", str(tmp_path)])
