@@ -16,6 +16,7 @@ from collections import Counter
 import numpy as np
 
 import lengths
+import row_shape
 import sources
 import train_processor
 from collate import BadSample, Collator
@@ -80,7 +81,7 @@ def report_source(name, fmt, ds, measure):
     print(f"{name} ({fmt}): {len(ds)} rows read; text-only {int(((images == 0) & usable).sum())}, "
           f"1 image {int(((images == 1) & usable).sum())}, 2+ images {int(((images >= 2) & usable).sum())}; "
           f"{lengths}; {int(over.sum())} over max_length {measure.collator.max_length}")
-    ignored = sources.ignored_keys(ds)
+    ignored = row_shape.ignored_keys(ds)
     if ignored:
         print(f"  keys the {fmt} reader ignores: {ignored}")
     found = [(origin, problem) for origin, problem in zip(origins, problems) if problem is not None]

@@ -1,4 +1,4 @@
-"""Batches of rows in sources.py's shape (messages with image parts, undecoded images) for the Trainer.
+"""Batches of rows in row_shape.py's shape (messages with image parts, undecoded images) for the Trainer.
 
 Each row's messages (system/user/assistant/tool, reasoning_content, tool calls, the row's tools) are
 rendered with the chat template, each image where its part stands, and encoded by the processor in one
@@ -51,7 +51,7 @@ def decode_image(image):
 
 
 def conversation(row):
-    """(messages, tools) of a row in sources.py's shape; both may be JSON text (as stored) or lists."""
+    """(messages, tools) of a row in row_shape.py's shape; both may be JSON text (as stored) or lists."""
     messages, tools = row.get("messages"), row.get("tools")
     messages = json.loads(messages) if isinstance(messages, str) else messages
     tools = json.loads(tools) if isinstance(tools, str) else tools
@@ -235,7 +235,7 @@ class Collator:
         return input_ids.masked_fill(ignored, IGNORE_INDEX)
 
     def conversation_of(self, row):
-        """(messages, tools) of a row in sources.py's shape, checked: answers present, images within max_images."""
+        """(messages, tools) of a row in row_shape.py's shape, checked: answers present, images within max_images."""
         messages, tools = conversation(row)
         answers = [index for index, message in enumerate(messages) if message["role"] == "assistant"]
         if not answers:

@@ -17,7 +17,7 @@ from transformers.models.smolvlm.processing_smolvlm import get_image_prompt_stri
 
 import media
 from collate import BadSample, count_images
-from data import DataError
+from row_shape import DataError
 
 LENGTH_COLUMN = "length"  # TrainingArguments.length_column_name's default, read by group_by_length
 

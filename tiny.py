@@ -27,7 +27,7 @@ from transformers import (
 )
 from transformers.models.smolvlm.configuration_smolvlm import SmolVLMVisionConfig
 
-from data import FEATURES
+from the_cauldron import FEATURES
 
 # Qwen3's added tokens in id order; the first 14 are "special" (never split, skipped on decode).
 QWEN3_ADDED_TOKENS = [
