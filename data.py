@@ -109,7 +109,7 @@ def load_text_rows(path):
         if not (isinstance(pair, dict) and isinstance(pair.get("user"), str) and isinstance(pair.get("assistant"), str)):
             raise DataError(f'{path} line {number}: expected {{"user": "...", "assistant": "..."}}')
         messages = [{"role": "user", "content": pair["user"]}, {"role": "assistant", "content": pair["assistant"]}]
-        rows.append({"messages": json.dumps(messages, ensure_ascii=False), "tools": None, "images": [], "source": "text",
+        rows.append({"messages": json.dumps(messages, ensure_ascii=False), "tools": None, "images": [], "videos": [], "source": "text",
                      "origin": f"{path}:{number}", "problem": None, "ignored_keys": None})
     if not rows:
         raise DataError(f"text_eval_file {path} holds no rows")

@@ -10,6 +10,7 @@ import json
 import logging
 import multiprocessing
 import os
+import re
 import time
 import urllib.request
 from pathlib import Path
@@ -26,35 +27,44 @@ logger = logging.getLogger(__name__)
 LLAVA_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 MESSAGE_ROLES = ("system", "user", "assistant", "tool")
 MESSAGE_KEYS = ("role", "content", "reasoning_content", "tool_calls", "name", "tool_call_id")
-ROW_KEYS = {"llava": {"id", "conversations", "image", "images"}, "messages": {"id", "messages", "tools"}}
-LLAVA_IMAGE = "<image>"
+ROW_KEYS = {"llava": {"id", "conversations", "image", "images", "video", "videos"},
+            "messages": {"id", "messages", "tools"}}
+LLAVA_PLACEHOLDERS = {"<image>": "image", "<video>": "video"}
+VIDEO_PART_KEYS = ("video", "url", "path")  # where transformers' chat templates read a video part's reference
 FETCH_ATTEMPTS = 3
-READER_VERSION = 1  # part of the cache key: raise it when the readers change what they write
+READER_VERSION = 2  # part of the cache key: raise it when the readers change what they write
 WRITE_BATCH = 10_000
 PARALLEL_BYTES = 32 << 20  # a JSONL this large is parsed in parallel
 
 
-class ImageRefs:
-    """Turns a row's image references into {"bytes", "path"}: relative paths resolve against `root`;
-    http(s) URLs point into `cache_dir`, where fetch_urls puts them before training."""
+class MediaRefs:
+    """Turns a row's image and video references into {"bytes", "path"}, each appended to `images` or
+    `videos` in order: relative paths resolve against `root`; http(s) URLs point into `cache_dir`, where
+    fetch_urls puts them before training. The files are not opened here (the collator decodes them)."""
 
     def __init__(self, root, cache_dir):
         self.root, self.cache_dir = root, cache_dir
+        self.images, self.videos = [], []
 
-    def __call__(self, reference):
+    def add(self, kind, reference):
+        """The internal part {"type": kind} for `reference`, which is resolved and listed."""
+        (self.images if kind == "image" else self.videos).append(self.resolve(kind, reference))
+        return {"type": kind}
+
+    def resolve(self, kind, reference):
         if not isinstance(reference, str) or not reference:
-            raise RowProblem("bad image", f"image reference {reference!r} is not a path or URL")
+            raise RowProblem(f"bad {kind}", f"{kind} reference {reference!r} is not a path or URL")
         if reference.startswith("data:"):
             try:
                 return {"bytes": base64.b64decode(reference.partition(",")[2], validate=True), "path": None}
             except (binascii.Error, ValueError) as error:
-                raise RowProblem("bad image", f"data URL is not valid base64 ({error})") from None
+                raise RowProblem(f"bad {kind}", f"data URL is not valid base64 ({error})") from None
         if reference.startswith(("http://", "https://")):
             return {"bytes": None, "path": cached_path(reference, self.cache_dir)}
         path = reference[len("file://"):] if reference.startswith("file://") else reference
         path = os.path.join(self.root, path)
         if not os.path.isfile(path):
-            raise RowProblem("missing image", f"image file {path} not found")
+            raise RowProblem(f"missing {kind}", f"{kind} file {path} not found")
         return {"bytes": None, "path": path}
 
 
@@ -64,11 +74,13 @@ def cached_path(url, cache_dir):
 
 
 def split_llava_text(text):
-    """`<image>` placeholders -> parts in order; the line breaks next to a placeholder go with it."""
-    parts, pieces = [], text.split(LLAVA_IMAGE)
+    """`<image>` / `<video>` placeholders -> parts in order; the line breaks next to a placeholder go with it."""
+    parts, pieces = [], re.split(f"({'|'.join(map(re.escape, LLAVA_PLACEHOLDERS))})", text)
     for index, piece in enumerate(pieces):
+        if index % 2:
+            parts.append({"type": LLAVA_PLACEHOLDERS[piece]})
+            continue
         if index:
-            parts.append({"type": "image"})
             piece = piece.lstrip("\n")
         if index < len(pieces) - 1:
             piece = piece.rstrip("\n")
@@ -77,51 +89,72 @@ def split_llava_text(text):
     return parts
 
 
-def from_llava(row, image_ref):
-    """A LLaVA row: conversations [{from: human|gpt|system, value}], optional image / images."""
-    if "video" in row:
-        raise RowProblem("video", "video rows are not supported yet")
-    images = row.get("images") or ([row["image"]] if row.get("image") else [])
-    images = images if isinstance(images, list) else [images]
+def listed(row, *keys):
+    """A row's references under the first of `keys` it holds: a list, or one reference."""
+    value = next((row[key] for key in keys if row.get(key)), None)
+    return [] if value is None else value if isinstance(value, list) else [value]
+
+
+def from_llava(row, refs):
+    """A LLaVA row: conversations [{from: human|gpt|system, value}], optional image / images and
+    video / videos, placed by `<image>` / `<video>` in the human turns (or leading the first one)."""
+    media = {"image": listed(row, "images", "image"), "video": listed(row, "videos", "video")}
     turns = row.get("conversations")
     if not isinstance(turns, list) or not turns or not all(isinstance(t, dict) for t in turns):
         raise RowProblem("no texts", "'conversations' is not a non-empty list of {from, value}")
-    placeholders = sum(str(turn.get("value", "")).count(LLAVA_IMAGE) for turn in turns)
-    if placeholders and placeholders != len(images):
-        raise RowProblem("placeholder mismatch", f"{placeholders} {LLAVA_IMAGE} placeholder(s) for {len(images)} image(s)")
+    placed = {}
+    for placeholder, kind in LLAVA_PLACEHOLDERS.items():
+        placed[kind] = sum(str(turn.get("value", "")).count(placeholder) for turn in turns)
+        if placed[kind] and placed[kind] != len(media[kind]):
+            raise RowProblem("placeholder mismatch",
+                             f"{placed[kind]} {placeholder} placeholder(s) for {len(media[kind])} {kind}(s)")
     messages = []
     for turn in turns:
         role = LLAVA_ROLES.get(turn.get("from"))
         if role is None:
             raise RowProblem("bad row", f"unknown speaker 'from': {turn.get('from')!r}; known: {sorted(LLAVA_ROLES)}")
         value = str(turn.get("value") or "")
-        messages.append({"role": role, "content": split_llava_text(value) if LLAVA_IMAGE in value else value})
-    if images and not placeholders:  # LLaVA's convention: the images lead the first human turn
+        placeholders = any(placeholder in value for placeholder in LLAVA_PLACEHOLDERS)
+        messages.append({"role": role, "content": split_llava_text(value) if placeholders else value})
+    leading = [{"type": kind} for kind in ("video", "image") if not placed[kind] for _ in media[kind]]
+    if leading:  # LLaVA's convention: unplaced images (and videos) lead the first human turn
         first = next((m for m in messages if m["role"] == "user"), None)
         if first is None:
-            raise RowProblem("placeholder mismatch", f"{len(images)} image(s) but no human turn to put them in")
-        first["content"] = [{"type": "image"}] * len(images) + [{"type": "text", "text": first["content"]}]
-    return messages, None, [image_ref(image) for image in images]
+            raise RowProblem("placeholder mismatch", f"{len(leading)} image(s)/video(s) but no human turn to put them in")
+        text = first["content"] if isinstance(first["content"], list) else [{"type": "text", "text": first["content"]}]
+        first["content"] = leading + text
+    taken = {kind: 0 for kind in media}
+    for message in messages:  # references listed in the order their parts stand
+        for part in message["content"] if isinstance(message["content"], list) else []:
+            if part["type"] in taken:
+                refs.add(part["type"], media[part["type"]][taken[part["type"]]])
+                taken[part["type"]] += 1
+    return messages, None
 
 
-def message_part(part, image_ref, images):
-    """One content part in the internal form; image parts append their reference to `images`."""
+def message_part(part, refs):
+    """One content part in the internal form; image and video parts list their reference in `refs`."""
     kind = part.get("type") if isinstance(part, dict) else None
     if kind == "text":
         return {"type": "text", "text": str(part.get("text") or "")}
     if kind in ("image_url", "image"):
         reference = part.get(kind)
         reference = reference.get("url") if isinstance(reference, dict) else reference
-        images.append(image_ref(reference))
-        return {"type": "image"}
-    raise RowProblem("bad row", f"unsupported content part {str(part)[:80]}; known types: text, image_url, image")
+        return refs.add("image", reference)
+    if kind == "video_url":
+        reference = part.get(kind)
+        return refs.add("video", reference.get("url") if isinstance(reference, dict) else reference)
+    if kind == "video":
+        return refs.add("video", next((part[key] for key in VIDEO_PART_KEYS if part.get(key)), None))
+    raise RowProblem("bad row", f"unsupported content part {str(part)[:80]}; "
+                                "known types: text, image_url, image, video_url, video")
 
 
-def from_messages(row, image_ref):
+def from_messages(row, refs):
     """An OpenAI-style row: messages [{role, content: str | [parts]}], optional tools."""
     if not isinstance(row.get("messages"), list) or not row["messages"]:
         raise RowProblem("no texts", "'messages' is not a non-empty list")
-    messages, images = [], []
+    messages = []
     for message in row["messages"]:
         if not isinstance(message, dict) or message.get("role") not in MESSAGE_ROLES:
             role = message.get("role") if isinstance(message, dict) else message
@@ -129,34 +162,35 @@ def from_messages(row, image_ref):
         kept = {key: message[key] for key in MESSAGE_KEYS if message.get(key) is not None}
         content = message.get("content")
         if isinstance(content, list):
-            kept["content"] = [message_part(part, image_ref, images) for part in content]
+            kept["content"] = [message_part(part, refs) for part in content]
         else:
             kept["content"] = "" if content is None else str(content)
         messages.append(kept)
     tools = row.get("tools")
     if tools is not None and not isinstance(tools, list):
         raise RowProblem("bad row", f"'tools' must be a list, not {type(tools).__name__}")
-    return messages, tools, images
+    return messages, tools
 
 
 READERS = {"llava": from_llava, "messages": from_messages}
 
 
-def internal_row(raw, fmt, image_ref, source, origin):
-    """One row of ROW_FEATURES; a row that cannot be used carries its problem instead."""
+def internal_row(raw, fmt, refs, source, origin):
+    """One row of ROW_FEATURES, its media resolved by `refs` (a fresh MediaRefs); a row that cannot be
+    used carries its problem instead."""
     row = {"source": source, "origin": origin, "problem": None, "ignored_keys": None,
-           "messages": "[]", "tools": None, "images": []}
+           "messages": "[]", "tools": None, "images": [], "videos": []}
     if not isinstance(raw, dict):
         row["problem"] = f"bad row: a row must be a JSON object, not {type(raw).__name__}"
         return row
-    unknown = sorted(set(raw) - ROW_KEYS[fmt] - {"video"})
+    unknown = sorted(set(raw) - ROW_KEYS[fmt])
     row["ignored_keys"] = ",".join(unknown) or None
     try:
-        messages, tools, images = READERS[fmt](raw, image_ref)
+        messages, tools = READERS[fmt](raw, refs)
     except RowProblem as problem:
         row["problem"] = f"{problem.reason}: {problem}"
         return row
-    row.update(messages=json.dumps(messages, ensure_ascii=False), images=images,
+    row.update(messages=json.dumps(messages, ensure_ascii=False), images=refs.images, videos=refs.videos,
                tools=None if tools is None else json.dumps(tools, ensure_ascii=False))
     return row
 
@@ -244,19 +278,19 @@ def fetch_urls(urls, cache_dir, timeout=30):
 def write_rows(path, fmt, data_root, cache_dir, source, failed_urls, target, span=None, progress=None):
     """Writes the internal rows of a file (or of one `span` of a JSONL) to the Arrow file `target`;
     with `progress` (a description) a bar counts the rows."""
-    image_ref = ImageRefs(data_root or os.path.dirname(os.path.abspath(path)), cache_dir)
+    root = data_root or os.path.dirname(os.path.abspath(path))
     schema = ROW_FEATURES.arrow_schema
     with pa.OSFile(str(target), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
         batch = []
         for origin, raw in tqdm(raw_rows(path, span), desc=progress, unit=" rows", disable=progress is None):
             if isinstance(raw, RowProblem):
-                row = {**internal_row({}, fmt, image_ref, source, origin), "problem": f"{raw.reason}: {raw}"}
+                row = {**internal_row({}, fmt, None, source, origin), "problem": f"{raw.reason}: {raw}"}
             else:
-                row = internal_row(raw, fmt, image_ref, source, origin)
+                row = internal_row(raw, fmt, MediaRefs(root, cache_dir), source, origin)
                 failed = [url for url in find_urls(raw) if url in failed_urls] if failed_urls else []
                 if failed and row["problem"] is None:
                     row.update(problem=f"bad image: {failed[0]} could not be fetched ({failed_urls[failed[0]]})",
-                               messages="[]", images=[])
+                               messages="[]", images=[], videos=[])
             batch.append(row)
             if len(batch) == WRITE_BATCH:
                 writer.write_batch(pa.RecordBatch.from_pylist(batch, schema=schema))

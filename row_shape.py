@@ -1,8 +1,10 @@
 """The one row shape that every reader writes and the collator, evaluation, the demo and the data check read:
 
-    {"messages": JSON text of [{"role", "content": str | [{"type": "text", "text"} | {"type": "image"}], ...}],
+    {"messages": JSON text of [{"role", "content": str | [{"type": "text", "text"} | {"type": "image"}
+                                                        | {"type": "video"}], ...}],
      "tools": JSON text of the row's tool list, or null,
      "images": [{"bytes", "path"}, ...]   one per {"type": "image"} part, in order, undecoded,
+     "videos": [{"bytes", "path"}, ...]   one per {"type": "video"} part, in order, undecoded,
      "source": the source's name, "origin": "file:line" (JSONL) or "file#index",
      "problem": null, or "reason: cause" for a row that cannot be trained on,
      "ignored_keys": null, or the row's keys the reader does not understand}
@@ -16,6 +18,7 @@ from datasets import Features, Image, List, Value
 
 ROW_FEATURES = Features({
     "messages": Value("string"), "tools": Value("string"), "images": List(Image(decode=False)),
+    "videos": List({"bytes": Value("binary"), "path": Value("string")}),
     "source": Value("string"), "origin": Value("string"), "problem": Value("string"), "ignored_keys": Value("string"),
 })
 

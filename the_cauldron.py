@@ -85,7 +85,7 @@ def from_cauldron(ds, source, max_images):
         return {
             "messages": [json.dumps(cauldron_messages(t, min(c, max_images)), ensure_ascii=False)
                          for t, c in zip(texts, counts)],
-            "tools": [None] * len(texts), "source": [source] * len(texts),
+            "tools": [None] * len(texts), "videos": [[]] * len(texts), "source": [source] * len(texts),
             "origin": [f"{source}#{index}" for index in indices],
             "problem": [None] * len(texts), "ignored_keys": [None] * len(texts),
         }

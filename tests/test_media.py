@@ -15,7 +15,7 @@ import infer
 import lengths
 import media
 from collate import BadSample, Collator
-from sources import question_row
+from the_cauldron import question_row
 from stitch import stitch
 from train_config import DataArguments
 
