@@ -131,6 +131,9 @@ def open_video(video):
 def header_metadata(video, container, stream):
     """transformers' PyAV reader's metadata (frame count, average frame rate, duration = frames / fps),
     with the frame count taken from the packets when the header does not store it (e.g. WebM)."""
+    if stream.codec_context is None:  # e.g. a file cut off before its stream parameters
+        raise UnreadableVideo(f"{describe_video(video)} cannot be read (its video stream has no decodable parameters; "
+                              "truncated or corrupt?)")
     fps = stream.average_rate or stream.guessed_rate
     if not fps:
         raise UnreadableVideo(f"{describe_video(video)} states no frame rate")
