@@ -206,3 +206,48 @@ def test_packing_a_video_row_equals_its_unpacked_loss(stitched, clips):
         tokens = (packed_batch["labels"][0, 1:] != IGNORE_INDEX).sum()
         packed = model(**packed_batch).loss * tokens
     torch.testing.assert_close(packed, sum(unpacked), rtol=1e-4, atol=1e-4)
+
+
+def test_video_image_and_text_rows_train_evaluate_check_and_infer(tmp_path, monkeypatch, clips, cauldron_dir,
+                                                                   tiny_smolvlm_dir, tiny_qwen_dir, capsys):
+    """Done-when: a LLaVA file with video rows and a messages file with video parts train mixed with
+    image rows; evaluation scores the video rows; the data check reports frames; infer.py --video answers."""
+    import yaml
+
+    import infer
+    import train
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf_cache"))
+    turn = lambda q, a: [{"from": "human", "value": f"<video>\n{q}"}, {"from": "gpt", "value": a}]  # noqa: E731
+    (tmp_path / "videos.json").write_text(json.dumps(
+        [{"video": str(clips / "rgb.mp4"), "conversations": turn(f"Last colour {i}?", "blue")} for i in range(6)]
+        + [{"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]}]))
+    parts = [{"type": "video", "path": str(clips / "long.mp4")}, {"type": "text", "text": "Long?"}]
+    (tmp_path / "videos.jsonl").write_text("\n".join(json.dumps(
+        {"messages": [{"role": "user", "content": parts}, {"role": "assistant", "content": "yes"}]}) for _ in range(4)))
+    config = {
+        "smolvlm_path": str(tiny_smolvlm_dir), "qwen_path": str(tiny_qwen_dir), "data_dir": str(cauldron_dir),
+        "train_data": ["cocoqa", {"path": str(tmp_path / "videos.json")}, {"path": str(tmp_path / "videos.jsonl")}],
+        "eval_data": [{"path": str(tmp_path / "videos.json")}], "run_evaluation": True, "eval_max_new_tokens": 2,
+        "video_max_frames": 8, "max_steps": 2, "per_device_train_batch_size": 8, "train_sampling_strategy": "group_by_length",
+        "save_strategy": "no", "report_to": "none", "use_cpu": True, "seed": 0, "demo_max_new_tokens": 2,
+        "output_dir": str(tmp_path / "run"), "image_cache_dir": str(tmp_path / "image_cache"),
+    }
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(SystemExit) as exited:
+        train.main([str(path), "--check_data", "true"])
+    assert exited.value.code == 0
+    checked = capsys.readouterr().out
+    assert "videos at 1 fps up to 8 frames" in checked
+    assert "6 video rows: frames per video p50 3, max 3" in checked and "4 video rows: frames per video p50 8" in checked
+    train.main([str(path)])
+    out = capsys.readouterr().out
+    assert "rank 0/1: 2 steps" in out and "0 samples skipped" in out
+    saved = json.loads((tmp_path / "run" / "eval_results.json").read_text())
+    assert saved["skipped"] == 0 and saved["summary"]["overall"]["n"] == 7
+    assert AutoProcessor.from_pretrained(tmp_path / "run").video_processor.num_frames == 8
+    infer.main(["--model", str(tmp_path / "run"), "--video", str(clips / "long.mp4"), "--question", "Long?",
+                "--max-new-tokens", "2"])
+    with pytest.raises(SystemExit, match="has no video stream"):
+        infer.main(["--model", str(tmp_path / "run"), "--video", str(clips / "audio.m4a"), "--question", "?"])
