@@ -138,7 +138,7 @@ def test_problems_name_file_and_line_and_refuse_or_are_skipped(tmp_path):
     message = str(refused.value)
     assert "4 unusable row(s)" in message
     for planted in ("llava_problems.json#1: placeholder mismatch: 2 <image> placeholder(s) for 1 image(s)",
-                    "llava_problems.json#2: video: video rows are not supported yet",
+                    "llava_problems.json#2: missing video: video file ", "clip.mp4 not found",
                     "messages_problems.jsonl:2: invalid JSON: ",
                     "messages_problems.jsonl:3: missing image: image file ", "missing.png not found"):
         assert planted in message
@@ -146,7 +146,7 @@ def test_problems_name_file_and_line_and_refuse_or_are_skipped(tmp_path):
     with pytest.warns(UserWarning) as warned:
         loaded = data.load_data(args, 0)
     assert len(loaded.train) == 5
-    assert loaded.problems == {str(EXAMPLES / "planted"): {"placeholder mismatch": 1, "video": 1, "invalid JSON": 1,
+    assert loaded.problems == {str(EXAMPLES / "planted"): {"placeholder mismatch": 1, "missing video": 1, "invalid JSON": 1,
                                                            "missing image": 1}}
     named = [str(w.message) for w in warned if "ignoring key" in str(w.message)]
     assert named == [f"{EXAMPLES / 'planted'}: ignoring key(s) ['score'] that the llava+messages reader does not understand"]
