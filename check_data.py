@@ -16,11 +16,13 @@ from collections import Counter
 import numpy as np
 
 import lengths
+import row_shape
 import sources
 import train_processor
 from collate import BadSample, Collator
 
-MEASURES = {"tokens": "int64", "images": "int64", "problem": "string", "over_max_length": "bool"}
+MEASURES = {"tokens": "int64", "images": "int64", "frames": "int64", "video_tokens": "int64", "problem": "string",
+            "over_max_length": "bool"}
 LISTED_PER_SOURCE = 50
 
 
@@ -33,23 +35,28 @@ class RowMeasure:
         self.counter = lengths.TokenCounter(self.collator)
 
     def measure(self, row):
-        tokens, image_count, image_end = self.counter.measure(row)
-        if image_end > self.collator.max_length:
-            raise BadSample(f"its image block(s) end at token {image_end} but max_length is "
+        measured = self.counter.measure(row)
+        if measured.image_end > self.collator.max_length:
+            raise BadSample(f"its image block(s) end at token {measured.image_end} but max_length is "
                             f"{self.collator.max_length}", reason="image exceeds max_length")
-        return tokens, image_count
+        return measured.tokens, measured.images, measured.frames, measured.video_tokens
 
     def __call__(self, batch):
         out = {key: [] for key in MEASURES}
-        for messages, tools, images, problem in zip(batch["messages"], batch["tools"], batch["images"], batch["problem"]):
-            tokens, image_count = 0, 0
+        videos_column = batch.get("videos") or [[]] * len(batch["messages"])
+        for messages, tools, images, videos, problem in zip(batch["messages"], batch["tools"], batch["images"],
+                                                            videos_column, batch["problem"]):
+            tokens, image_count, frames, video_tokens = 0, 0, 0, 0
             if problem is None:
+                row = {"messages": messages, "tools": tools, "images": images, "videos": videos}
                 try:
-                    tokens, image_count = self.measure({"messages": messages, "tools": tools, "images": images})
+                    tokens, image_count, frames, video_tokens = self.measure(row)
                 except BadSample as bad:
                     problem = f"{bad.reason}: {bad}"
             out["tokens"].append(tokens)
             out["images"].append(image_count)
+            out["frames"].append(frames)
+            out["video_tokens"].append(video_tokens)
             out["problem"].append(problem)
             out["over_max_length"].append(tokens > self.collator.max_length)
         return out
@@ -65,7 +72,7 @@ def measure_source(ds, measure):
         new_fingerprint=uuid.uuid4().hex, desc="checking rows",
         features=Features({"origin": Value("string"), **{key: Value(kind) for key, kind in MEASURES.items()}}),
     )
-    numbers = {key: np.asarray(measured[key]) for key in ("tokens", "images", "over_max_length")}
+    numbers = {key: np.asarray(measured[key]) for key in ("tokens", "images", "frames", "video_tokens", "over_max_length")}
     return numbers, measured["origin"], measured["problem"]
 
 
@@ -77,10 +84,15 @@ def report_source(name, fmt, ds, measure):
     tokens = numbers["tokens"][usable]
     lengths = (f"tokens p50 {np.percentile(tokens, 50):.0f}, p95 {np.percentile(tokens, 95):.0f}, max {tokens.max()}"
                if len(tokens) else "tokens: no usable row")
-    print(f"{name} ({fmt}): {len(ds)} rows read; text-only {int(((images == 0) & usable).sum())}, "
+    print(f"{name} ({fmt}): {len(ds)} rows read; text-only {int(((images == 0) & (numbers['frames'] == 0) & usable).sum())}, "
           f"1 image {int(((images == 1) & usable).sum())}, 2+ images {int(((images >= 2) & usable).sum())}; "
           f"{lengths}; {int(over.sum())} over max_length {measure.collator.max_length}")
-    ignored = sources.ignored_keys(ds)
+    ignored = row_shape.ignored_keys(ds)
+    with_video = (numbers["frames"] > 0) & usable
+    if with_video.any():
+        frames, video_tokens = numbers["frames"][with_video], numbers["video_tokens"][with_video]
+        print(f"  {int(with_video.sum())} video rows: frames per video p50 {np.percentile(frames, 50):.0f}, "
+              f"max {frames.max()}; tokens per video p50 {np.percentile(video_tokens, 50):.0f}, max {video_tokens.max()}")
     if ignored:
         print(f"  keys the {fmt} reader ignores: {ignored}")
     found = [(origin, problem) for origin, problem in zip(origins, problems) if problem is not None]
@@ -98,8 +110,10 @@ def run(model_args, data_args):
     """Checks every row of train_data and eval_data; returns the exit status (1: training would stop)."""
     started = time.perf_counter()
     measure = RowMeasure(train_processor.processor_without_model(model_args, data_args), data_args)
+    video_processor = measure.collator.processor.video_processor
     print(f"data check: max_length {data_args.max_length}, max_images {data_args.max_images}, "
-          f"on_bad_sample {data_args.on_bad_sample}")
+          f"on_bad_sample {data_args.on_bad_sample}, videos at {video_processor.fps} fps up to "
+          f"{video_processor.num_frames} frames")
     total, rows, checked = 0, 0, 0
     for key in ("train_data", "eval_data"):
         for source in sources.parse_sources(getattr(data_args, key), data_args.data_dir, key):

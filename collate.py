@@ -1,9 +1,10 @@
-"""Batches of rows in sources.py's shape (messages with image parts, undecoded images) for the Trainer.
+"""Batches of rows in row_shape.py's shape (messages with image parts, undecoded images) for the Trainer.
 
 Each row's messages (system/user/assistant/tool, reasoning_content, tool calls, the row's tools) are
-rendered with the chat template, each image where its part stands, and encoded by the processor in one
-call (images, placeholder expansion and tokenization). Labels are -100 on padding and on every image
-block; with `assistant_only_loss` also on everything but the assistant turns and their closing
+rendered with the chat template, each image or video where its part stands, and encoded by the processor
+in one call per row (images, or a video's sampled frames, placeholder expansion and tokenization; per row,
+so that a video's intro line counts its own frames). Labels are -100 on padding and on every image
+block and video block (intro line, frame timestamps, frame blocks); with `assistant_only_loss` also on everything but the assistant turns and their closing
 <|im_end|>. Long samples lose text after the last image block, never part of a block; rows that cannot be trained on are named (`on_bad_sample="raise"`) or
 skipped and counted (`"skip"`).
 """
@@ -22,7 +23,8 @@ PADDING_CHOICES = ("longest", "max_length")
 ON_BAD_SAMPLE_CHOICES = ("raise", "skip")
 SKIP_REASONS = (
     "bad image", "no texts", "empty answer", "image exceeds max_length", "template", "placeholder mismatch",
-    "nothing to learn", "too many images",
+    "nothing to learn", "too many images", "bad video", "video exceeds max_length", "too many videos",
+    "images and video",
 )
 
 
@@ -51,7 +53,7 @@ def decode_image(image):
 
 
 def conversation(row):
-    """(messages, tools) of a row in sources.py's shape; both may be JSON text (as stored) or lists."""
+    """(messages, tools) of a row in row_shape.py's shape; both may be JSON text (as stored) or lists."""
     messages, tools = row.get("messages"), row.get("tools")
     messages = json.loads(messages) if isinstance(messages, str) else messages
     tools = json.loads(tools) if isinstance(tools, str) else tools
@@ -67,12 +69,41 @@ def content_text(content):
     return content if isinstance(content, str) else ""
 
 
-def count_images(messages):
+def count_images(messages, kind="image"):
+    """The `kind` ("image" or "video") parts of the messages."""
     return sum(
-        part.get("type") == "image"
+        part.get("type") == kind
         for message in messages if isinstance(message.get("content"), list)
         for part in message["content"]
     )
+
+
+def count_videos(messages):
+    return count_images(messages, kind="video")
+
+
+def video_metadata(video, video_processor):
+    """The header metadata of a video and the frames the processor will sample, without decoding any."""
+    try:
+        return media.video_metadata(video, video_processor)
+    except media.UnreadableVideo as error:
+        raise BadSample(str(error), reason="bad video") from None
+
+
+def video_prompt(processor, metadata):
+    """The text one video placeholder expands into (intro line, a timestamp and an image block per frame),
+    from the processor's own builder; it reads only the frame count from the pixel values."""
+    frames = torch.empty((1, len(metadata.frames_indices), 0))
+    return processor.replace_video_token({"pixel_values": frames, "video_metadata": [metadata]}, video_idx=0)
+
+
+def decode_video(video, video_processor):
+    """(frames, metadata) of the frames the video processor samples; the collator's BadSample when the
+    video is missing or PyAV cannot use it."""
+    try:
+        return media.decode_video(video, video_processor)
+    except media.UnreadableVideo as error:
+        raise BadSample(str(error), reason="bad video") from None
 
 
 def describe(row, position):
@@ -199,18 +230,32 @@ class Collator:
     def encode(self, row):
         messages, tools = self.conversation_of(row)
         images = [decode_image(image) for image in (row.get("images") or [])[: count_images(messages)]]
-        text, spans = self.render(messages, tools, len(images))
+        videos = [decode_video(video, self.processor.video_processor)
+                  for video in (row.get("videos") or [])[: count_videos(messages)]]
+        text, spans = self.render(messages, tools, len(images), len(videos))
         # do_pad=False: tiles come back unpadded (no copy into a zero tensor); pad_images pads the batch once.
+        # A video's frames are sampled already (do_sample_frames=False); its metadata gives the timestamps.
+        video_inputs = dict(videos=[frames for frames, _ in videos], video_metadata=[meta for _, meta in videos],
+                            videos_kwargs={"do_sample_frames": False, "return_tensors": "pt"}) if videos else {}
         inputs = self.processor(
             text=[text], images=[images] if images else None, do_pad=False, add_special_tokens=False,
-            return_offsets_mapping=True, return_text_replacement_offsets=True,
+            return_offsets_mapping=True, return_text_replacement_offsets=True, **video_inputs,
         )
         input_ids, offsets = torch.tensor(inputs["input_ids"][0]), torch.tensor(inputs["offset_mapping"][0])
         replacements = inputs["text_replacement_offsets"][0]
-        tiles = [torch.as_tensor(tile) for tile in inputs["pixel_values"][0]] if images else []  # numpy from PIL
+        # numpy tiles from PIL images; a video's frames, one tile each, come as one tensor
+        tiles = [torch.as_tensor(tile) for tile in inputs["pixel_values"][0]] if images or videos else []
         labels = self.labels_of(input_ids, offsets, replacements, spans)
         if len(input_ids) > self.max_length:
             image_end = int((offsets[:, 0] < replacements[-1]["new_span"][1]).sum()) if replacements else 0
+            if image_end > self.max_length and videos:
+                frames = len(videos[0][1].frames_indices)
+                raise BadSample(
+                    f"its video block ends at token {image_end} of {len(input_ids)} ({frames} frames x "
+                    f"{self.processor.image_seq_len} features + timestamps) but max_length is {self.max_length}; "
+                    "lower video_max_frames or video_fps, or raise max_length",
+                    reason="video exceeds max_length",
+                )
             if image_end > self.max_length:
                 sizes = ", ".join(f"{image.width}x{image.height}" for image in images)
                 raise BadSample(
@@ -235,7 +280,7 @@ class Collator:
         return input_ids.masked_fill(ignored, IGNORE_INDEX)
 
     def conversation_of(self, row):
-        """(messages, tools) of a row in sources.py's shape, checked: answers present, images within max_images."""
+        """(messages, tools) of a row in row_shape.py's shape, checked: answers present, images within max_images."""
         messages, tools = conversation(row)
         answers = [index for index, message in enumerate(messages) if message["role"] == "assistant"]
         if not answers:
@@ -253,11 +298,22 @@ class Collator:
         if image_count > self.max_images:
             raise BadSample(f"{image_count} images but max_images is {self.max_images}; raise max_images "
                             "(images are never dropped from a row that places them)", reason="too many images")
+        video_count = count_videos(messages)
+        if video_count > len(row.get("videos") or []):
+            raise BadSample(f"{video_count} video part(s) for {len(row.get('videos') or [])} video(s)",
+                            reason="placeholder mismatch")
+        # SmolVLM's processor pads the frames of a call's videos to the longest and counts that in every
+        # intro line, and one call cannot place images and a video together (both are pixel_values).
+        if video_count > 1:
+            raise BadSample(f"{video_count} videos in one row; a row holds at most one video", reason="too many videos")
+        if video_count and image_count:
+            raise BadSample(f"{image_count} image(s) and a video in one row; SmolVLM's processor encodes either "
+                            "images or a video per row", reason="images and video")
         return messages, tools
 
-    def render(self, messages, tools, image_count):
+    def render(self, messages, tools, image_count, video_count=0):
         """(text, spans): the conversation as the chat template renders it with thinking off, each image
-        where its part stands, and the character span of each assistant turn to supervise: the
+        (and video) where its part stands, and the character span of each assistant turn to supervise: the
         template's generation blocks (a turn's reasoning if it shows any, its answer and tool calls,
         its <|im_end|>; not the empty think block that switches thinking off)."""
         rendered, generation = render_jinja_template(
@@ -272,6 +328,10 @@ class Collator:
                 f"(is {self.processor.image_token} typed into a question or answer?)",
                 reason="placeholder mismatch",
             )
+        if text.count(self.processor.video_token) != video_count:
+            raise BadSample(f"the text holds {text.count(self.processor.video_token)} {self.processor.video_token} "
+                            f"for {video_count} video(s) (typed into a question or answer, or a chat template "
+                            "without video parts?)", reason="placeholder mismatch")
         turns = sum(message["role"] == "assistant" for message in messages)
         if len(spans) != turns:
             raise BadSample(f"the chat template marks {len(spans)} answers for {turns} assistant turns "

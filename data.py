@@ -1,10 +1,7 @@
 """Training data: the sources of train_data / eval_data read (sources.py), problems refused or skipped,
-rows held out across sources and the rest mixed by weight. the_cauldron subsets are read from
-<data_dir>/<subset>/train-*.parquet (`images` and `texts` columns)."""
-import glob
+rows held out across sources and the rest mixed by weight."""
 import json
 import logging
-import os
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -12,60 +9,14 @@ from typing import NamedTuple
 
 import numpy as np
 import pyarrow.compute as pc
-from datasets import Dataset, Features, Image, List, Value, concatenate_datasets, interleave_datasets, load_dataset
+from datasets import Dataset, concatenate_datasets, interleave_datasets
 
+import row_shape
 import sources
-from sources import DataError  # noqa: F401  (the project's data error type, raised from here and sources.py)
+import the_cauldron
+from row_shape import DataError  # noqa: F401  (the project's data error type, raised from here)
 
 logger = logging.getLogger(__name__)
-
-
-# The original recipe's subsets. Left out because they failed to load for the original authors:
-# mimic_cgd, localized_narratives, okvqa, ocrvqa, clevr_math, nlvr2.
-ALL_SUBSETS = [
-    "chartqa", "finqa", "aokvqa", "figureqa", "diagram_image_to_text", "geomverse", "ai2d",
-    "iam", "infographic_vqa", "intergps", "hateful_memes", "clevr", "iconqa", "multihiertt",
-    "mapqa", "datikz", "hitab", "chart2text", "cocoqa", "docvqa", "dvqa",
-]
-
-TURN = {"user": Value("string"), "assistant": Value("string"), "source": Value("string")}
-FEATURES = Features({"images": List(Image()), "texts": List(TURN)})
-
-
-def resolve_subsets(train_data):
-    """"all", "a,b", "a" or ["a", "b"] -> list of subset names, in order, without duplicates."""
-    names = train_data.split(",") if isinstance(train_data, str) else train_data
-    names = [name.strip() for name in names if name.strip()]
-    expanded = [s for name in names for s in (ALL_SUBSETS if name == "all" else [name])]
-    return list(dict.fromkeys(expanded))
-
-
-def _download_hint(subsets):
-    args = "" if subsets == ALL_SUBSETS else " " + " ".join(subsets)
-    return f"run `bash download_resource.sh{args}` to download them"
-
-
-def _load_subset(data_dir, subset):
-    files = sorted(glob.glob(os.path.join(data_dir, subset, "train-*.parquet")))
-    if not files:
-        raise FileNotFoundError(f"no train-*.parquet files in {os.path.join(data_dir, subset)}")
-    ds = load_dataset("parquet", data_files=files, split="train")
-    missing = {"images", "texts"} - set(ds.column_names)
-    if missing:
-        raise ValueError(f"missing columns {sorted(missing)}")
-    ds = ds.select_columns(["images", "texts"])
-    # cast rewrites the arrow cache (without decoding images), so only do it when the schema differs
-    return ds if ds.features == FEATURES else ds.cast(FEATURES)
-
-
-def load_subset(data_dir, subset):
-    """A the_cauldron subset's `images` and `texts` columns; DataError when it cannot be loaded."""
-    if not os.path.isdir(data_dir):
-        raise DataError(f"data_dir {data_dir} does not exist (subset: {subset}); {_download_hint([subset])}")
-    try:
-        return _load_subset(data_dir, subset)
-    except Exception as error:  # any unloadable subset is skipped (with a warning) when others load
-        raise DataError(f"{subset}: {type(error).__name__}: {error}") from None
 
 
 class LoadedData(NamedTuple):
@@ -76,8 +27,8 @@ class LoadedData(NamedTuple):
 
 def usable_rows(name, fmt, ds, on_bad_sample):
     """(rows without a problem, {reason: count}); under on_bad_sample: raise a problem refuses the run."""
-    keep, found = sources.problems_of(ds)
-    ignored = sources.ignored_keys(ds)
+    keep, found = row_shape.problems_of(ds)
+    ignored = row_shape.ignored_keys(ds)
     if ignored:
         warnings.warn(f"{name}: ignoring key(s) {ignored} that the {fmt} reader does not understand", stacklevel=2)
     if found and on_bad_sample == "raise":
@@ -110,10 +61,10 @@ def read_sources(entries, data_args, seed, key):
     reasons = "\n".join(f"  {reason}" for reason in failed.values())
     if not loaded:  # only the_cauldron subsets can fail here: a file source raises at once
         raise DataError(f"{key}: no subset of {list(failed)} could be loaded from {data_args.data_dir}:\n{reasons}\n"
-                        f"{_download_hint(list(failed))}")
+                        f"{the_cauldron.download_hint(list(failed))}")
     if failed:
         warnings.warn(f"skipping the_cauldron subsets that failed to load from {data_args.data_dir}:\n{reasons}\n"
-                      f"{_download_hint(list(failed))}", stacklevel=2)
+                      f"{the_cauldron.download_hint(list(failed))}", stacklevel=2)
     return loaded, {name: counts for name, counts in problems.items() if counts}
 
 
@@ -158,7 +109,7 @@ def load_text_rows(path):
         if not (isinstance(pair, dict) and isinstance(pair.get("user"), str) and isinstance(pair.get("assistant"), str)):
             raise DataError(f'{path} line {number}: expected {{"user": "...", "assistant": "..."}}')
         messages = [{"role": "user", "content": pair["user"]}, {"role": "assistant", "content": pair["assistant"]}]
-        rows.append({"messages": json.dumps(messages, ensure_ascii=False), "tools": None, "images": [], "source": "text",
+        rows.append({"messages": json.dumps(messages, ensure_ascii=False), "tools": None, "images": [], "videos": [], "source": "text",
                      "origin": f"{path}:{number}", "problem": None, "ignored_keys": None})
     if not rows:
         raise DataError(f"text_eval_file {path} holds no rows")
@@ -166,7 +117,7 @@ def load_text_rows(path):
 
 
 def load_data(data_args, seed):
-    """Training rows, held-out rows and the problems skipped, in the one row shape of sources.py with
+    """Training rows, held-out rows and the problems skipped, in the one row shape of row_shape.py with
     images undecoded; training and evaluation read the same split through this.
 
     Without weights the sources are pooled and shuffled, and the first test_size rows held out (as

@@ -39,7 +39,7 @@ Example: bash download_resource.sh cocoqa    # models + cocoqa only (~2.4 GB)
 EOF
 }
 
-# Keep in sync with data.ALL_SUBSETS.
+# Keep in sync with the_cauldron.ALL_SUBSETS.
 ALL_SUBSETS=(chartqa finqa aokvqa figureqa diagram_image_to_text geomverse ai2d iam infographic_vqa intergps
   hateful_memes clevr iconqa multihiertt mapqa datikz hitab chart2text cocoqa docvqa dvqa)
 

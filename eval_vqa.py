@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 import data
 import infer
-from collate import IGNORE_INDEX, BadSample, Collator, content_text, conversation, count_images
+from collate import IGNORE_INDEX, BadSample, Collator, content_text, conversation, count_images, count_videos, decode_video
 from train_config import ConfigError, parse_config, seed_of_data, use_offline_demo
 
 ARTICLES = {"a", "an", "the"}
@@ -85,7 +85,9 @@ def evaluate_row(model, processor, row, collator, max_new_tokens, think):
     last = max(index for index, message in enumerate(messages) if message["role"] == "assistant")
     prompt, reference = messages[:last], content_text(messages[last]["content"])
     images = [Collator.decode_image(image) for image in row["images"][: count_images(prompt)]]
-    reply = infer.reply_to(model, processor, prompt, images, think=think, max_new_tokens=max_new_tokens, tools=tools)
+    videos = [decode_video(video, processor.video_processor) for video in (row.get("videos") or [])[: count_videos(prompt)]]
+    reply = infer.reply_to(model, processor, prompt, images, think=think, max_new_tokens=max_new_tokens, tools=tools,
+                           videos=videos)
     prediction = infer.split_thinking(reply)[1]  # a reply cut off while thinking answers nothing
     correct, contains = score(prediction, reference)
     question = next((content_text(m["content"]) for m in reversed(prompt) if m["role"] == "user"), "")

@@ -1,10 +1,12 @@
-"""Ask a stitched Qwen3-SmVL checkpoint about an image, streaming the answer to the terminal.
+"""Ask a stitched Qwen3-SmVL checkpoint about an image or a video, streaming the answer to the terminal.
 
     python infer.py --model DIR --image PATH --question "What is in the picture?" [--think] [--max-new-tokens N]
+    python infer.py --model DIR --video clip.mp4 --question "What happens?"   # frames sampled as in training
     python infer.py --model DIR --image PATH --chat     # a conversation; an empty line, `exit` or EOF ends it
     python infer.py ... --quantize 4bit|8bit            # the text model's linear layers in 4/8 bits (bitsandbytes)
 
-Without --image the question goes to the text model alone. With --think Qwen3 reasons in a
+Without --image or --video the question goes to the text model alone. A video is decoded with PyAV and
+sampled by the processor's saved video settings (video_fps, video_max_frames of the training run). With --think Qwen3 reasons in a
 <think> block first (shown dimmed on a terminal); without it the prompt closes that block empty.
 """
 
@@ -62,19 +64,29 @@ def load_image(path):
         raise ValueError(str(error)) from None
 
 
-def user_turn(text, images):
-    """A user message: `images` image parts (a count; True is one), then the text."""
-    return {"role": "user", "content": [{"type": "image"}] * int(images) + [{"type": "text", "text": text}]}
+def load_video(path, processor):
+    """(frames, metadata) of the frames the processor's video settings sample from the video at `path`;
+    a missing or unreadable file raises an error naming it."""
+    try:
+        return media.decode_video(path, processor.video_processor)
+    except media.UnreadableVideo as error:
+        raise ValueError(f"cannot use video {path}: {error}") from None
 
 
-def build_messages(question, image=True, history=()):
+def user_turn(text, images, kind="image"):
+    """A user message: `images` parts of `kind` (a count; True is one), then the text."""
+    return {"role": "user", "content": [{"type": kind}] * int(images) + [{"type": "text", "text": text}]}
+
+
+def build_messages(question, image=True, history=(), kind="image"):
     """Chat messages for `question` after the earlier (question, answer) pairs in `history`;
-    the image (True, or a count of images, in order), if any, belongs to the first user turn."""
+    the image (True, or a count of images, in order; or the video, kind="video"), if any, belongs to the
+    first user turn."""
     messages = []
     for earlier_question, earlier_answer in history:
-        messages.append(user_turn(earlier_question, 0 if messages else image))
+        messages.append(user_turn(earlier_question, 0 if messages else image, kind))
         messages.append({"role": "assistant", "content": earlier_answer})
-    messages.append(user_turn(question, 0 if messages else image))
+    messages.append(user_turn(question, 0 if messages else image, kind))
     return messages
 
 
@@ -89,17 +101,25 @@ def render_prompt(processor, messages, think=False, tools=None):
     )
 
 
-def answer(model, processor, image, question, think=False, max_new_tokens=512, history=(), streamer=None):
-    """The model's greedy reply to `question` about `image` (None: text only), without the prompt.
-    With think=True the reply starts with Qwen3's <think> block (see split_thinking)."""
-    messages = build_messages(question, image is not None, history)
-    return reply_to(model, processor, messages, [] if image is None else [image], think, max_new_tokens, streamer)
+def answer(model, processor, image, question, think=False, max_new_tokens=512, history=(), streamer=None, video=None):
+    """The model's greedy reply to `question` about `image` or `video` (load_video's (frames, metadata);
+    neither: text only), without the prompt. With think=True the reply starts with Qwen3's <think>
+    block (see split_thinking)."""
+    kind = "video" if video is not None else "image"
+    messages = build_messages(question, image is not None or video is not None, history, kind)
+    return reply_to(model, processor, messages, [] if image is None else [image], think, max_new_tokens, streamer,
+                    videos=[] if video is None else [video])
 
 
-def reply_to(model, processor, messages, images, think=False, max_new_tokens=512, streamer=None, tools=None):
-    """The model's greedy reply to a conversation whose image parts stand for `images` (PIL, in order)."""
+def reply_to(model, processor, messages, images, think=False, max_new_tokens=512, streamer=None, tools=None,
+             videos=()):
+    """The model's greedy reply to a conversation whose image parts stand for `images` (PIL, in order)
+    and whose video part stands for `videos` ([(frames, metadata)] of load_video, sampled already)."""
     prompt = render_prompt(processor, messages, think, tools)
-    inputs = processor(text=[prompt], images=[images] if images else None, return_tensors="pt").to(model.device)
+    video_inputs = dict(videos=[frames for frames, _ in videos], video_metadata=[meta for _, meta in videos],
+                        videos_kwargs={"do_sample_frames": False}) if videos else {}
+    inputs = processor(text=[prompt], images=[images] if images else None, return_tensors="pt",
+                       **video_inputs).to(model.device)
     output = model.generate(**inputs, do_sample=False, max_new_tokens=max_new_tokens, streamer=streamer)
     new_tokens = output[0, inputs["input_ids"].shape[1]:]
     return processor.decode(new_tokens, skip_special_tokens=True)
@@ -140,7 +160,7 @@ class ReplyStreamer(TextStreamer):
         super().on_finalized_text(text, stream_end)
 
 
-def chat(model, processor, image, think, max_new_tokens):
+def chat(model, processor, image, think, max_new_tokens, video=None):
     """Questions from stdin until an empty line, `exit` or EOF; each turn sees the earlier ones."""
     history = []
     streamer = ReplyStreamer(processor.tokenizer)
@@ -153,7 +173,7 @@ def chat(model, processor, image, think, max_new_tokens):
         if question in ("", "exit"):
             return
         print("model> ", end="", flush=True)
-        reply = answer(model, processor, image, question, think, max_new_tokens, history, streamer)
+        reply = answer(model, processor, image, question, think, max_new_tokens, history, streamer, video)
         # Qwen3's template drops earlier turns' thinking anyway; keeping only answers says so.
         history.append((question, split_thinking(reply)[1]))
 
@@ -161,7 +181,9 @@ def chat(model, processor, image, think, max_new_tokens):
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="stitched (or trained) checkpoint directory")
-    parser.add_argument("--image", help="image to ask about; omit for a text-only question")
+    seeing = parser.add_mutually_exclusive_group()
+    seeing.add_argument("--image", help="image to ask about; omit for a text-only question")
+    seeing.add_argument("--video", help="video to ask about (decoded with PyAV, sampled as the model trained)")
     asking = parser.add_mutually_exclusive_group(required=True)
     asking.add_argument("--question", help="one question; the answer streams to stdout")
     asking.add_argument("--chat", action="store_true", help="an interactive conversation on stdin")
@@ -179,13 +201,14 @@ def main(argv=None):
     try:
         image = load_image(args.image) if args.image else None
         model, processor = load_model(args.model, quantize=args.quantize)
+        video = load_video(args.video, processor) if args.video else None
     except (FileNotFoundError, ValueError) as error:
         raise SystemExit(f"infer.py: {error}")
     if args.chat:
-        chat(model, processor, image, args.think, args.max_new_tokens)
+        chat(model, processor, image, args.think, args.max_new_tokens, video)
     else:
         answer(model, processor, image, args.question, args.think, args.max_new_tokens,
-               streamer=ReplyStreamer(processor.tokenizer))
+               streamer=ReplyStreamer(processor.tokenizer), video=video)
 
 
 if __name__ == "__main__":

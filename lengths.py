@@ -16,10 +16,31 @@ from datasets.fingerprint import Hasher
 from transformers.models.smolvlm.processing_smolvlm import get_image_prompt_string
 
 import media
-from collate import BadSample, count_images
-from data import DataError
+from collate import BadSample, count_images, count_videos, video_metadata, video_prompt
+from row_shape import DataError
 
 LENGTH_COLUMN = "length"  # TrainingArguments.length_column_name's default, read by group_by_length
+
+
+def text_with_videos(collator, messages, tools, row, image_count):
+    """(text, [VideoMetadata]): the rendered conversation with each video placeholder expanded as the
+    processor expands it, from the container's header and the sampling rule (no frame is decoded; the
+    block starts with plain text, so it is tokenized in place). A video whose block alone ends past
+    max_length raises the collator's BadSample."""
+    processor = collator.processor
+    videos = [video_metadata(video, processor.video_processor)
+              for video in (row.get("videos") or [])[: count_videos(messages)]]
+    text, _ = collator.render(messages, tools, image_count, len(videos))
+    for metadata in videos:
+        text = text.replace(processor.video_token, video_prompt(processor, metadata), 1)
+    if videos:
+        block = video_prompt(processor, videos[-1])
+        video_end = len(collator.tokenizer.encode(text[: text.rindex(block) + len(block)], add_special_tokens=False))
+        if video_end > collator.max_length:
+            raise BadSample(f"its video block ends at token {video_end} ({len(videos[-1].frames_indices)} frames) "
+                            f"but max_length is {collator.max_length}; lower video_max_frames or video_fps, "
+                            "or raise max_length", reason="video exceeds max_length")
+    return text, videos
 
 
 def image_size(image):
@@ -34,6 +55,8 @@ class Measured(NamedTuple):
     tokens: int  # the row's full encoding, before the collator cuts it at max_length
     images: int
     image_end: int  # the token just after the last image block (0 without images)
+    frames: int = 0  # the video's sampled frames (0 without a video)
+    video_tokens: int = 0  # the tokens its placeholder expands into: intro line, timestamps, frame blocks
 
 
 class TokenCounter:
@@ -64,13 +87,15 @@ class TokenCounter:
         collator = self.collator
         messages, tools = collator.conversation_of(row)
         sizes = [image_size(image) for image in (row.get("images") or [])[: count_images(messages)]]
-        text, _ = collator.render(messages, tools, len(sizes))
+        text, videos = text_with_videos(collator, messages, tools, row, len(sizes))
+        frames = sum(len(metadata.frames_indices) for metadata in videos)
+        video_tokens = sum(self.count(video_prompt(collator.processor, metadata)) for metadata in videos)
         # The placeholder and the image block both start and end with special tokens, so the text
         # around them tokenizes the same either way.
         expansion = sum(self.image_block_length(width, height) - 1 for width, height in sizes)
         tokens = self.count(text) + expansion
         if not sizes:
-            return Measured(tokens, 0, 0)
+            return Measured(tokens, 0, 0, frames, video_tokens)
         before_last = self.count(text[: text.rfind(collator.processor.image_token)])
         return Measured(tokens, len(sizes), before_last + 1 + expansion)
 
@@ -89,6 +114,7 @@ class TokenCounter:
             "vocab": len(self.tokenizer), "chat_template": collator.processor.chat_template,
             "image_seq_len": collator.processor.image_seq_len, "max_length": collator.max_length,
             "max_images": collator.max_images, "first_turn_only": collator.first_turn_only,
+            "video_processor": collator.processor.video_processor.to_dict(),
         }
         return Hasher.hash(json.dumps(settings, sort_keys=True, default=str))
 

@@ -1,17 +1,28 @@
-"""The one rule for turning an image reference into what the model sees, shared by training (collator),
-token counting (lengths, the data check), inference, evaluation and the demo.
+"""Media decoding in one place: the one rule for turning an image or a video reference into what the
+model sees, shared by training (collator), token counting (lengths, the data check), inference,
+evaluation and the demo.
 
-It is transformers.image_utils.load_image's rule, so a trained model sees a photo as pipelines and
+Images: transformers.image_utils.load_image's rule, so a trained model sees a photo as pipelines and
 `transformers serve` show it to the served model: EXIF orientation applied (phones store a portrait
 photo as a landscape frame plus an orientation tag), then RGB as the image processors convert it
 (transparency composited onto white). Sizes for token counts come from the file header with the
 orientation applied, without decoding pixels.
+
+Videos: read with PyAV (its wheels bundle FFmpeg, so no system FFmpeg is needed), in the shape
+transformers' SmolVLM video processor takes: RGB frames (T, H, W, 3) with a VideoMetadata. The frames
+are the ones transformers' own sampling rule picks (SmolVLMVideoProcessor.sample_frames: at most
+`num_frames`, `fps` per second of the clip, one second skipped at both ends of a long clip), applied to
+the container's header (frame count, frame rate) as transformers' PyAV reader reads it, so a video's
+token count is known without decoding a frame and equals what the collator encodes.
 """
 
 import io
 from pathlib import Path
 
+import av
+import numpy as np
 from PIL import Image, ImageOps
+from transformers.video_utils import VideoMetadata
 
 EXIF_ORIENTATION = 0x0112
 TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)  # the ones that rotate by 90 or 270 degrees: width and height swap
@@ -83,3 +94,95 @@ def image_size(image):
         if opened is not image:
             opened.close()
     return (height, width) if orientation in TRANSPOSING_ORIENTATIONS else (width, height)
+
+
+class UnreadableVideo(ValueError):
+    """A video reference that is missing, or a file PyAV cannot use; the message says which and why."""
+
+
+def describe_video(video):
+    """How an error names a video: its path, else that it is embedded bytes."""
+    if isinstance(video, dict):
+        return video.get("path") or "embedded video bytes"
+    return str(video)
+
+
+def open_video(video):
+    """A PyAV container from a path or a {"bytes", "path"} dict, and its video stream."""
+    if isinstance(video, dict) and video.get("bytes"):
+        source = io.BytesIO(video["bytes"])
+    elif isinstance(video, (str, Path)) or isinstance(video, dict) and video.get("path"):
+        source = str(video if isinstance(video, (str, Path)) else video["path"])
+        if not Path(source).is_file():
+            raise UnreadableVideo(f"video not found: {source}")
+    else:
+        raise UnreadableVideo(f"video is missing (a {type(video).__name__}, not a path or a {{'bytes', 'path'}} dict)")
+    try:
+        container = av.open(source)
+    except (av.error.FFmpegError, OSError) as error:
+        raise UnreadableVideo(f"{describe_video(video)} cannot be read ({type(error).__name__}: {error})") from None
+    if not container.streams.video:
+        kinds = sorted({stream.type for stream in container.streams}) or ["no"]
+        container.close()
+        raise UnreadableVideo(f"{describe_video(video)} has no video stream ({'/'.join(kinds)} streams only)")
+    return container, container.streams.video[0]
+
+
+def header_metadata(video, container, stream):
+    """transformers' PyAV reader's metadata (frame count, average frame rate, duration = frames / fps),
+    with the frame count taken from the packets when the header does not store it (e.g. WebM)."""
+    if stream.codec_context is None:  # e.g. a file cut off before its stream parameters
+        raise UnreadableVideo(f"{describe_video(video)} cannot be read (its video stream has no decodable parameters; "
+                              "truncated or corrupt?)")
+    fps = stream.average_rate or stream.guessed_rate
+    if not fps:
+        raise UnreadableVideo(f"{describe_video(video)} states no frame rate")
+    if not (stream.width and stream.height):
+        raise UnreadableVideo(f"{describe_video(video)} has frames of {stream.width}x{stream.height} pixels")
+    frames = stream.frames
+    try:
+        frames = frames or sum(1 for packet in container.demux(stream) if packet.size)
+    except av.error.FFmpegError as error:
+        raise UnreadableVideo(f"{describe_video(video)} cannot be read ({type(error).__name__}: {error})") from None
+    if not frames:
+        raise UnreadableVideo(f"{describe_video(video)} has zero frames")
+    return VideoMetadata(total_num_frames=int(frames), fps=float(fps), width=stream.width, height=stream.height,
+                         duration=frames / float(fps), video_backend="pyav")
+
+
+def video_metadata(video, video_processor):
+    """The header metadata of `video` with `frames_indices` set to the frames the processor samples."""
+    container, stream = open_video(video)
+    with container:
+        metadata = header_metadata(video, container, stream)
+    metadata.frames_indices = sampled_indices(metadata, video_processor)
+    return metadata
+
+
+def sampled_indices(metadata, video_processor):
+    """The frames transformers' SmolVLM video processor samples at its `fps` and `num_frames` (a maximum)."""
+    return video_processor.sample_frames(metadata, num_frames=video_processor.num_frames, fps=video_processor.fps)
+
+
+def decode_video(video, video_processor):
+    """(frames, metadata): the sampled frames as RGB uint8 (T, H, W, 3), decoded in order up to the last
+    one as transformers' PyAV reader does, and their metadata for the processor's timestamps."""
+    container, stream = open_video(video)
+    with container:
+        metadata = header_metadata(video, container, stream)
+        indices = sampled_indices(metadata, video_processor)
+        metadata.frames_indices = indices
+        wanted, frames = set(indices.tolist()), []
+        try:
+            container.seek(0)
+            for number, frame in enumerate(container.decode(stream)):
+                if number in wanted:
+                    frames.append(frame.to_ndarray(format="rgb24"))
+                if number >= indices[-1]:
+                    break
+        except av.error.FFmpegError as error:
+            raise UnreadableVideo(f"{describe_video(video)} cannot be decoded ({type(error).__name__}: {error})") from None
+    if len(frames) < len(indices):
+        raise UnreadableVideo(f"{describe_video(video)} is truncated: its header states {metadata.total_num_frames} "
+                              f"frames but frame {indices[len(frames)]} cannot be decoded")
+    return np.stack(frames), metadata

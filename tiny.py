@@ -27,7 +27,7 @@ from transformers import (
 )
 from transformers.models.smolvlm.configuration_smolvlm import SmolVLMVisionConfig
 
-from data import FEATURES
+from the_cauldron import FEATURES
 
 # Qwen3's added tokens in id order; the first 14 are "special" (never split, skipped on decode).
 QWEN3_ADDED_TOKENS = [
@@ -154,8 +154,10 @@ def build_tiny_smolvlm(out_dir, geometry="tiny", vision_hidden=32, seed=0, dtype
         max_image_size=image_size,
         do_image_splitting=geo["splitting"],
     ).save_pretrained(out_dir)
+    # SmolVLM2's sampling (1 fps, at most 64 frames), stored as its preprocessor_config.json stores it
+    video_sampling = {"fps": 1, "max_frames": 64, "video_size": image_size}
     SmolVLMVideoProcessor(
-        size={"longest_edge": geo["image_size"]}, max_image_size=image_size
+        size={"longest_edge": geo["image_size"]}, max_image_size=image_size, video_sampling=video_sampling
     ).save_pretrained(out_dir)
     features = (geo["image_size"] // geo["patch_size"]) ** 2 // geo["scale_factor"] ** 2
     (Path(out_dir) / "processor_config.json").write_text(json.dumps({"image_seq_len": features}))
@@ -344,3 +346,22 @@ def write_tiny_sharegpt_zh_en(folder, rows=100):
                 row = {"conversation_id": n, "category": "arithmetic", "conversation": [turn]}
                 out.write(json.dumps(row, ensure_ascii=False) + "\n")
     return folder.parent
+
+
+def write_colour_video(path, colours, fps=8, size=(16, 16), seconds_each=1, audio=False):
+    """An MPEG-4 clip written with PyAV: each RGB colour of `colours` fills the frame for `seconds_each`
+    seconds at `fps`; with `audio`, a silent audio track too."""
+    import av  # here: only the video tests and the demo write clips
+
+    width, height = size
+    with av.open(str(path), "w", format="mp4") as container:
+        stream = container.add_stream("mpeg4", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        if audio:
+            container.add_stream("aac", rate=8000)
+        for rgb in colours:
+            pixels = np.broadcast_to(np.array(rgb, dtype=np.uint8), (height, width, 3)).copy()
+            for _ in range(int(fps * seconds_each)):
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
+        container.mux(stream.encode())
+    return Path(path)

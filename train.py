@@ -233,6 +233,7 @@ def main(argv=None):
         save_dtype = source_dtype(model_args) if run_args.save_dtype == "auto" else getattr(torch, run_args.save_dtype)
         model, processor = load_model(model_args, training_args)
         train_processor.set_image_resolution(processor, data_args)
+        train_processor.set_video_sampling(processor, data_args)
         collator = build_collator(processor, data_args, model)
         train_dataset = with_token_counts(train_dataset, collator, data_args, training_args)
         part_lrs = part_learning_rates(model_args, training_args)

@@ -69,6 +69,8 @@ class DataArguments:
     text_eval_file: str | None = field(default=SHIPPED_TEXT_EVAL, metadata={"help": "JSONL of {user, assistant} pairs whose answer loss evaluation reports (forgetting); null: none"})
     image_longest_edge: int | None = field(default=None, metadata={"help": "resize images to this longest edge before tiling (default: the processor's, 2048 for SmolVLM2; a multiple of the tile size when splitting); saved with the processor"})
     image_splitting: bool | None = field(default=None, metadata={"help": "split images into tiles plus a global view; false: one tile-sized view per image (default: the processor's, true for SmolVLM2); saved with the processor"})
+    video_fps: float | None = field(default=None, metadata={"help": "frames sampled per second of a video (default: the processor's, 1 for SmolVLM2); saved with the processor"})
+    video_max_frames: int | None = field(default=None, metadata={"help": "most frames sampled from one video, evenly spread over longer clips (default: the processor's, 64 for SmolVLM2); saved with the processor"})
     packing: bool = field(default=False, metadata={"help": "concatenate whole samples into one row of up to max_tokens_per_batch tokens, each attending only to itself"})
     max_tokens_per_batch: int = field(default=8192, metadata={"help": "token budget of a packed row (packing: true); a longer sample goes alone"})
     packing_window: int = field(default=256, metadata={"help": "samples drawn (shuffled, seeded) per best-fit packing window"})
@@ -240,6 +242,10 @@ def check_throughput_keys(data_args, training_args):
     if data_args.image_longest_edge is not None and not 1 <= data_args.image_longest_edge <= MAX_IMAGE_SIZE:
         raise ConfigError(f"image_longest_edge: {data_args.image_longest_edge} is outside 1..{MAX_IMAGE_SIZE} "
                           "(SmolVLM's image processor caps images at that size)")
+    if data_args.video_fps is not None and not data_args.video_fps > 0:
+        raise ConfigError(f"video_fps: {data_args.video_fps} must be above 0")
+    if data_args.video_max_frames is not None and data_args.video_max_frames < 1:
+        raise ConfigError(f"video_max_frames: {data_args.video_max_frames} must be at least 1")
     if not data_args.packing:
         return
     if training_args.per_device_train_batch_size != 1:

@@ -1,5 +1,5 @@
 """The processor a run trains with: the graft's (or init_from's), with the data keys that change what
-the model sees (image_longest_edge, image_splitting) set on it. train.py saves it with every
+the model sees (image_longest_edge, image_splitting, video_fps, video_max_frames) set on it. train.py saves it with every
 checkpoint, so AutoProcessor, infer.py and evaluation use what the model trained with; the data check
 measures with the same processor, built from configs and tokenizer alone (no weights are loaded).
 """
@@ -24,6 +24,22 @@ def set_image_resolution(processor, data_args):
     image_processor.size = {"longest_edge": data_args.image_longest_edge}
 
 
+def set_video_sampling(processor, data_args):
+    """video_fps / video_max_frames set on the video processor (unset: its own), also in its
+    `video_sampling`, which is what a saved processor is reloaded from."""
+    fps, max_frames = data_args.video_fps, data_args.video_max_frames
+    video_processor = processor.video_processor
+    sampling = dict(getattr(video_processor, "video_sampling", None) or {})
+    if fps is not None:
+        video_processor.fps = sampling["fps"] = fps
+    if max_frames is not None:
+        video_processor.num_frames = sampling["max_frames"] = max_frames
+    sampling.setdefault("fps", video_processor.fps)
+    sampling.setdefault("max_frames", video_processor.num_frames)
+    sampling.setdefault("video_size", video_processor.size)
+    video_processor.video_sampling = sampling
+
+
 def processor_without_model(model_args, data_args):
     """The processor training would use, built without loading any weights."""
     if model_args.init_from:
@@ -34,4 +50,5 @@ def processor_without_model(model_args, data_args):
         config = stitch.build_config(smol_config, qwen_config, tokenizer)
         processor = stitch.build_processor(model_args.smolvlm_path, tokenizer, config)
     set_image_resolution(processor, data_args)
+    set_video_sampling(processor, data_args)
     return processor

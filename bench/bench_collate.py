@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO))
 import stitch  # noqa: E402
 import tiny  # noqa: E402
 from collate import Collator  # noqa: E402
-from sources import question_row  # noqa: E402
+from the_cauldron import question_row  # noqa: E402
 
 QA = [
     ("What is the color of the dog?", "brown"), ("How many dogs are there?", "three"),

@@ -44,7 +44,7 @@ import train  # noqa: E402
 import train_config  # noqa: E402
 from collate import Collator  # noqa: E402
 from packing import PER_SAMPLE_SDPA, PackingCollator  # noqa: E402
-from sources import question_row  # noqa: E402
+from the_cauldron import question_row  # noqa: E402
 
 ASSETS = REPO.parent / "shared" / "assets"
 QUESTIONS = ["What is the color of the dog?", "How many dogs are there?", "What are the dogs lying on?",

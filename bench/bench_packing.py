@@ -40,7 +40,7 @@ from bench_collate import build_processor  # noqa: E402
 from collate import Collator  # noqa: E402
 from lengths import TokenCounter  # noqa: E402
 from packing import PER_SAMPLE_SDPA, PackedBatches, PackingCollator  # noqa: E402
-from sources import question_row  # noqa: E402
+from the_cauldron import question_row  # noqa: E402
 
 TABLE_SIZES = [(640, 480), (1024, 768), (1700, 2200), (300, 200)]
 LONGEST_EDGES = (2048, 1536, 1024, 512)

@@ -29,7 +29,7 @@ import train  # noqa: E402
 import train_config  # noqa: E402
 from collate import Collator  # noqa: E402
 from packing import PackingCollator  # noqa: E402
-from sources import question_row  # noqa: E402
+from the_cauldron import question_row  # noqa: E402
 
 ASSETS = REPO.parent / "shared" / "assets"
 ON_GPU = torch.cuda.is_available()

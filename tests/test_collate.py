@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 from transformers import AutoProcessor, SmolVLMImageProcessorPil
 
 from collate import IGNORE_INDEX, SKIP_REASONS, Collator
-from sources import cauldron_messages
+from the_cauldron import cauldron_messages
 from stitch import set_trainable, stitch
 
 THINK = "<think>\n\n</think>\n\n"

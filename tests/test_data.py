@@ -12,8 +12,9 @@ from PIL import Image as PILImage
 
 import json
 
-from data import ALL_SUBSETS, FEATURES, DataError, load_data, resolve_subsets
-from sources import ROW_FEATURES
+from data import load_data
+from row_shape import ROW_FEATURES, DataError
+from the_cauldron import ALL_SUBSETS, FEATURES, resolve_subsets
 from tiny import COLOURS, write_synthetic_cauldron
 from train_config import DataArguments
 

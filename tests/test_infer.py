@@ -133,9 +133,9 @@ def test_main_prints_what_answer_returns(stitched_dir, loaded, image_path, capsy
 def test_chat_carries_the_history_until_eof(stitched_dir, image_path, monkeypatch, capsys):
     asked, replies, real_answer = [], [], infer.answer
 
-    def recording_answer(model, processor, image, question, think, max_new_tokens, history, streamer):
+    def recording_answer(model, processor, image, question, think, max_new_tokens, history, streamer, video=None):
         asked.append((question, list(history)))
-        replies.append(real_answer(model, processor, image, question, think, max_new_tokens, history, streamer))
+        replies.append(real_answer(model, processor, image, question, think, max_new_tokens, history, streamer, video))
         return replies[-1]
 
     monkeypatch.setattr(infer, "answer", recording_answer)

@@ -9,7 +9,7 @@ from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor, pipeline
 
 from collate import IGNORE_INDEX, Collator
-from sources import cauldron_messages
+from the_cauldron import cauldron_messages
 
 ANSWERS = ("It is red.", "Yes, quite sure.")
 # Two questions of different lengths, so that a batch of them is padded.

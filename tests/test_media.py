@@ -15,7 +15,7 @@ import infer
 import lengths
 import media
 from collate import BadSample, Collator
-from sources import question_row
+from the_cauldron import question_row
 from stitch import stitch
 from train_config import DataArguments
 
@@ -86,7 +86,7 @@ def test_data_check_counts_the_upright_tile_grid(real_geometry_processor, orient
     row = question_row([{"bytes": phone_photo(orientation), "path": None}], "Which colour is top left?", "red", "phone")
     data_args = DataArguments(max_length=8192)
     collator = Collator.from_args(real_geometry_processor, data_args)
-    counted, images = check_data.RowMeasure(real_geometry_processor, data_args).measure(row)
+    counted, images = check_data.RowMeasure(real_geometry_processor, data_args).measure(row)[:2]
     assert images == 1 and counted == len(collator.encode(row).input_ids)
     assert lengths.TokenCounter(collator)(row) == counted
 

@@ -202,7 +202,7 @@ def test_data_check_lists_every_planted_problem_and_exits_non_zero(tmp_path, con
     planted = EXAMPLES / "planted"
     for line in (
         f"{planted}/llava_problems.json#1: placeholder mismatch: 2 <image> placeholder(s) for 1 image(s)",
-        f"{planted}/llava_problems.json#2: video: video rows are not supported yet",
+        f"{planted}/llava_problems.json#2: missing video: video file {planted}/clip.mp4 not found",
         f"{planted}/messages_problems.jsonl:2: invalid JSON: ",
         f"{planted}/messages_problems.jsonl:3: missing image: image file {planted}/../images/missing.png not found",
         f"{planted}/messages_problems.jsonl:4: empty answer: turn 0 has an empty assistant answer",

@@ -12,7 +12,9 @@ import datasets
 import pytest
 
 import data
+import own_files
 import sources
+import the_cauldron
 from conftest import REPO
 from train_config import ConfigError, DataArguments, check_config, parse_config
 
@@ -125,7 +127,7 @@ def test_http_images_are_fetched_once_before_training_and_failures_listed(tmp_pa
     assert Path(ds[0]["images"][0]["path"]).read_bytes() == PNG and ds[0]["problem"] is None
     assert ds[1]["problem"].startswith(f"bad image: {base}/gone.png could not be fetched (HTTPError: HTTP Error 404")
     assert again[0]["images"][0]["path"] == ds[0]["images"][0]["path"]
-    assert server.requests["/red.png"] == 1 and server.requests["/gone.png"] == sources.FETCH_ATTEMPTS
+    assert server.requests["/red.png"] == 1 and server.requests["/gone.png"] == own_files.FETCH_ATTEMPTS
     assert "1 of 2 image URLs could not be fetched" in caplog.text and f"{base}/gone.png" in caplog.text
 
 
@@ -136,7 +138,7 @@ def test_problems_name_file_and_line_and_refuse_or_are_skipped(tmp_path):
     message = str(refused.value)
     assert "4 unusable row(s)" in message
     for planted in ("llava_problems.json#1: placeholder mismatch: 2 <image> placeholder(s) for 1 image(s)",
-                    "llava_problems.json#2: video: video rows are not supported yet",
+                    "llava_problems.json#2: missing video: video file ", "clip.mp4 not found",
                     "messages_problems.jsonl:2: invalid JSON: ",
                     "messages_problems.jsonl:3: missing image: image file ", "missing.png not found"):
         assert planted in message
@@ -144,7 +146,7 @@ def test_problems_name_file_and_line_and_refuse_or_are_skipped(tmp_path):
     with pytest.warns(UserWarning) as warned:
         loaded = data.load_data(args, 0)
     assert len(loaded.train) == 5
-    assert loaded.problems == {str(EXAMPLES / "planted"): {"placeholder mismatch": 1, "video": 1, "invalid JSON": 1,
+    assert loaded.problems == {str(EXAMPLES / "planted"): {"placeholder mismatch": 1, "missing video": 1, "invalid JSON": 1,
                                                            "missing image": 1}}
     named = [str(w.message) for w in warned if "ignoring key" in str(w.message)]
     assert named == [f"{EXAMPLES / 'planted'}: ignoring key(s) ['score'] that the llava+messages reader does not understand"]
@@ -222,8 +224,8 @@ def test_a_large_jsonl_parsed_in_parts_reads_every_line_once(tmp_path, monkeypat
     path = tmp_path / "big.jsonl"
     path.write_text("\n".join(lines) + "\n")
     whole, _ = read(path, tmp_path, data_root=str(EXAMPLES / "images"))
-    monkeypatch.setattr(sources, "PARALLEL_BYTES", 200)
-    monkeypatch.setattr(sources.os, "cpu_count", lambda: 3)
+    monkeypatch.setattr(own_files, "PARALLEL_BYTES", 200)
+    monkeypatch.setattr(own_files.os, "cpu_count", lambda: 3)
     parts, _ = read(path, tmp_path / "other", data_root=str(EXAMPLES / "images"))
     assert len(list((tmp_path / "hf_cache" / "own_data").glob("*/part-*.arrow"))) == 1 + 3
     expected = [f"{path}:{n}" for n in range(1, 42) if n != 31]
@@ -234,7 +236,7 @@ def test_a_large_jsonl_parsed_in_parts_reads_every_line_once(tmp_path, monkeypat
 def test_subset_names_keep_their_old_forms(tmp_path):
     names = lambda entries: [s.name for s in sources.parse_sources(entries, str(tmp_path))]
     assert names("cocoqa, ai2d") == names(["cocoqa", "ai2d"]) == ["cocoqa", "ai2d"]
-    assert names(["all"]) == data.ALL_SUBSETS and names(["cocoqa", "cocoqa,ai2d"]) == ["cocoqa", "ai2d"]
+    assert names(["all"]) == the_cauldron.ALL_SUBSETS and names(["cocoqa", "cocoqa,ai2d"]) == ["cocoqa", "ai2d"]
 
 
 def test_parquet_files_in_llava_form_and_cauldron_directories_read_like_the_rest(tmp_path, cauldron_dir):

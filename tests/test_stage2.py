@@ -17,6 +17,7 @@ import data
 import low_rank
 import param_groups
 import text_replay
+import the_cauldron
 import tiny
 import train
 import train_config
@@ -276,14 +277,14 @@ def test_stage2_recipes_replay_text_at_smolvlm2s_share(tmp_path, monkeypatch):
     assert parsed[0].train_data == parsed[1].train_data
     data_args = parsed[0]
     monkeypatch.chdir(tmp_path)  # the recipes' relative data paths, laid out as the download leaves them
-    tiny.write_synthetic_cauldron(tmp_path / data_args.data_dir, subsets=data.ALL_SUBSETS, rows_per_subset=40)
+    tiny.write_synthetic_cauldron(tmp_path / data_args.data_dir, subsets=the_cauldron.ALL_SUBSETS, rows_per_subset=40)
     replay = tmp_path / "data/text_replay/sharegpt_zh_en.jsonl"
     text_replay.convert(tiny.write_tiny_sharegpt_zh_en(tmp_path / "data/text_replay/ShareGPT-Chinese-English-90k"), replay)
 
     loaded = data.load_data(data_args, seed=0)
     counts = data.rows_per_source(loaded.train)
     replay_name = "data/text_replay/sharegpt_zh_en.jsonl"
-    assert set(counts) == {*data.ALL_SUBSETS, replay_name}
+    assert set(counts) == {*the_cauldron.ALL_SUBSETS, replay_name}
     share = counts[replay_name] / len(loaded.train)
     assert 0.12 < share < 0.16, (share, counts)
     row = next(r for r in loaded.train.select(range(200)) if r["source"] == replay_name)

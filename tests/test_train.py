@@ -17,6 +17,7 @@ from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, Auto
 import data
 import infer
 import stitch
+import the_cauldron
 import tiny
 import train
 import train_config
@@ -196,7 +197,7 @@ def test_shipped_yamls_parse_with_documented_defaults():
         assert model_args.smolvlm_path == "model/SmolVLM2-256M-Video-Instruct"
         assert model_args.qwen_path == "model/Qwen3-0.6B"
         assert data_args.data_dir == "data/the_cauldron"
-        assert data.resolve_subsets(data_args.train_data) == data.resolve_subsets(subsets)
+        assert the_cauldron.resolve_subsets(data_args.train_data) == the_cauldron.resolve_subsets(subsets)
         assert training_args.output_dir.endswith(output)
         assert training_args.warmup_steps == 0.1 and training_args.learning_rate == 1e-4
         assert training_args.report_to == ["swanlab"] and not training_args.remove_unused_columns

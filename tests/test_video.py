@@ -1,0 +1,253 @@
+"""Video rows as SmolVLM2 trains on them: clips written with PyAV, read from LLaVA and messages files,
+sampled and expanded by transformers' own SmolVLM video processing, counted without decoding."""
+
+import json
+from functools import partial
+
+import av
+import datasets
+import numpy as np
+import pytest
+import torch
+from transformers import AutoProcessor
+from transformers.video_utils import read_video_pyav
+
+import lengths
+import media
+import sources
+import tiny
+import train_processor
+from check_data import RowMeasure
+from collate import IGNORE_INDEX, BadSample, Collator
+from conftest import REPO
+from packing import PackingCollator
+from train_config import DataArguments
+
+RGB = {"red": (220, 20, 20), "green": (20, 160, 20), "blue": (20, 40, 220)}
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    """3 s at 8 fps, one solid colour per second; 70 s at 2 fps (long enough to skip its ends)."""
+    root = tmp_path_factory.mktemp("clips")
+    tiny.write_colour_video(root / "rgb.mp4", list(RGB.values()), fps=8)
+    tiny.write_colour_video(root / "long.mp4", [(i * 3 % 256, 80, 80) for i in range(70)], fps=2)
+    with av.open(str(root / "audio.m4a"), "w", format="mp4") as container:  # audio only
+        stream = container.add_stream("aac", rate=8000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        frame.sample_rate = 8000
+        container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    data = (root / "rgb.mp4").read_bytes()
+    (root / "truncated.mp4").write_bytes(data[: len(data) // 2])
+    (root / "garbage.mp4").write_bytes(b"not a video at all" * 10)
+    return root
+
+
+@pytest.fixture(scope="module")
+def processor(stitched_dir):
+    return AutoProcessor.from_pretrained(stitched_dir)
+
+
+def video_row(path, question="What colour is the last second?", answer="blue"):
+    messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]},
+                {"role": "assistant", "content": answer}]
+    return {"messages": json.dumps(messages), "images": [], "videos": [{"bytes": None, "path": str(path)}],
+            "origin": f"{path}:1"}
+
+
+def test_frames_and_prompt_equal_transformers_smolvlm_processing(processor, clips):
+    video_processor = processor.video_processor
+    for name, expected in (("rgb.mp4", [0, 11, 23]), ("long.mp4", None)):
+        frames, metadata = media.decode_video(clips / name, video_processor)
+        sample = partial(video_processor.sample_frames, num_frames=video_processor.num_frames, fps=video_processor.fps)
+        theirs, their_metadata = read_video_pyav(str(clips / name), sample)
+        assert list(metadata.frames_indices) == list(their_metadata.frames_indices)
+        np.testing.assert_array_equal(frames, theirs)
+        if expected:
+            assert list(metadata.frames_indices) == expected
+    # 70 s at 1 fps, at most 64 frames: min(fps x duration, max_frames), one second skipped at each end
+    long_indices = media.video_metadata(clips / "long.mp4", video_processor).frames_indices
+    assert len(long_indices) == 64 and long_indices[0] == 2 and long_indices[-1] == 138
+
+    frames, metadata = media.decode_video(clips / "rgb.mp4", video_processor)
+    text = "<|im_start|>user\n<|video_pad|>What colour is the last second?<|im_end|>\n"
+    theirs = processor(text=[text], videos=[frames], video_metadata=[metadata], do_sample_frames=False,
+                       add_special_tokens=False, return_tensors="pt")["input_ids"][0].tolist()
+    ours = Collator(processor, padding="longest").encode(video_row(clips / "rgb.mp4")).input_ids.tolist()
+    assert ours[: len(theirs)] == theirs  # then the assistant turn
+    prompt = processor.tokenizer.decode(ours)
+    assert "You are provided the following series of three frames from a 0:00:03 [H:MM:SS] video." in prompt
+    assert [line for line in prompt.split("\n") if line.startswith("Frame from")] == [
+        f"Frame from 00:0{k}:<|vision_start|><|vision_pad|>" + "<|image_pad|>" * processor.image_seq_len
+        + "<|vision_start|>" for k in range(3)]
+
+
+def test_labels_mask_intro_timestamps_and_frame_blocks(processor, clips):
+    encoded = Collator(processor, padding="longest", assistant_only_loss=False).encode(video_row(clips / "rgb.mp4"))
+    supervised = processor.tokenizer.decode(encoded.labels[encoded.labels != IGNORE_INDEX])
+    assert "provided" not in supervised and "Frame" not in supervised and "<|image_pad|>" not in supervised
+    assert "What colour is the last second?" in supervised and "blue" in supervised
+    assert len(encoded.tiles) == 3  # one tile per frame
+
+
+def test_intro_counts_each_rows_own_frames_in_a_mixed_batch(processor, clips):
+    image = {"messages": json.dumps([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Colour?"}]},
+                                     {"role": "assistant", "content": "red"}]),
+             "images": [{"bytes": None, "path": str(REPO / "examples/images/red.png")}]}
+    text = {"messages": json.dumps([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}])}
+    batch = Collator(processor, padding="longest")([video_row(clips / "rgb.mp4"), video_row(clips / "long.mp4"), image, text])
+    prompts = [processor.tokenizer.decode(ids) for ids in batch["input_ids"]]
+    assert "series of three frames from a 0:00:03" in prompts[0]
+    assert "series of sixty-four frames from a 0:01:10" in prompts[1]
+    assert batch["pixel_values"].shape[:2] == (4, 64)
+
+
+def test_token_counts_without_decoding_equal_the_collators(processor, clips):
+    collator = Collator(processor, padding="longest")
+    counter = lengths.TokenCounter(collator)
+    measure = RowMeasure(processor, DataArguments(max_length=2048))
+    for name in ("rgb.mp4", "long.mp4"):
+        row = video_row(clips / name)
+        encoded = len(collator.encode(row).input_ids)
+        assert counter(row) == encoded and measure.measure(row)[0] == encoded
+    assert measure.measure(video_row(clips / "long.mp4"))[2] == 64
+
+
+def test_oversized_video_is_refused_naming_what_to_lower(processor, clips):
+    collator = Collator(processor, max_length=100, padding="longest")
+    with pytest.raises(BadSample, match="lower video_max_frames or video_fps") as refused:
+        collator.encode(video_row(clips / "long.mp4"))
+    assert refused.value.reason == "video exceeds max_length"
+    with pytest.raises(BadSample, match="lower video_max_frames") as counted:
+        lengths.TokenCounter(collator)(video_row(clips / "long.mp4"))
+    assert counted.value.reason == "video exceeds max_length"
+
+
+@pytest.mark.parametrize("name, cause", [
+    ("missing.mp4", "video not found"), ("garbage.mp4", "cannot be read"), ("audio.m4a", "has no video stream"),
+    ("truncated.mp4", "truncated or corrupt"),
+])
+def test_each_bad_video_is_named_and_counted(processor, clips, name, cause):
+    collator = Collator(processor, padding="longest", on_bad_sample="skip")
+    row = video_row(clips / name)
+    with pytest.raises(BadSample, match=cause):
+        Collator(processor, padding="longest").encode(row)
+    with pytest.warns(UserWarning, match=rf"{name}:1.*({cause})"):
+        collator([row, video_row(clips / "rgb.mp4")])
+    assert collator.skipped_by_reason == {"bad video": 1}
+
+
+def test_zero_frames_and_row_limits_are_refused(processor, clips, tmp_path):
+    empty = tmp_path / "empty.mkv"  # a stream and no frame
+    with av.open(str(empty), "w", format="matroska") as container:
+        stream = container.add_stream("mpeg4", rate=8)
+        stream.width, stream.height, stream.pix_fmt = 16, 16, "yuv420p"
+        container.start_encoding()
+    with pytest.raises(media.UnreadableVideo, match="zero frames|cannot be read"):
+        media.video_metadata(empty, processor.video_processor)
+    two = json.loads(video_row(clips / "rgb.mp4")["messages"])
+    two[0]["content"].insert(0, {"type": "video"})
+    row = {**video_row(clips / "rgb.mp4"), "messages": json.dumps(two)}
+    row["videos"] = row["videos"] * 2
+    with pytest.raises(BadSample, match="at most one video") as refused:
+        Collator(processor).encode(row)
+    assert refused.value.reason == "too many videos"
+
+
+def test_readers_take_llava_video_keys_and_messages_video_parts(tmp_path, monkeypatch, clips):
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf_cache"))
+    llava = [
+        {"video": "rgb.mp4", "conversations": [{"from": "human", "value": "<video>\nWhat colour ends it?"},
+                                                {"from": "gpt", "value": "blue"}]},
+        {"video": ["rgb.mp4"], "conversations": [{"from": "human", "value": "No placeholder?"},
+                                                  {"from": "gpt", "value": "first"}]},
+        {"video": "rgb.mp4", "conversations": [{"from": "human", "value": "<video><video>"}, {"from": "gpt", "value": "x"}]},
+        {"video": "gone.mp4", "conversations": [{"from": "human", "value": "<video>"}, {"from": "gpt", "value": "x"}]},
+    ]
+    (clips / "llava.json").write_text(json.dumps(llava))
+    messages = [
+        {"messages": [{"role": "user", "content": [{"type": "video", "path": "rgb.mp4"}, {"type": "text", "text": "A?"}]},
+                      {"role": "assistant", "content": "a"}]},
+        {"messages": [{"role": "user", "content": [{"type": "video_url", "video_url": {"url": "rgb.mp4"}},
+                                                   {"type": "text", "text": "B?"}]}, {"role": "assistant", "content": "b"}]},
+    ]
+    (clips / "messages.jsonl").write_text("\n".join(json.dumps(row) for row in messages) + "\n")
+    read = {}
+    for name in ("llava.json", "messages.jsonl"):
+        source = sources.parse_sources([{"path": str(clips / name)}], str(tmp_path))[0]
+        read[name], _ = sources.read_source(source, str(tmp_path), str(tmp_path / "cache"), max_images=1)
+    rows = read["llava.json"]
+    assert json.loads(rows[0]["messages"])[0]["content"] == [{"type": "video"}, {"type": "text", "text": "What colour ends it?"}]
+    assert json.loads(rows[1]["messages"])[0]["content"][0] == {"type": "video"}
+    assert rows[0]["videos"] == [{"bytes": None, "path": str(clips / "rgb.mp4")}] and rows[0]["images"] == []
+    assert rows[2]["problem"].startswith("placeholder mismatch: 2 <video> placeholder(s) for 1 video(s)")
+    assert rows[3]["problem"].startswith("missing video:") and "gone.mp4" in rows[3]["problem"]
+    assert [row["videos"][0]["path"] for row in read["messages.jsonl"]] == [str(clips / "rgb.mp4")] * 2
+
+
+def test_video_sampling_keys_are_saved_with_the_processor(stitched_dir, tmp_path, clips):
+    processor = AutoProcessor.from_pretrained(stitched_dir)
+    train_processor.set_video_sampling(processor, DataArguments(video_fps=2, video_max_frames=4))
+    processor.save_pretrained(tmp_path)
+    reloaded = AutoProcessor.from_pretrained(tmp_path).video_processor
+    assert (reloaded.fps, reloaded.num_frames) == (2, 4)
+    assert list(media.video_metadata(clips / "rgb.mp4", reloaded).frames_indices) == [0, 7, 15, 23]
+
+
+def test_packing_a_video_row_equals_its_unpacked_loss(stitched, clips):
+    model, processor = stitched
+    rows = [video_row(clips / "rgb.mp4"), video_row(clips / "rgb.mp4", "Again?", "blue, again")]
+    plain = Collator(processor, padding="longest", supervised_logits_only=False)
+    with torch.no_grad():
+        unpacked = [model(**plain([row])).loss * (plain([row])["labels"][0, 1:] != IGNORE_INDEX).sum() for row in rows]
+        packed_batch = PackingCollator(processor, padding="longest", supervised_logits_only=False,
+                                       attn_implementation="sdpa")(rows)
+        tokens = (packed_batch["labels"][0, 1:] != IGNORE_INDEX).sum()
+        packed = model(**packed_batch).loss * tokens
+    torch.testing.assert_close(packed, sum(unpacked), rtol=1e-4, atol=1e-4)
+
+
+def test_video_image_and_text_rows_train_evaluate_check_and_infer(tmp_path, monkeypatch, clips, cauldron_dir,
+                                                                   tiny_smolvlm_dir, tiny_qwen_dir, capsys):
+    """Done-when: a LLaVA file with video rows and a messages file with video parts train mixed with
+    image rows; evaluation scores the video rows; the data check reports frames; infer.py --video answers."""
+    import yaml
+
+    import infer
+    import train
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf_cache"))
+    turn = lambda q, a: [{"from": "human", "value": f"<video>\n{q}"}, {"from": "gpt", "value": a}]  # noqa: E731
+    (tmp_path / "videos.json").write_text(json.dumps(
+        [{"video": str(clips / "rgb.mp4"), "conversations": turn(f"Last colour {i}?", "blue")} for i in range(6)]
+        + [{"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]}]))
+    parts = [{"type": "video", "path": str(clips / "long.mp4")}, {"type": "text", "text": "Long?"}]
+    (tmp_path / "videos.jsonl").write_text("\n".join(json.dumps(
+        {"messages": [{"role": "user", "content": parts}, {"role": "assistant", "content": "yes"}]}) for _ in range(4)))
+    config = {
+        "smolvlm_path": str(tiny_smolvlm_dir), "qwen_path": str(tiny_qwen_dir), "data_dir": str(cauldron_dir),
+        "train_data": ["cocoqa", {"path": str(tmp_path / "videos.json")}, {"path": str(tmp_path / "videos.jsonl")}],
+        "eval_data": [{"path": str(tmp_path / "videos.json")}], "run_evaluation": True, "eval_max_new_tokens": 2,
+        "video_max_frames": 8, "max_steps": 2, "per_device_train_batch_size": 8, "train_sampling_strategy": "group_by_length",
+        "save_strategy": "no", "report_to": "none", "use_cpu": True, "seed": 0, "demo_max_new_tokens": 2,
+        "output_dir": str(tmp_path / "run"), "image_cache_dir": str(tmp_path / "image_cache"),
+    }
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(SystemExit) as exited:
+        train.main([str(path), "--check_data", "true"])
+    assert exited.value.code == 0
+    checked = capsys.readouterr().out
+    assert "videos at 1 fps up to 8 frames" in checked
+    assert "6 video rows: frames per video p50 3, max 3" in checked and "4 video rows: frames per video p50 8" in checked
+    train.main([str(path)])
+    out = capsys.readouterr().out
+    assert "rank 0/1: 2 steps" in out and "0 samples skipped" in out
+    saved = json.loads((tmp_path / "run" / "eval_results.json").read_text())
+    assert saved["skipped"] == 0 and saved["summary"]["overall"]["n"] == 7
+    assert AutoProcessor.from_pretrained(tmp_path / "run").video_processor.num_frames == 8
+    infer.main(["--model", str(tmp_path / "run"), "--video", str(clips / "long.mp4"), "--question", "Long?",
+                "--max-new-tokens", "2"])
+    with pytest.raises(SystemExit, match="has no video stream"):
+        infer.main(["--model", str(tmp_path / "run"), "--video", str(clips / "audio.m4a"), "--question", "?"])
