@@ -260,8 +260,8 @@ def test_list_user_content_counts_as_query():
 
 
 def test_unknown_part_type_is_an_error():
-    with pytest.raises(Exception, match="Unsupported content part type: video"):
-        render([{"role": "user", "content": [{"type": "video"}, text("Q")]}])
+    with pytest.raises(Exception, match="Unsupported content part type: audio"):
+        render([{"role": "user", "content": [{"type": "audio"}, text("Q")]}])
 
 
 def render_tracked(messages, **kwargs):

@@ -210,7 +210,7 @@ def test_data_check_lists_every_planted_problem_and_exits_non_zero(tmp_path, con
     ):
         assert f"\n  {line}" in out
     assert f"{planted} (llava+messages): 9 rows read; text-only 1, 1 image 2, 2+ images 0;" in out
-    assert "6 problem(s): placeholder mismatch 1, video 1, invalid JSON 1, missing image 1, empty answer 1, bad image 1" in out
+    assert "6 problem(s): placeholder mismatch 1, missing video 1, invalid JSON 1, missing image 1, empty answer 1, bad image 1" in out
     assert "keys the llava+messages reader ignores: ['score']" in out
     llava = next(line for line in out.splitlines() if line.startswith(f"{EXAMPLES / 'llava.json'} (llava)"))
     assert "5 rows read; text-only 1, 1 image 3, 2+ images 1;" in llava and "0 over max_length 2048" in llava
@@ -273,8 +273,8 @@ def test_rows_skipped_when_loading_are_reported_per_source_at_the_end(tmp_path, 
                        "per_device_train_batch_size": 5})
     out = capsys.readouterr().out
     assert (f"rows of {planted} skipped when loading: "
-            "{'placeholder mismatch': 1, 'video': 1, 'invalid JSON': 1, 'missing image': 1}") in out
-    assert re.search(rf"^data: 5 train rows \({planted} 5\), 0 held out, 4 skipped \(placeholder mismatch 1, video 1, "
+            "{'placeholder mismatch': 1, 'missing video': 1, 'invalid JSON': 1, 'missing image': 1}") in out
+    assert re.search(rf"^data: 5 train rows \({planted} 5\), 0 held out, 4 skipped \(placeholder mismatch 1, missing video 1, "
                      r"invalid JSON 1, missing image 1\), \d+ s$", out, re.MULTILINE)  # 9 rows, 4 unusable
     assert "rank 0/1: 2 steps" in out
 
