@@ -9,6 +9,7 @@ questions and settings. It serves on 127.0.0.1 unless --host says otherwise, loa
 """
 
 import argparse
+import html
 import mimetypes
 import sys
 import threading
@@ -152,7 +153,7 @@ class WebDemo:
         self.stop_events = {}  # session -> the Event its running generation watches
 
     def respond(self, message, turns, think, max_new_tokens, temperature, top_p, request: gr.Request):
-        """Streams (chat, input box, turns, status) while the model answers the question in `message`."""
+        """Streams (chat, turns, status) while the model answers the question in `message`."""
         question, paths = message.get("text", "").strip(), message.get("files", [])
         try:
             if not question:
@@ -161,26 +162,27 @@ class WebDemo:
             if sum(len(turn.images) for turn in turns) + len(images) > self.max_images:
                 raise UploadError(f"this conversation would hold more than {self.max_images} images "
                                   "(--max-images); press Clear to start a new one")
-        except UploadError as error:
-            yield gr.skip(), {"text": question, "files": []}, gr.skip(), gr.skip()
-            raise gr.Error(str(error)) from error
+        except UploadError as error:  # a toast; the event ends normally
+            gr.Warning(html.escape(str(error)), title="Not asked")
+            yield gr.skip(), gr.skip(), gr.skip()
+            return
         turn, event = Turn(question, paths, images), threading.Event()
         self.stop_events[request.session_hash] = event
         stop_button, started = StopButton(event), time.perf_counter()
         asked = [*turns, turn]
-        yield chat_view(asked), None, gr.skip(), "generating…"
+        yield chat_view(asked), gr.skip(), "generating…"
         try:
             for reply in stream_reply(self.model, self.processor, asked, think, int(max_new_tokens),
                                       sampling_options(temperature, top_p), stop_button):
                 turn.thinking, turn.answer = infer.split_thinking(reply)
-                yield chat_view(asked), gr.skip(), gr.skip(), gr.skip()
+                yield chat_view(asked), gr.skip(), gr.skip()
         finally:
             if self.stop_events.get(request.session_hash) is event:
                 del self.stop_events[request.session_hash]
         turn.finished = True
         stopped = " · stopped" if event.is_set() else ""
         status = f"reply {len(asked)}: {stop_button.tokens} tokens in {time.perf_counter() - started:.1f} s{stopped}"
-        yield chat_view(asked), gr.skip(), asked, status
+        yield chat_view(asked), asked, status
 
     def stop(self, request: gr.Request):
         event = self.stop_events.get(request.session_hash)
@@ -215,8 +217,9 @@ def build_page(demo, title):
                                         info="0: greedy, the answer infer.py gives")
                 top_p = gr.Slider(0.05, 1, value=1, step=0.05, label="Top-p", elem_id="top-p")
         turns = gr.State([])
-        box.submit(demo.respond, [box, turns, think, max_new_tokens, temperature, top_p],
-                   [chat, box, turns, status])
+        asking = gr.State()  # the submitted message, while the input box is emptied for the next one
+        box.submit(lambda message: (message, None), box, [asking, box], queue=False).then(
+            demo.respond, [asking, turns, think, max_new_tokens, temperature, top_p], [chat, turns, status])
         # Not queued: a stop or clear must not wait behind the generation it ends.
         stop.click(demo.stop, None, None, queue=False)
         clear.click(demo.clear, None, [chat, turns, box, status], queue=False)

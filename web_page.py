@@ -119,13 +119,20 @@ class Page:
         """Uploads `files`, types `question` and sends it."""
         for path in files:
             uploaded = len(self.driver.find_elements(By.CSS_SELECTOR, "#question .thumbnail-item"))
-            self.find("#question input[type=file]").send_keys(str(path))
+            self.upload(path)
             self.wait_for(lambda _: len(self.driver.find_elements(By.CSS_SELECTOR, "#question .thumbnail-item"))
                           > uploaded)
         text = self.find("#question textarea")
         text.send_keys(Keys.CONTROL, "a")
         text.send_keys(Keys.DELETE)
         text.send_keys(question, Keys.ENTER)
+
+    def upload(self, path):
+        """Picks `path` in the input box's file dialog."""
+        field = self.find("#question input[type=file]")
+        field.send_keys(str(path))
+        # ChromeDriver adds to a multiple-file input's earlier picks; a person's next pick replaces them.
+        self.driver.execute_script("arguments[0].value = '';", field)
 
     def status(self):
         return self.find("#status").text.strip()

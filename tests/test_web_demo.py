@@ -121,15 +121,16 @@ def test_a_failing_generation_raises_its_error_and_the_next_question_is_answered
     with pytest.raises(RuntimeError, match="CUDA out of memory"):  # Gradio shows it and keeps serving
         ask_directly(demo, QUESTION, [red_png])
     monkeypatch.setattr(model, "generate", real_generate)
-    chat, _, turns, status = ask_directly(demo, QUESTION, [red_png])
+    chat, turns, status = ask_directly(demo, QUESTION, [red_png])
     assert turns[-1].answer == infer_answer(loaded, red_png, QUESTION) and status.startswith("reply 1:")
     assert demo.stop_events == {}
 
 
 def test_too_many_images_in_a_conversation_are_refused(loaded, red_png):
     demo = web_demo.WebDemo(*loaded, max_pixels=10_000, max_images=2)
-    with pytest.raises(gr.Error, match="more than 2 images"):
-        ask_directly(demo, QUESTION, [red_png] * 3)
+    with pytest.warns(UserWarning, match="more than 2 images"):
+        assert list(demo.respond({"text": QUESTION, "files": [str(red_png)] * 3}, [], False, MAX_NEW_TOKENS, 0, 1,
+                                 SimpleNamespace(session_hash="test"))) == [(gr.skip(),) * 3]  # nothing changes
 
 
 def test_the_host_is_127_0_0_1_unless_told_and_exposure_is_announced(chat_model_dir, monkeypatch, capsys):
@@ -198,7 +199,7 @@ def test_oversized_uploads_are_refused_with_a_message(page, tmp_path):
     Image.frombytes("RGB", (300, 300), random.Random(0).randbytes(300 * 300 * 3)).save(big_file)
     wide = tmp_path / "wide.png"  # 20,000 pixels, over the app's 10,000
     Image.new("RGB", (200, 100), "blue").save(wide)
-    page.find("#question input[type=file]").send_keys(str(big_file))
+    page.upload(big_file)
     page.wait_for(lambda _: any("maximum allowed size" in error and "noise.png" in error for error in page.errors()))
     page.ask(QUESTION, [wide])
     page.wait_for(lambda _: any("wide.png: 200x100" in error for error in page.errors()))
