@@ -19,10 +19,10 @@ from pathlib import Path
 
 import gradio as gr
 import torch
-from PIL import Image
 from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
 import infer
+import media
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 # What the upload box takes. Video goes here ("video") once infer.py builds video prompts, with a
@@ -38,23 +38,17 @@ class UploadError(ValueError):
 
 
 def read_upload(path, max_pixels):
-    """The uploaded image at `path` in RGB; refused when it is not an image or has over `max_pixels` pixels
-    (checked from the header, before the pixels are decoded)."""
+    """The uploaded image at `path` as the model sees it (media.py's rule); refused when it is not an image
+    or has over `max_pixels` pixels (read from the header, before any pixel is decoded)."""
     name = Path(path).name
     try:
-        with Image.open(path) as header:
-            width, height = header.size
-    except Image.UnidentifiedImageError as error:  # its message names the server's temporary copy
-        raise UploadError(f"{name}: not an image in a format Pillow reads") from error
-    except (OSError, SyntaxError, Image.DecompressionBombError) as error:
-        raise UploadError(f"{name}: cannot read this image ({error})") from error
-    if width * height > max_pixels:
-        raise UploadError(f"{name}: {width}x{height} is {width * height / 1e6:.1f} megapixels; "
-                          f"this page takes at most {max_pixels / 1e6:.1f} (--max-image-megapixels)")
-    try:
-        return infer.load_image(path)
-    except ValueError as error:
-        raise UploadError(f"{name}: {error}") from error
+        width, height = media.image_size(path)
+        if width * height > max_pixels:
+            raise UploadError(f"{name}: {width}x{height} is {width * height / 1e6:.1f} megapixels; "
+                              f"this page takes at most {max_pixels / 1e6:.1f} (--max-image-megapixels)")
+        return media.decode_image(path)
+    except media.UnreadableImage as error:  # its message names the server's temporary copy: name the upload
+        raise UploadError(str(error).replace(str(path), name)) from None
 
 
 @dataclass
