@@ -25,8 +25,8 @@ import infer
 import media
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
-# What the upload box takes. Video goes here ("video") once infer.py builds video prompts, with a
-# branch for it in read_upload and a video part in Turn.
+# What the upload box takes. Video is next: "video" here, a branch in read_upload for infer.load_video,
+# turns' parts of kind "video" (infer.user_turn) and reply_to's videos= in stream_reply.
 UPLOAD_TYPES = ["image"]
 MAX_NEW_TOKENS_LIMIT = 8192
 # Replies are shown as the text infer.py prints (no Markdown), their line breaks kept.
