@@ -365,3 +365,30 @@ def write_colour_video(path, colours, fps=8, size=(16, 16), seconds_each=1, audi
                 container.mux(stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
         container.mux(stream.encode())
     return Path(path)
+
+
+def build_tiny_chat_model(stitched_dir, out_dir, image, question, thinking_tokens=6, seed=0):
+    """A copy of a tiny stitched model that chats visibly, for the web demo's tests and screenshot.
+
+    A random tiny model repeats the prompt's last token; with its final norm re-drawn, greedy replies
+    are varied text instead. Its generation config (sequence_bias, applied by generate() itself) makes it
+    open a <think> block whenever thinking is on, and for `question` about `image` close that block after
+    `thinking_tokens` tokens and go on to an answer."""
+    import infer  # not at the top: infer.py's imports are not needed by the rest of this module
+
+    model, processor = infer.load_model(stitched_dir, device="cpu")
+    norm = model.model.text_model.norm.weight
+    with torch.no_grad():
+        norm.copy_(torch.randn(norm.shape, generator=torch.Generator().manual_seed(seed)) * 4)
+    tokenizer = processor.tokenizer
+    think_open, think_close = tokenizer.convert_tokens_to_ids(["<think>", "</think>"])
+    # Thinking on, the prompt ends with the assistant header (infer.render_prompt).
+    header = tokenizer.encode("assistant\n")
+    model.generation_config.sequence_bias = [[header + [think_open], 100.0]]
+    prompt = infer.render_prompt(processor, infer.build_messages(question), think=True)
+    inputs = processor(text=[prompt], images=[[image]], return_tensors="pt")
+    thought = model.generate(**inputs, do_sample=False, max_new_tokens=1 + thinking_tokens)[0, -2:].tolist()
+    model.generation_config.sequence_bias.append([thought + [think_close], 100.0])
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+    return Path(out_dir)

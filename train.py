@@ -204,6 +204,7 @@ def next_steps(output_dir, argv):
     config = argv[0] if argv and not argv[0].startswith("--") else "CONFIG.yaml"
     return (f"saved the trained model to {output_dir}; next:\n"
             f"  python infer.py --model {output_dir} --image PATH --question \"...\"\n"
+            f"  python web_demo.py --model {output_dir}    # a chat page on http://127.0.0.1:7860\n"
             f"  python eval_vqa.py {config} --model {output_dir}")
 
 

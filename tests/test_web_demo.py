@@ -1,0 +1,219 @@
+"""web_demo.py: its handlers on the tiny model, and its page in headless Chromium against the app on 127.0.0.1.
+
+One app (a subprocess killed after APP_LIFETIME_S whatever happens) and one browser serve the module; each
+browser test opens the page afresh, so it starts with an empty history. The model is a tiny stitched one
+that talks and thinks (tiny.build_tiny_chat_model); what the page shows is compared with infer.py's answer."""
+
+import random
+import time
+from types import SimpleNamespace
+
+import gradio as gr
+import pytest
+from PIL import Image
+
+import infer
+import tiny
+import web_demo
+import web_page
+
+APP_LIFETIME_S = 300
+QUESTION = "What colour is it?"
+MAX_NEW_TOKENS = 24
+# The app refuses files over 0.1 MB and images over 10,000 pixels, so the tests' refusals stay small.
+APP_OPTIONS = ["--max-upload-mb", "0.1", "--max-image-megapixels", "0.01"]
+needs_browser = pytest.mark.skipif(bool(web_page.browser_missing()), reason=str(web_page.browser_missing()))
+
+
+@pytest.fixture(scope="module")
+def red_png(tmp_path_factory):
+    path = tmp_path_factory.mktemp("uploads") / "red.png"
+    Image.new("RGB", (40, 30), "red").save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def chat_model_dir(stitched_dir, tmp_path_factory, red_png):
+    return tiny.build_tiny_chat_model(stitched_dir, tmp_path_factory.mktemp("chat_model"), infer.load_image(red_png),
+                                      QUESTION)
+
+
+@pytest.fixture(scope="module")
+def loaded(chat_model_dir):
+    return infer.load_model(chat_model_dir)
+
+
+def infer_reply(loaded, image_path, question, **settings):
+    """infer.py's reply, as `infer.py --question` prints it."""
+    model, processor = loaded
+    return infer.answer(model, processor, infer.load_image(image_path), question, max_new_tokens=MAX_NEW_TOKENS,
+                        **settings)
+
+
+def infer_answer(loaded, image_path, question, **settings):
+    """The answer part of infer.py's reply, as its chat keeps it (infer.split_thinking: no think block,
+    surrounding whitespace trimmed): what the page shows in the answer bubble."""
+    return infer.split_thinking(infer_reply(loaded, image_path, question, **settings))[1]
+
+
+@pytest.fixture(scope="module")
+def app_url(chat_model_dir, tmp_path_factory):
+    with web_page.running_app(chat_model_dir, tmp_path_factory.mktemp("app") / "app.log", *APP_OPTIONS,
+                              lifetime_s=APP_LIFETIME_S) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def driver():
+    browser = web_page.open_browser()
+    yield browser
+    browser.quit()
+
+
+@pytest.fixture
+def page(app_url, driver):
+    page = web_page.Page(driver, app_url)
+    page.set_number("max-new-tokens", MAX_NEW_TOKENS)
+    return page
+
+
+def assert_non_blank_png(path):
+    with Image.open(path) as shot:
+        assert shot.format == "PNG" and shot.width == web_page.WINDOW[0] and shot.height > 600  # the viewport
+        assert len(shot.convert("RGB").getcolors(maxcolors=1 << 16) or range(1 << 16)) > 50  # text, image, widgets
+
+
+# --- the handlers, without a browser ---------------------------------------------------------------------
+
+
+def test_a_single_image_conversation_is_infer_pys(red_png):
+    image = infer.load_image(red_png)
+    first = web_demo.Turn("What colour?", [str(red_png)], [image], answer="Red.")
+    follow_up = web_demo.Turn("And the sky?", [], [])
+    assert web_demo.conversation_messages([first, follow_up]) == infer.build_messages(
+        "And the sky?", history=[("What colour?", "Red.")])
+
+
+def test_read_upload_refuses_too_many_pixels_and_non_images_naming_the_file(tmp_path):
+    wide = tmp_path / "wide.png"
+    Image.new("RGB", (200, 100), "blue").save(wide)
+    with pytest.raises(web_demo.UploadError, match=r"wide\.png: 200x100 is 0\.0 megapixels"):
+        web_demo.read_upload(wide, max_pixels=10_000)
+    assert web_demo.read_upload(wide, max_pixels=20_000).size == (200, 100)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff not a jpeg")
+    with pytest.raises(web_demo.UploadError, match=r"^broken\.jpg cannot be read"):
+        web_demo.read_upload(broken, max_pixels=10_000)
+
+
+def ask_directly(demo, question, paths=(), turns=()):
+    """Runs the page's handler as Gradio does; returns its last output."""
+    outputs = list(demo.respond({"text": question, "files": list(map(str, paths))}, list(turns), False,
+                                MAX_NEW_TOKENS, 0, 1, SimpleNamespace(session_hash="test")))
+    return outputs[-1]
+
+
+def test_a_failing_generation_raises_its_error_and_the_next_question_is_answered(loaded, red_png, monkeypatch):
+    model, processor = loaded
+    demo = web_demo.WebDemo(model, processor, max_pixels=10_000, max_images=8)
+    real_generate = model.generate
+    monkeypatch.setattr(model, "generate", lambda **kwargs: (_ for _ in ()).throw(RuntimeError("CUDA out of memory")))
+    with pytest.raises(RuntimeError, match="CUDA out of memory"):  # Gradio shows it and keeps serving
+        ask_directly(demo, QUESTION, [red_png])
+    monkeypatch.setattr(model, "generate", real_generate)
+    chat, turns, status = ask_directly(demo, QUESTION, [red_png])
+    assert turns[-1].answer == infer_answer(loaded, red_png, QUESTION) and status.startswith("reply 1:")
+    assert demo.stop_events == {}
+
+
+def test_too_many_images_in_a_conversation_are_refused(loaded, red_png):
+    demo = web_demo.WebDemo(*loaded, max_pixels=10_000, max_images=2)
+    with pytest.warns(UserWarning, match="more than 2 images"):
+        assert list(demo.respond({"text": QUESTION, "files": [str(red_png)] * 3}, [], False, MAX_NEW_TOKENS, 0, 1,
+                                 SimpleNamespace(session_hash="test"))) == [(gr.skip(),) * 3]  # nothing changes
+
+
+def test_the_host_is_127_0_0_1_unless_told_and_exposure_is_announced(chat_model_dir, monkeypatch, capsys):
+    launched = []
+    monkeypatch.setattr(gr.Blocks, "launch", lambda self, **options: launched.append(options))
+    web_demo.main(["--model", str(chat_model_dir)])
+    assert launched[-1]["server_name"] == "127.0.0.1" and "reachable" not in capsys.readouterr().err
+    web_demo.main(["--model", str(chat_model_dir), "--host", "0.0.0.0", "--port", "8080"])
+    assert launched[-1]["server_name"] == "0.0.0.0"
+    assert "serving on 0.0.0.0:8080, reachable from other machines" in capsys.readouterr().err
+
+
+# --- the page in a real browser --------------------------------------------------------------------------
+
+
+@needs_browser
+def test_the_streamed_answer_equals_infer_pys(page, loaded, red_png, tmp_path):
+    page.ask(QUESTION, [red_png])
+    page.wait_for_reply(1)
+    expected = infer_answer(loaded, red_png, QUESTION)
+    assert page.answers() == [expected]
+    pieces = [text for text in page.streamed() if text]
+    assert len(set(pieces)) > 1 and all(expected.startswith(text) for text in pieces), "not streamed in pieces"
+    assert_non_blank_png(page.screenshot(tmp_path / "page.png"))
+
+
+@needs_browser
+def test_a_follow_up_question_carries_the_history(page, loaded, red_png):
+    page.ask(QUESTION, [red_png])
+    page.wait_for_reply(1)
+    page.ask("And why?")
+    page.wait_for_reply(2)
+    first = infer_answer(loaded, red_png, QUESTION)
+    assert page.answers() == [first, infer_answer(loaded, red_png, "And why?", history=[(QUESTION, first)])]
+
+
+@needs_browser
+def test_thinking_on_shows_the_think_block_apart_and_collapsible(page, loaded, red_png):
+    page.set_thinking(True)
+    page.ask(QUESTION, [red_png])
+    page.wait_for_reply(1)
+    thinking, answer = infer.split_thinking(infer_reply(loaded, red_png, QUESTION, think=True))
+    assert thinking and answer  # the tiny model thinks about this question, then answers
+    assert page.answers() == [answer]
+    [section] = page.thinking_sections()
+    assert thinking not in section.text  # a finished think block starts collapsed
+    section.find_element(web_page.By.CSS_SELECTOR, ".title").click()
+    page.wait_for(lambda _: thinking in section.text)
+
+
+@needs_browser
+def test_a_corrupt_upload_shows_an_error_and_the_next_question_is_answered(page, loaded, red_png, tmp_path):
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    page.ask(QUESTION, [corrupt])
+    page.wait_for(lambda _: any("corrupt.png cannot be read" in error for error in page.errors()))
+    assert page.answers() == []
+    page.ask(QUESTION, [red_png])
+    page.wait_for_reply(1)
+    assert page.answers() == [infer_answer(loaded, red_png, QUESTION)]
+
+
+@needs_browser
+def test_oversized_uploads_are_refused_with_a_message(page, tmp_path):
+    big_file = tmp_path / "noise.png"  # 270 KB, over the app's 0.1 MB
+    Image.frombytes("RGB", (300, 300), random.Random(0).randbytes(300 * 300 * 3)).save(big_file)
+    wide = tmp_path / "wide.png"  # 20,000 pixels, over the app's 10,000
+    Image.new("RGB", (200, 100), "blue").save(wide)
+    page.upload(big_file)
+    page.wait_for(lambda _: any("maximum allowed size" in error and "noise.png" in error for error in page.errors()))
+    page.ask(QUESTION, [wide])
+    page.wait_for(lambda _: any("wide.png: 200x100" in error for error in page.errors()))
+    assert page.answers() == []
+
+
+@needs_browser
+def test_stop_ends_a_long_generation_early(page):
+    page.set_number("max-new-tokens", web_demo.MAX_NEW_TOKENS_LIMIT)
+    page.ask("Tell me a long story.")
+    page.wait_for(lambda _: any(page.streamed()))
+    page.click("stop")
+    stopped_at = time.monotonic()
+    status = page.wait_for_reply(1, timeout_s=30)
+    assert status[3] and int(status[2]) < web_demo.MAX_NEW_TOKENS_LIMIT, status[0]
+    assert time.monotonic() - stopped_at < 10
+    assert page.answers()[0]
