@@ -194,10 +194,23 @@ def save_standalone(trainer, processor, dtype, output_dir):
     else:
         state_dict = trainer.accelerator.get_state_dict(trainer.model)
         if trainer.is_world_process_zero():
-            state_dict = {name: tensor.to(dtype) for name, tensor in state_dict.items()}
-            trainer.accelerator.unwrap_model(trainer.model).save_pretrained(output_dir, state_dict=state_dict)
+            save_gathered(trainer.accelerator.unwrap_model(trainer.model), state_dict, dtype, output_dir)
     if trainer.is_world_process_zero():
         processor.save_pretrained(output_dir)
+
+
+def save_gathered(model, state_dict, dtype, output_dir):
+    """Writes the gathered FSDP weights as a one-process model's save_pretrained writes them. The gather
+    gives each name its own copy, so tied names (lm_head.weight and the input embeddings) would no
+    longer share storage and both be written: they share one tensor again. config.json records the
+    dtype of the model's parameters (float32 shards), so it is set to the dtype written."""
+    state_dict = {name: tensor.to(dtype) for name, tensor in state_dict.items()}
+    for tied, source in model.all_tied_weights_keys.items():
+        if tied in state_dict and source in state_dict:
+            state_dict[tied] = state_dict[source]
+    model.save_pretrained(output_dir, state_dict=state_dict)
+    model.config.dtype = dtype
+    model.config.save_pretrained(output_dir)
 
 
 def next_steps(output_dir, argv):
