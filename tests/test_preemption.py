@@ -1,0 +1,118 @@
+"""Preemption: a run signalled mid-training finishes its optimizer step, leaves a complete checkpoint
+at that step and exits with status 75; the same command resumes to the uninterrupted run's weights.
+Two DDP ranks (gloo) signalled, one of them or both, stop after the same step and save it together."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import psutil
+import pytest
+
+import preemption
+import safe_resume
+from conftest import REPO
+from test_resume import assert_same_weights, connector_of
+from test_train import config, run, write_yaml  # noqa: F401  (the `config` fixture)
+
+STEPS = 24
+STOPPED = re.compile(r"train\.py: (SIG\w+) received: stopped after step (\d+) with the complete checkpoint (\S+); "
+                     "run the same command to resume")
+
+
+@pytest.fixture
+def preemptible(config):  # noqa: F811
+    return {**config, "max_steps": STEPS, "demo_max_new_tokens": 1, "disable_tqdm": True}
+
+
+def launch(command, cwd, stderr_path):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "PET_SHUTDOWN_TIMEOUT": "300"}
+    return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=stderr_path.open("w"), text=True)
+
+
+def signal_after_first_step(process, send):
+    """Reads the run's output until it logs its first step, then calls `send(process)`; returns the
+    run's whole output once it exited."""
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if line.startswith("{'loss'"):
+            send(process)
+            break
+    lines.extend(process.stdout)
+    process.wait(timeout=600)
+    return "".join(lines)
+
+
+def logged_steps(output):
+    return sum(line.startswith("{'loss'") for line in output.splitlines())
+
+
+def stops(stderr_path):
+    """(signal, step, checkpoint) of each rank's last words."""
+    return [(name, int(step), checkpoint) for name, step, checkpoint in STOPPED.findall(stderr_path.read_text())]
+
+
+def assert_only_complete_checkpoint(output_dir, step):
+    assert safe_resume.checkpoints_in(output_dir) == [output_dir / f"checkpoint-{step}"]
+    assert safe_resume.why_incomplete(output_dir / f"checkpoint-{step}") is None
+    assert not (output_dir / "model.safetensors").exists()  # stopped before the standalone model
+
+
+def test_signalled_run_saves_where_it_was_and_resumes_to_the_uninterrupted_weights(tmp_path, preemptible):
+    run(tmp_path, {**preemptible, "output_dir": str(tmp_path / "uninterrupted")})
+    reference = connector_of(tmp_path / "uninterrupted")
+
+    out = tmp_path / "preempted"
+    command = [sys.executable, str(REPO / "train.py"), write_yaml(tmp_path / "preempted.yaml",
+                                                               {**preemptible, "output_dir": str(out)})]
+    stderr = tmp_path / "stderr.txt"
+    process = launch(command, tmp_path, stderr)
+    output = signal_after_first_step(process, lambda running: running.send_signal(signal.SIGUSR1))
+    assert process.returncode == preemption.PREEMPTED_EXIT_STATUS, stderr.read_text()[-3000:]
+    [(name, step, checkpoint)] = stops(stderr)
+    assert name == "SIGUSR1" and checkpoint == str(out / f"checkpoint-{step}") and step < STEPS
+    assert logged_steps(output) == step  # it stopped after the step it was on
+    assert_only_complete_checkpoint(out, step)
+
+    process = launch(command, tmp_path, stderr)  # the same command again
+    output = process.communicate(timeout=600)[0]
+    assert process.returncode == 0, stderr.read_text()[-3000:]
+    assert f"resuming from {out / f'checkpoint-{step}'}" in output
+    assert_same_weights(connector_of(out), reference)
+
+
+def test_signal_names_are_checked_before_the_run(tmp_path, preemptible):
+    with pytest.raises(SystemExit, match="preempt_signals: 'SIGKILL' is not a signal a process can catch"):
+        run(tmp_path, {**preemptible, "preempt_signals": ["SIGTERM", "SIGKILL"]})
+
+
+def worker_of_rank(launcher, rank):
+    return next(child for child in psutil.Process(launcher.pid).children() if child.environ().get("RANK") == str(rank))
+
+
+def test_two_ranks_stop_after_the_same_step_when_one_or_both_are_signalled(tmp_path, preemptible):
+    out = tmp_path / "ddp"
+    config_path = write_yaml(tmp_path / "ddp.yaml", {**preemptible, "per_device_train_batch_size": 1,
+                                                      "output_dir": str(out)})
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               str(REPO / "train.py"), config_path]
+    stderr = tmp_path / "stderr.txt"
+
+    # SIGTERM to rank 1 alone: rank 0 learns of it after the step and both save that step
+    process = launch(command, tmp_path, stderr)
+    signal_after_first_step(process, lambda launcher: worker_of_rank(launcher, 1).send_signal(signal.SIGTERM))
+    assert process.returncode != 0  # torchrun reports the ranks' status 75 as a failure
+    [(_, first, _), (_, also_first, _)] = stops(stderr)
+    assert first == also_first < STEPS
+    assert_only_complete_checkpoint(out, first)
+
+    # the same command resumes; SIGTERM to the launcher, which passes it on to both ranks
+    process = launch(command, tmp_path, stderr)
+    output = signal_after_first_step(process, lambda launcher: launcher.send_signal(signal.SIGTERM))
+    assert f"resuming from {out / f'checkpoint-{first}'}" in output
+    [(_, second, _), (_, also_second, _)] = stops(stderr)
+    assert second == also_second and first < second < STEPS
+    assert safe_resume.why_incomplete(out / f"checkpoint-{second}") is None
