@@ -240,8 +240,8 @@ def exit_if_cut_short(trainer):
     checkpoint = Path(trainer.args.output_dir) / f"checkpoint-{trainer.state.global_step}"
     if guard.error:
         raise SystemExit(f"train.py: {guard.error}; {checkpoint} holds the weights from before them")
-    print(f"train.py: {preempted.signal_name} received: stopped after step {trainer.state.global_step} with the "
-          f"complete checkpoint {checkpoint}; run the same command to resume", file=sys.stderr)
+    sys.stderr.write(f"train.py: {preempted.signal_name} received: stopped after step {trainer.state.global_step} "
+                     f"with the complete checkpoint {checkpoint}; run the same command to resume\n")  # one write per rank
     raise SystemExit(preemption.PREEMPTED_EXIT_STATUS)
 
 

@@ -1,12 +1,15 @@
 """Preemption: a run signalled mid-training finishes its optimizer step, leaves a complete checkpoint
 at that step and exits with status 75; the same command resumes to the uninterrupted run's weights.
-Two DDP ranks (gloo) signalled, one of them or both, stop after the same step and save it together."""
+Two DDP ranks (gloo) signalled, one of them or all processes through slurm_train.sh's time-limit
+path, stop after the same step and save it together."""
 
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import psutil
 import pytest
@@ -27,8 +30,8 @@ def preemptible(config):  # noqa: F811
     return {**config, "max_steps": STEPS, "demo_max_new_tokens": 1, "disable_tqdm": True}
 
 
-def launch(command, cwd, stderr_path):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "PET_SHUTDOWN_TIMEOUT": "300"}
+def launch(command, cwd, stderr_path, env=None):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=stderr_path.open("w"), text=True)
 
 
@@ -93,15 +96,43 @@ def worker_of_rank(launcher, rank):
     return next(child for child in psutil.Process(launcher.pid).children() if child.environ().get("RANK") == str(rank))
 
 
-def test_two_ranks_stop_after_the_same_step_when_one_or_both_are_signalled(tmp_path, preemptible):
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def fake_slurm(bin_dir):
+    """srun, scancel and scontrol for one node: srun runs its command here; scancel signals every
+    process of that step, as SLURM's cgroup tracking does; scontrol names this host and notes a requeue."""
+    bin_dir.mkdir()
+    scripts = {
+        "srun": '#!/bin/bash\nwhile [[ $1 == --* ]]; do shift; done\necho $$ > "$FAKE_SLURM/step.pid"\n'
+                'SLURM_NODEID=0 exec "$@"\n',
+        "scontrol": '#!/bin/bash\ncase $1 in show) echo 127.0.0.1 ;; requeue) echo "$2" >> "$FAKE_SLURM/requeued" ;; esac\n',
+        "scancel": f"#!{sys.executable}\nimport os, pathlib, signal, sys, psutil\n"
+                   "number = signal.Signals['SIG' + sys.argv[1].split('=')[1]]\n"
+                   "step = psutil.Process(int(pathlib.Path(os.environ['FAKE_SLURM'], 'step.pid').read_text()))\n"
+                   "for process in [step, *step.children(recursive=True)]:\n    process.send_signal(number)\n",
+    }
+    for name, text in scripts.items():
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    return {"PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_SLURM": str(bin_dir), "SLURM_JOB_ID": "4242",
+            "SLURM_JOB_NODELIST": "node1", "SLURM_NNODES": "1", "SLURM_GPUS_ON_NODE": "2",
+            "ACCELERATE": str(Path(sys.executable).with_name("accelerate")), "ACCELERATE_CONFIG": "accelerate/ddp.yaml",
+            "MAIN_PROCESS_PORT": str(free_port())}
+
+
+def test_two_ranks_stop_after_the_same_step_when_one_or_all_are_signalled(tmp_path, preemptible):
     out = tmp_path / "ddp"
     config_path = write_yaml(tmp_path / "ddp.yaml", {**preemptible, "per_device_train_batch_size": 1,
                                                       "output_dir": str(out)})
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               str(REPO / "train.py"), config_path]
     stderr = tmp_path / "stderr.txt"
 
     # SIGTERM to rank 1 alone: rank 0 learns of it after the step and both save that step
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--main_process_port", str(free_port()), str(REPO / "train.py"), config_path]
     process = launch(command, tmp_path, stderr)
     signal_after_first_step(process, lambda launcher: worker_of_rank(launcher, 1).send_signal(signal.SIGTERM))
     assert process.returncode != 0  # torchrun reports the ranks' status 75 as a failure
@@ -109,10 +140,11 @@ def test_two_ranks_stop_after_the_same_step_when_one_or_both_are_signalled(tmp_p
     assert first == also_first < STEPS
     assert_only_complete_checkpoint(out, first)
 
-    # the same command resumes; SIGTERM to the launcher, which passes it on to both ranks
-    process = launch(command, tmp_path, stderr)
-    output = signal_after_first_step(process, lambda launcher: launcher.send_signal(signal.SIGTERM))
+    # slurm_train.sh, started again, resumes; its time-limit signal reaches every process of the job
+    process = launch(["bash", "slurm_train.sh", config_path], REPO, stderr, fake_slurm(tmp_path / "bin"))
+    output = signal_after_first_step(process, lambda script: script.send_signal(signal.SIGUSR1))
     assert f"resuming from {out / f'checkpoint-{first}'}" in output
-    [(_, second, _), (_, also_second, _)] = stops(stderr)
-    assert second == also_second and first < second < STEPS
+    [(name, second, _), (_, also_second, _)] = stops(stderr)
+    assert name == "SIGUSR1" and second == also_second and first < second < STEPS
     assert safe_resume.why_incomplete(out / f"checkpoint-{second}") is None
+    assert "requeueing job 4242" in output and (tmp_path / "bin" / "requeued").read_text() == "4242\n"
