@@ -1,35 +1,25 @@
 """Non-finite steps: a planted NaN batch is skipped without touching the weights or the optimizer,
 counted and named by its rows; K such steps in a row stop the run with a checkpoint and an error
-naming the rows. The fault is planted here only: the collator's batches get NaN pixels."""
+naming the rows. The fault is planted by tests only (tests/faults.py): batches get NaN pixels."""
 
-import itertools
 import logging
-import math
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-import collate
+from faults import plant_nan_batches
 from test_train import config, run  # noqa: F401  (the `config` fixture)
 
 
 @pytest.fixture
-def nan_batches(monkeypatch):
+def nan_batches():
     """Training batches whose numbers (1-based, in collation order) are added to `numbers` get NaN
     pixel values; `origins` records the rows of each such batch."""
     planted = {"numbers": set(), "origins": {}}
-    collate_for_real, count = collate.Collator.__call__, itertools.count(1)
-
-    def collate_with_nan(self, rows):
-        batch, number = collate_for_real(self, rows), next(count)
-        if number in planted["numbers"]:
-            batch["pixel_values"] = torch.full_like(batch["pixel_values"], math.nan)
-            planted["origins"][number] = [row["origin"] for row in rows]
-        return batch
-
-    monkeypatch.setattr(collate.Collator, "__call__", collate_with_nan)
-    return planted
+    undo = plant_nan_batches(planted["numbers"], planted["origins"])
+    yield planted
+    undo()
 
 
 def trained(checkpoint):
