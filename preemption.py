@@ -9,11 +9,14 @@ off by a later SIGKILL is set aside on the next start (safe_resume.py), which th
 last complete one.
 """
 
+import logging
 import signal
 
 import torch
 from accelerate.utils import gather
 from transformers import TrainerCallback
+
+logger = logging.getLogger(__name__)
 
 PREEMPTED_EXIT_STATUS = 75  # EX_TEMPFAIL (sysexits.h): a temporary failure, try again
 UNCATCHABLE = ("SIGKILL", "SIGSTOP")
@@ -56,9 +59,16 @@ class Preemption(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         received = int(gather(torch.tensor([self.received], device=args.device)).max())
-        if received:
-            self.signal_name = signal.Signals(received).name
-            control.should_save, control.should_training_stop, control.should_evaluate = True, True, False
+        if not received:
+            return
+        if state.global_step >= state.max_steps:
+            # Training is complete: the run saves its final model now. (A checkpoint here would not do:
+            # the Trainer resumed from a checkpoint at max_steps trains one step more.)
+            if state.is_world_process_zero:
+                logger.warning(f"{signal.Signals(received).name} at the last step: saving the final model")
+            return
+        self.signal_name = signal.Signals(received).name
+        control.should_save, control.should_training_stop, control.should_evaluate = True, True, False
 
     def on_train_end(self, args, state, control, **kwargs):
         for number, handler in self.previous_handlers.items():

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from transformers import TrainerControl, TrainerState, TrainingArguments
 
 import preemption
 import safe_resume
@@ -90,6 +91,20 @@ def test_signalled_run_saves_where_it_was_and_resumes_to_the_uninterrupted_weigh
 def test_signal_names_are_checked_before_the_run(tmp_path, preemptible):
     with pytest.raises(SystemExit, match="preempt_signals: 'SIGKILL' is not a signal a process can catch"):
         run(tmp_path, {**preemptible, "preempt_signals": ["SIGTERM", "SIGKILL"]})
+
+
+def test_a_signal_in_the_last_step_lets_the_run_save_its_final_model(tmp_path):
+    """Resumed from a checkpoint at max_steps the Trainer would train one step more, so at the last
+    step the run does not stop for a checkpoint: it goes on to save the final model."""
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True)
+    stop = preemption.Preemption(["SIGTERM"])
+    stop.note(signal.SIGTERM, None)
+    for step, stops_here in ((STEPS - 1, True), (STEPS, False)):
+        control = TrainerControl()
+        stop.signal_name = None
+        stop.on_step_end(args, TrainerState(global_step=step, max_steps=STEPS), control)
+        assert control.should_training_stop == control.should_save == stops_here
+        assert stop.signal_name == ("SIGTERM" if stops_here else None)
 
 
 def worker_of_rank(launcher, rank):
