@@ -26,6 +26,8 @@ import infer
 import lengths
 import low_rank
 import param_groups
+import preemption
+import step_guard
 import stitch
 import train_processor
 from collate import Collator
@@ -132,14 +134,25 @@ def log_demo_to_swanlab(image, question, prompt, reply):
 class GraftTrainer(Trainer):
     """A Trainer for which a batch of text-only rows is no error: with the text model frozen nothing
     trainable takes part in such a batch, so its loss has no graph; it is tied to the trainable weights
-    with a zero factor (a zero gradient, and DDP ranks still agree on which weights got one)."""
+    with a zero factor (a zero gradient, and DDP ranks still agree on which weights got one).
+    It stops early on `guard` (non-finite steps, fed each training loss with its rows' origins) and on
+    `preemption_stop` (a signal)."""
+
+    def __init__(self, *args, guard, preemption_stop, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.guard, self.preemption_stop = guard, preemption_stop
+        self.add_callback(guard)
+        self.add_callback(preemption_stop)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        origins = inputs.pop(step_guard.ORIGINS, [])
         result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         loss = result[0] if return_outputs else result
         if model.training and not loss.requires_grad:
             loss = loss + sum(p.sum() for p in model.parameters() if p.requires_grad) * 0
             result = (loss, *result[1:]) if return_outputs else loss
+        if model.training:
+            self.guard.record(loss, origins)
         return result
 
 
@@ -147,11 +160,15 @@ class PackedGraftTrainer(PackingTrainer, GraftTrainer):
     """PackingTrainer's packed batches with GraftTrainer's handling of text-only batches."""
 
 
-def build_trainer(model, processor, collator, training_args, data_args, train_dataset, eval_dataset, optimizer_groups):
+def build_trainer(model, processor, collator, training_args, data_args, run_args, train_dataset, eval_dataset,
+                  optimizer_groups):
     # The optimizer class and settings that `optim` names, over our per-part groups; the Trainer builds
     # it itself, so resume, DDP and FSDP (which must see the optimizer at prepare time) work unchanged.
     optimizer_cls, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(training_args, model)
-    settings = dict(model=model, args=training_args, train_dataset=train_dataset, data_collator=collator,
+    settings = dict(model=model, args=training_args, train_dataset=train_dataset,
+                    data_collator=step_guard.WithOrigins(collator),
+                    guard=step_guard.NonFiniteGuard(run_args.max_nonfinite_steps),
+                    preemption_stop=preemption.Preemption(run_args.preempt_signals),
                     eval_dataset=eval_dataset if len(eval_dataset) else None, processing_class=processor,
                     optimizer_cls_and_kwargs=(optimizer_cls, {**optimizer_kwargs, "params": optimizer_groups}))
     if data_args.packing:
@@ -194,10 +211,38 @@ def save_standalone(trainer, processor, dtype, output_dir):
     else:
         state_dict = trainer.accelerator.get_state_dict(trainer.model)
         if trainer.is_world_process_zero():
-            state_dict = {name: tensor.to(dtype) for name, tensor in state_dict.items()}
-            trainer.accelerator.unwrap_model(trainer.model).save_pretrained(output_dir, state_dict=state_dict)
+            save_gathered(trainer.accelerator.unwrap_model(trainer.model), state_dict, dtype, output_dir)
     if trainer.is_world_process_zero():
         processor.save_pretrained(output_dir)
+
+
+def save_gathered(model, state_dict, dtype, output_dir):
+    """Writes the gathered FSDP weights as a one-process model's save_pretrained writes them. The gather
+    gives each name its own copy, so tied names (lm_head.weight and the input embeddings) would no
+    longer share storage and both be written: they share one tensor again. config.json records the
+    dtype of the model's parameters (float32 shards), so it is set to the dtype written."""
+    state_dict = {name: tensor.to(dtype) for name, tensor in state_dict.items()}
+    for tied, source in model.all_tied_weights_keys.items():
+        if tied in state_dict and source in state_dict:
+            state_dict[tied] = state_dict[source]
+    model.save_pretrained(output_dir, state_dict=state_dict)
+    model.config.dtype = dtype
+    model.config.save_pretrained(output_dir)
+
+
+def exit_if_cut_short(trainer):
+    """After max_nonfinite_steps non-finite steps in a row, or a preemption signal, the Trainer saved a
+    checkpoint and returned early: the run exits there instead of saving the standalone model."""
+    guard, preempted = trainer.guard, trainer.preemption_stop
+    if not (guard.error or preempted.signal_name):
+        return
+    trainer.accelerator.wait_for_everyone()  # torchrun stops every rank as soon as one exits
+    checkpoint = Path(trainer.args.output_dir) / f"checkpoint-{trainer.state.global_step}"
+    if guard.error:
+        raise SystemExit(f"train.py: {guard.error}; {checkpoint} holds the weights from before them")
+    sys.stderr.write(f"train.py: {preempted.signal_name} received: stopped after step {trainer.state.global_step} "
+                     f"with the complete checkpoint {checkpoint}; run the same command to resume\n")  # one write per rank
+    raise SystemExit(preemption.PREEMPTED_EXIT_STATUS)
 
 
 def next_steps(output_dir, argv):
@@ -241,8 +286,8 @@ def main(argv=None):
         model = prepare_trainable(model, model_args, part_lrs, training_args.seed)
         optimizer_groups = param_groups.optimizer_groups(model, part_lrs, training_args.weight_decay)
         start_swanlab(training_args)
-        trainer = build_trainer(model, processor, collator, training_args, data_args, train_dataset, eval_dataset,
-                                optimizer_groups)
+        trainer = build_trainer(model, processor, collator, training_args, data_args, run_args, train_dataset,
+                                eval_dataset, optimizer_groups)
         check_fsdp_took_effect(trainer)
     except (ConfigError, CheckpointError, stitch.GraftError, data.DataError) as error:
         raise SystemExit(f"train.py: {error}")
@@ -253,12 +298,14 @@ def main(argv=None):
     if trainer.is_world_process_zero():
         print("\n".join([stitch.trainable_summary(model), *param_groups.describe(optimizer_groups)]))
     trainer.train(resume_from_checkpoint=checkpoint and str(checkpoint))
+    exit_if_cut_short(trainer)
     if lora_parts(model_args):
         probe = probe_batch(processor, data_args, (eval_dataset, train_dataset), trainer.model.device)
         trainer.model = merge_adapters(trainer, probe, training_args.output_dir)
     save_standalone(trainer, processor, save_dtype, training_args.output_dir)
     print(f"rank {training_args.process_index}/{training_args.world_size}: {trainer.state.global_step} steps, "
-          f"{trainer.state.num_input_tokens_seen} tokens seen, {trainer.data_collator.skipped} samples skipped")
+          f"{trainer.state.num_input_tokens_seen} tokens seen, {collator.skipped} samples skipped, "
+          f"{trainer.guard.skipped} non-finite steps skipped")
     for source, counts in load_problems.items():
         print(f"rows of {source} skipped when loading: {counts}")
     if not trainer.is_world_process_zero():

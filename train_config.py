@@ -22,6 +22,7 @@ from transformers.models.smolvlm.image_processing_smolvlm import MAX_IMAGE_SIZE
 
 import data
 import infer
+import preemption
 import sources
 import stitch
 from collate import ON_BAD_SAMPLE_CHOICES, PADDING_CHOICES
@@ -87,6 +88,8 @@ class RunArguments:
     eval_max_new_tokens: int = field(default=128, metadata={"help": "answer length cap for `run_evaluation`"})
     check_data: bool = field(default=False, metadata={"help": "check the config's data (counts, problems with file:line, token lengths) and exit without loading a model; exit status 1 on a problem"})
     offline_demo_dir: str | None = field(default=None, metadata={"help": "build tiny random checkpoints and synthetic data here and train on them"})
+    max_nonfinite_steps: int = field(default=3, metadata={"help": "a step with a non-finite loss or gradient norm is skipped (no weight update) and logged with its rows' origins; after this many in a row the run saves a checkpoint and stops, naming the rows"})
+    preempt_signals: list[str] = field(default_factory=lambda: ["SIGTERM", "SIGUSR1"], metadata={"help": "on these signals the run finishes its optimizer step, saves a checkpoint and exits with status 75: resume with the same command (`[]`: none; see [Preemption](stage2-and-multi-gpu.md#preemption-slurm-spot-instances))"})
 
 
 ARGUMENT_CLASSES = (ModelArguments, DataArguments, RunArguments, TrainingArguments)
@@ -264,6 +267,12 @@ def check_config(model_args, data_args, run_args, training_args):
             raise ConfigError(f"{key}: '{getattr(data_args, key)}' is not one of {allowed}")
     if run_args.save_dtype not in SAVE_DTYPES:
         raise ConfigError(f"save_dtype: '{run_args.save_dtype}' is not one of {SAVE_DTYPES}")
+    if run_args.max_nonfinite_steps < 1:
+        raise ConfigError(f"max_nonfinite_steps: {run_args.max_nonfinite_steps} must be at least 1")
+    try:
+        preemption.signal_numbers(run_args.preempt_signals)
+    except preemption.SignalNameError as error:
+        raise ConfigError(str(error))
     if data_args.max_length < 1 or data_args.max_images < 1 or data_args.test_size < 0:
         raise ConfigError("max_length and max_images must be positive and test_size not negative")
     check_throughput_keys(data_args, training_args)

@@ -3,6 +3,7 @@ checkpointing, the shipped stage-2 recipes and the stage 1 -> stage 2 chain."""
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -23,6 +24,7 @@ import train
 import train_config
 from collate import Collator
 from conftest import REPO
+from faults import plant_nan_batches
 from test_train import config, losses, run, write_yaml  # noqa: F401 (config is a fixture)
 
 TINY_RUN = ["--use_cpu", "true", "--bf16", "false", "--report_to", "none", "--dataloader_num_workers", "0",
@@ -238,26 +240,51 @@ def test_shipped_stage2_recipes_chain_from_stage1():
 def test_fsdp2_on_two_cpu_ranks_matches_one_process(tmp_path, config):
     """The shipped FSDP2 config with the text model unfrozen: both ranks train on shards, the main
     process writes a whole checkpoint that plain transformers reloads, equal to a one-process run
-    over the same global batches. tests/fsdp_on_cpu.py lets accelerate run FSDP on CPU ranks."""
+    over the same global batches, and the same file: the same tensors (the tied LM head once), in
+    save_dtype. A NaN batch on rank 1 makes both ranks skip that step, as the one-process run skips
+    the batch holding that row. tests/fsdp_on_cpu.py lets accelerate run FSDP on CPU ranks."""
     fsdp = {**config, "freeze_text": False, "max_steps": 3, "per_device_train_batch_size": 1, "learning_rate": 1e-3,
-            "output_dir": str(tmp_path / "fsdp")}
+            "save_dtype": "bfloat16", "output_dir": str(tmp_path / "fsdp")}
     path = write_yaml(tmp_path / "fsdp.yaml", fsdp)
     result = subprocess.run(
         [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO / "accelerate" / "fsdp2.yaml"),
          "--num_processes", "2", str(REPO / "tests" / "fsdp_on_cpu.py"), path],
-        capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600,
+        capture_output=True, text=True, cwd=tmp_path, timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "NAN_BATCH_OF_RANK": "1:2"},
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "rank 0/2: 3 steps" in result.stdout and "rank 1/2: 3 steps" in result.stdout
+    for rank in (0, 1):
+        assert re.search(rf"^rank {rank}/2: 3 steps, .* 1 non-finite steps skipped$", result.stdout, re.MULTILINE)
 
-    run(tmp_path, {**fsdp, "per_device_train_batch_size": 2, "output_dir": str(tmp_path / "single")})
-    sharded = AutoModelForImageTextToText.from_pretrained(tmp_path / "fsdp")
-    single = AutoModelForImageTextToText.from_pretrained(tmp_path / "single")
-    assert sharded.state_dict().keys() == single.state_dict().keys()
-    for name, tensor in single.state_dict().items():
-        assert torch.allclose(sharded.state_dict()[name], tensor, atol=1e-5), name
+    origins = {}
+    undo = plant_nan_batches({2}, origins)
+    try:
+        run(tmp_path, {**fsdp, "per_device_train_batch_size": 2, "output_dir": str(tmp_path / "single")})
+    finally:
+        undo()
+    rank_1_row = origins[2][1]  # batch 2 of the one-process run holds step 2's rows of ranks 0 and 1
+    assert f"step 2: non-finite loss and gradient norm: skipped without updating the weights (1 in a row, " \
+           f"1 in this run); rows: {rank_1_row}\n" in result.stderr
+    sharded_file, single_file = (tmp_path / name / "model.safetensors" for name in ("fsdp", "single"))
+    assert saved_tensors(sharded_file) == saved_tensors(single_file)  # names, dtypes and shapes
+    assert "lm_head.weight" not in saved_tensors(single_file)  # tied: stored once, as the embeddings
+    assert sharded_file.stat().st_size == single_file.stat().st_size
+    assert json.loads((tmp_path / "fsdp" / "config.json").read_text()) == \
+        json.loads((tmp_path / "single" / "config.json").read_text())
+    sharded = AutoModelForImageTextToText.from_pretrained(tmp_path / "fsdp", dtype=torch.float32)
+    single = AutoModelForImageTextToText.from_pretrained(tmp_path / "single", dtype=torch.float32)
+    assert sharded.lm_head.weight is sharded.get_input_embeddings().weight
+    for name, tensor in single.state_dict().items():  # float32 training, within bf16 rounding of each other
+        torch.testing.assert_close(sharded.state_dict()[name], tensor, atol=1e-5, rtol=2 ** -7, msg=name)
     assert changed(tensors(AutoModelForCausalLM.from_pretrained(config["qwen_path"]).model),
                    tensors(sharded.model.text_model))
+
+
+def saved_tensors(safetensors_file):
+    """{name: (dtype, shape)} of what a safetensors file holds."""
+    with safe_open(safetensors_file, "pt") as weights:
+        return {name: (weights.get_slice(name).get_dtype(), tuple(weights.get_slice(name).get_shape()))
+                for name in weights.keys()}
 
 
 def test_fsdp_config_on_cpu_without_fsdp_is_refused(tmp_path, config, monkeypatch):
