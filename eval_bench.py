@@ -116,14 +116,18 @@ def headline_scores(task_results, names):
 
 
 def evaluate(model, configs, limit=None, manager=None, output_path="."):
-    """(headline scores, lmms-eval's results["results"]) of an lmms-eval model on the task configs."""
+    """(headline scores, lmms-eval's results["results"]) of an lmms-eval model on the task configs;
+    under torch.distributed every rank answers a share, and ranks other than 0 get ({}, {})."""
     from lmms_eval.evaluator import simple_evaluate
 
     # output_path: where tasks write their submission files; the other two as lmms-eval's CLI defaults
     cli_args = argparse.Namespace(output_path=str(output_path), process_with_media=False, reasoning_tags=None)
     results = simple_evaluate(model=model, tasks=[dict(config) for config in configs], limit=limit,
                               batch_size=model.batch_size, task_manager=manager, log_samples=False,
-                              cli_args=cli_args, bootstrap_iters=0)
+                              cli_args=cli_args, bootstrap_iters=0,
+                              distributed_executor_backend="torchrun")  # a plain barrier: no second Accelerator
+    if results is None:  # not rank 0: lmms-eval gathered this rank's answers there
+        return {}, {}
     names = [config["task"] for config in configs]
     return headline_scores(results["results"], names), {name: results["results"].get(name) for name in names}
 
