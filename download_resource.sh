@@ -17,9 +17,9 @@ Run from the repo root. Downloads into the current directory:
                                          (shareAI/..., AI-ModelScope/... on ModelScope; Apache-2.0), converted
                                          once by text_replay.py to data/text_replay/sharegpt_zh_en.jsonl
   data/text_bench/<DATASET>/          <- --text-bench: the hub datasets of these lm-eval tasks (default:
-                                         text_bench.py's suite: mmlu ceval-valid gsm8k ifeval), from the
+                                         eval_bench.py --base_qwen's: mmlu ceval-valid gsm8k ifeval), from the
                                          Hugging Face hub with `hf` (set HF_ENDPOINT for a mirror); needs
-                                         requirements-eval.txt installed (text_bench.py names the datasets)
+                                         requirements-eval.txt installed (eval_bench.py names the datasets)
 
   with --bench, instead:
   data/bench/<hub dataset id>/        <- each lmms-eval TASK's dataset (default: eval_bench.py's suite),
@@ -128,7 +128,7 @@ if ((text_bench)); then  # refused here, before anything is downloaded: an unkno
     echo "error: --text-bench downloads from the Hugging Face hub; 'hf' command not found; install it with: pip install -U huggingface_hub" >&2
     exit 1
   fi
-  listed=$("$python" "$here/text_bench.py" --print_datasets ${text_tasks[@]+--tasks "${text_tasks[@]}"}) || exit 1
+  listed=$("$python" "$here/eval_bench.py" --print_text_datasets ${text_tasks[@]+--text_tasks "$(IFS=,; echo "${text_tasks[*]}")"}) || exit 1
   mapfile -t text_datasets <<<"$listed"
 fi
 

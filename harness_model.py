@@ -41,11 +41,13 @@ class Qwen3SmVL(lmms):
 
     is_simple = True
 
-    def __init__(self, pretrained, device=None, batch_size=1, think=False, image_longest_edge=None, **ignored):
+    def __init__(self, pretrained, device=None, batch_size=1, think=False, image_longest_edge=None, loaded=None,
+                 **ignored):
+        """loaded: an already loaded (model, processor), e.g. the model being trained, used as it is."""
         super().__init__()
         if ignored:
             logger.warning(f"{MODEL_NAME}: ignoring model_args {sorted(ignored)}")
-        self.model, self.processor = infer.load_model(pretrained, device=device)
+        self.model, self.processor = loaded or infer.load_model(pretrained, device=device)
         self.pretrained = str(pretrained)
         self.batch_size = int(batch_size)
         self.think = think in (True, "True", "true", "1")

@@ -1,23 +1,17 @@
-"""Forgetting: the graft's text model against base Qwen3 on standard text benchmarks, through
-lm-evaluation-harness (its task definitions, prompts and metrics), offline from local copies.
-
-    python text_bench.py --model GRAFT_DIR --base QWEN_DIR [--tasks mmlu gsm8k ...] [--limit N]
+"""Forgetting: a checkpoint's text model against base Qwen3 on standard text benchmarks, through
+lm-evaluation-harness (its task definitions, prompts and metrics), offline from local copies; the
+library behind `eval_bench.py --text_tasks ... --base_qwen DIR`.
 
 Each model is evaluated as it is used: the whole graft (AutoModelForImageTextToText, no image) with
 its own chat template, base Qwen3 (AutoModelForCausalLM) with its own, both with thinking off. Task
 data is read from <data_dir>/<the task's hub dataset id> (`bash download_resource.sh --text-bench
-TASK ...` puts it there); a task whose data is absent is refused before any model loads.
+TASK ...` puts it there); check() refuses a task whose data is absent before any model loads.
 """
 
-import argparse
 import difflib
 import functools
-import json
 import logging
-import os
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import yaml
@@ -33,8 +27,9 @@ NLTK_DATA = {"google/IFEval": "tokenizers/punkt_tab"}
 GRAFT_TYPES = ("smolvlm", "idefics3")
 
 
-class BenchError(Exception):
-    """A run that cannot start (unknown task, absent data, wrong checkpoint); the message says why."""
+class BenchError(ValueError):
+    """A benchmark run that cannot start (unknown task, absent data, wrong checkpoint), image or text
+    tasks alike; the message says why in one line (a line per absent dataset)."""
 
 
 @functools.cache
@@ -145,17 +140,16 @@ def write_overrides(manager, datasets, data_dir, out_dir):
             (Path(out_dir) / f"{leaf}.yaml").write_text(yaml.safe_dump(override, allow_unicode=True))
 
 
-def check_checkpoint(path, graft):
+def check_base(path):
+    """base Qwen3 (or another causal LM), not a vision-language checkpoint."""
     from transformers import AutoConfig
 
     if not (Path(path) / "config.json").is_file():
-        raise BenchError(f"{path} is not a model directory (no config.json)")
+        raise BenchError(f"--base_qwen {path} is not a model directory (no config.json)")
     model_type = AutoConfig.from_pretrained(path).model_type
-    if graft and model_type not in GRAFT_TYPES:
-        raise BenchError(f"--model {path} is not a graft (model_type {model_type}, expected one of {GRAFT_TYPES}); "
-                         "pass a text model as --base")
-    if not graft and model_type in GRAFT_TYPES:
-        raise BenchError(f"--base {path} is a vision-language checkpoint ({model_type}); pass base Qwen3 as --base")
+    if model_type in GRAFT_TYPES:
+        raise BenchError(f"--base_qwen {path} is a vision-language checkpoint ({model_type}); pass base Qwen3, "
+                         "e.g. model/Qwen3-0.6B")
 
 
 def load_lm(path, graft, batch_size, device=None):
@@ -193,7 +187,7 @@ def headline(task_results):
 
 
 def evaluate(lm, names, manager, limit=None):
-    """{"task (metric)": score} for one model through lm-eval's simple_evaluate, chat template applied."""
+    """{"task (metric)": score on 0-100} for one model through lm-eval's simple_evaluate, chat template applied."""
     from lm_eval import simple_evaluate
 
     output = simple_evaluate(model=lm, tasks=names, task_manager=manager, limit=limit, apply_chat_template=True,
@@ -202,103 +196,30 @@ def evaluate(lm, names, manager, limit=None):
     for name in names:  # a tag has no aggregate of its own: its tasks are reported one by one
         for reported in [name] if name in output["results"] else leaf_tasks(manager.task_index, name):
             metric, value = headline(output["results"][reported])
-            scores[f"{reported} ({metric})"] = value
+            scores[f"{reported} ({metric})"] = 100 * value
     return scores
 
 
-def run(model_dir, base_dir, tasks=DEFAULT_TASKS, data_dir=DEFAULT_DATA_DIR, limit=None, batch_size=8, device=None):
-    """{checkpoint name: {"task (metric)": score}} for the graft and base Qwen3, in that order.
-    Everything that can be refused (unknown task, absent data, wrong checkpoint) is before a model loads."""
-    manager = task_index()
-    datasets = datasets_of(manager, tasks)
+def check(tasks, data_dir, base_dir):
+    """Everything that can refuse a text-benchmark run, before a model loads: unknown names, absent
+    data, a base that is not a text model. -> {requested name: {its leaf task: hub dataset id}}."""
+    datasets = datasets_of(task_index(), tasks)
     check_data(datasets, data_dir)
-    check_checkpoint(model_dir, graft=True)
-    check_checkpoint(base_dir, graft=False)
-    names = {model_dir: checkpoint_name(model_dir), base_dir: checkpoint_name(base_dir)}
-    if len(set(names.values())) < 2:
-        names = {model_dir: str(model_dir), base_dir: str(base_dir)}
-    results = {}
-    with tempfile.TemporaryDirectory(prefix="text_bench_tasks_") as overrides:
-        write_overrides(manager, datasets, data_dir, overrides)
-        local = local_task_index(manager, tasks, overrides)
-        for path, graft in ((model_dir, True), (base_dir, False)):
-            lm = load_lm(path, graft, batch_size, device)
-            results[names[path]] = evaluate(lm, tasks, local, limit)
-            del lm
-    return results
+    check_base(base_dir)
+    return datasets
 
 
-def checkpoint_name(path):
-    return Path(path).resolve().name
-
-
-def percent(value):
-    return "—" if value is None else f"{100 * value:.1f}"
-
-
-def markdown_table(results, baseline=None):
-    """A markdown table: a row per task, a column per checkpoint (scores in %), and for every
-    checkpoint after the first its difference from `baseline` (default: the last one) in points."""
-    checkpoints = list(results)
-    baseline = baseline or checkpoints[-1]
-    compared = [name for name in checkpoints if name != baseline]
-    tasks = list(dict.fromkeys(task for scores in results.values() for task in scores))
-    header = ["task", *checkpoints, *(f"Δ {name} − {baseline}" for name in compared)]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for task in tasks:
-        row = [percent(results[name].get(task)) for name in checkpoints]
-        for name in compared:
-            mine, theirs = results[name].get(task), results[baseline].get(task)
-            row.append("—" if mine is None or theirs is None else f"{100 * (mine - theirs):+.1f}")
-        lines.append("| " + " | ".join([task, *row]) + " |")
-    return "\n".join(lines)
-
-
-def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", help="the graft's directory (stitch.py's or train.py's output)")
-    parser.add_argument("--base", help="base Qwen3's directory, e.g. model/Qwen3-0.6B")
-    parser.add_argument("--tasks", nargs="+", default=DEFAULT_TASKS,
-                        help=f"lm-eval task, group or tag names (default: {' '.join(DEFAULT_TASKS)})")
-    parser.add_argument("--limit", type=int, help="at most N samples per task (a quick look, not a score)")
-    parser.add_argument("--batch_size", type=int, default=8)
-    parser.add_argument("--data_dir", default=DEFAULT_DATA_DIR,
-                        help="where download_resource.sh --text-bench put the task data (one folder per hub dataset)")
-    parser.add_argument("--device", help="cuda, cpu, ... (default: cuda when there is one)")
-    parser.add_argument("--print_datasets", action="store_true",
-                        help="print the hub datasets the tasks read, one a line, and stop (download_resource.sh uses it)")
-    parser.add_argument("--out", help="write the scores as JSON and the table as markdown here "
-                                      "(default: text_bench.json / text_bench.md in the graft's directory)")
-    args = parser.parse_args(argv)
-    if not args.print_datasets and not (args.model and args.base):
-        parser.error("--model and --base are required")
-    return args
-
-
-def main(argv=None):
-    args = parse_args(argv)
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # local copies only: nothing is fetched mid-run
+def run(checkpoints, tasks, datasets, data_dir=DEFAULT_DATA_DIR, limit=None, batch_size=8, device=None):
+    """[{"task (metric)": score}] for each (directory, is_graft) of `checkpoints`, in order; `datasets`
+    as check() returns them."""
     logging.getLogger("lm_eval").setLevel(logging.WARNING)
     logging.getLogger("lm_eval.tasks").setLevel(logging.ERROR)  # "task X overrides existing task": ours, meant
-    start = time.time()
-    try:
-        if args.print_datasets:
-            datasets = datasets_of(task_index(), args.tasks)
-            print("\n".join(dict.fromkeys(d for leaves in datasets.values() for d in leaves.values())))
-            return
-        results = run(args.model, args.base, args.tasks, args.data_dir, args.limit, args.batch_size, args.device)
-    except BenchError as error:
-        sys.exit(f"text_bench: {error}")
-    table = markdown_table(results)
-    print(table)
-    out = Path(args.out) if args.out else Path(args.model) / "text_bench"
-    out.with_suffix(".json").write_text(json.dumps({"limit": args.limit, "results": results}, indent=2,
-                                                   ensure_ascii=False))
-    out.with_suffix(".md").write_text(table + "\n")
-    print(f"text bench: {len(args.tasks)} task(s), 2 checkpoints{f', limit {args.limit}' if args.limit else ''}, "
-          f"{time.time() - start:.0f} s -> {out.with_suffix('.json')}, {out.with_suffix('.md')}")
-
-
-if __name__ == "__main__":
-    main()
+    results = []
+    with tempfile.TemporaryDirectory(prefix="text_bench_tasks_") as overrides:
+        write_overrides(task_index(), datasets, data_dir, overrides)
+        local = local_task_index(task_index(), tasks, overrides)
+        for path, graft in checkpoints:
+            lm = load_lm(path, graft, batch_size, device)
+            results.append(evaluate(lm, tasks, local, limit))
+            del lm
+    return results

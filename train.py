@@ -20,6 +20,7 @@ import torch
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)  # why: train_config.py
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor, Trainer  # noqa: E402
 
+import bench_callback
 import check_data
 import data
 import infer
@@ -289,6 +290,7 @@ def main(argv=None):
         trainer = build_trainer(model, processor, collator, training_args, data_args, run_args, train_dataset,
                                 eval_dataset, optimizer_groups)
         check_fsdp_took_effect(trainer)
+        bench_callback.attach(trainer, run_args)
     except (ConfigError, CheckpointError, stitch.GraftError, data.DataError) as error:
         raise SystemExit(f"train.py: {error}")
     with training_args.main_process_first(desc="output_dir"):

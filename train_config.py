@@ -7,6 +7,7 @@ train.py and eval_vqa.py read their configs through `parse_config`.
 """
 
 import difflib
+import importlib.util
 import logging
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -86,6 +87,10 @@ class RunArguments:
     demo_max_new_tokens: int = field(default=512, metadata={"help": "answer length cap for the demo, thinking included"})
     run_evaluation: bool = field(default=False, metadata={"help": "after training, run `eval_vqa.py`'s scoring on the held-out rows"})
     eval_max_new_tokens: int = field(default=128, metadata={"help": "answer length cap for `run_evaluation`"})
+    bench_tasks: list[str] | None = field(default=None, metadata={"help": "lmms-eval tasks (eval_bench.py's names) scored on the model being trained every `bench_steps` steps, logged as `eval_bench_<task>` (see [Evaluation](evaluation.md#during-training)); default: none, off"})
+    bench_steps: int = field(default=0, metadata={"help": "run `bench_tasks` every N optimizer steps; 0: at each evaluation (`eval_strategy`)"})
+    bench_limit: int = field(default=16, metadata={"help": "questions per task in each `bench_tasks` run (the first N)"})
+    bench_data_dir: str = field(default="data/bench", metadata={"help": "local copies of the `bench_tasks` datasets, as `download_resource.sh --bench TASK` puts them"})
     check_data: bool = field(default=False, metadata={"help": "check the config's data (counts, problems with file:line, token lengths) and exit without loading a model; exit status 1 on a problem"})
     offline_demo_dir: str | None = field(default=None, metadata={"help": "build tiny random checkpoints and synthetic data here and train on them"})
     max_nonfinite_steps: int = field(default=3, metadata={"help": "a step with a non-finite loss or gradient norm is skipped (no weight update) and logged with its rows' origins; after this many in a row the run saves a checkpoint and stops, naming the rows"})
@@ -259,6 +264,24 @@ def check_throughput_keys(data_args, training_args):
                           "which draws its own shuffled best-fit batches")
 
 
+def check_bench_keys(run_args, training_args):
+    """bench_tasks: the numbers, something to trigger it, lmms-eval installed, the tasks known and their data there."""
+    if run_args.bench_steps < 0 or run_args.bench_limit < 1:
+        raise ConfigError(f"bench_steps must not be negative and bench_limit must be positive "
+                          f"(got {run_args.bench_steps}, {run_args.bench_limit})")
+    if not run_args.bench_steps and training_args.eval_strategy == "no":
+        raise ConfigError("bench_tasks is set with bench_steps: 0 (at each evaluation) but eval_strategy is 'no'; "
+                          "set bench_steps or eval_strategy")
+    if importlib.util.find_spec("lmms_eval") is None:
+        raise ConfigError("bench_tasks needs lmms-eval: pip install -r requirements-eval.txt")
+    import eval_bench
+
+    try:
+        eval_bench.checked_configs(run_args.bench_tasks, run_args.bench_data_dir)
+    except eval_bench.BenchError as error:
+        raise ConfigError(f"bench_tasks: {error}")
+
+
 def check_config(model_args, data_args, run_args, training_args):
     """Refuse what would fail (or silently mislead) only after hours of GPU time."""
     choices = {"padding": PADDING_CHOICES, "on_bad_sample": ON_BAD_SAMPLE_CHOICES}
@@ -289,6 +312,8 @@ def check_config(model_args, data_args, run_args, training_args):
         except sources.DataError as error:
             raise ConfigError(str(error))
     check_trainable_parts(model_args, training_args)
+    if run_args.bench_tasks:
+        check_bench_keys(run_args, training_args)
     if run_args.demo_image:
         try:
             infer.load_image(run_args.demo_image)

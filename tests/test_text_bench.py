@@ -1,5 +1,6 @@
-"""text_bench.py on tiny checkpoints: an lm-eval task read from a tiny local copy in its hub layout,
-the graft (whole model, no image) against a Qwen3, the table, and the refusals before any model loads."""
+"""Forgetting through eval_bench.py (text_bench.py) on tiny checkpoints: lm-eval tasks read from a tiny
+local copy in its hub layout, the graft (whole model, no image) against a Qwen3, beside an image task in
+the same command, both tables, and the refusals of both kinds before any model loads."""
 
 import json
 
@@ -8,6 +9,7 @@ import torch
 from lm_eval.api.instance import Instance
 from transformers import AutoProcessor, AutoTokenizer
 
+import eval_bench
 import infer
 import text_bench
 import tiny
@@ -42,24 +44,36 @@ def other_qwen_dir(tmp_path_factory, qwen_tokenizer_dir):
     return with_chat_template(tiny.build_tiny_qwen(tmp_path_factory.mktemp("base_qwen"), qwen_tokenizer_dir, seed=1))
 
 
-def test_graft_against_base_on_a_local_group_prints_both_and_the_delta(stitched_dir, other_qwen_dir, bench_data,
-                                                                        tmp_path, capsys):
-    """A group (each of its tasks reading the local copy, lm-eval aggregating them) and a task."""
-    out = tmp_path / "forgetting"
-    text_bench.main(["--model", str(stitched_dir), "--base", str(other_qwen_dir), "--tasks", GROUP, TASK, "--limit", "1", "--batch_size", "8", "--device", "cpu", "--data_dir", str(bench_data),
-                     "--out", str(out)])
-    results = json.loads(out.with_suffix(".json").read_text())["results"]
+@pytest.fixture(scope="module")
+def image_copies(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench")
+    tiny.write_benchmark_copies(root, tasks=("docvqa_val",), rows=2)
+    return root
+
+
+def test_one_command_runs_image_and_text_tasks_and_saves_both_tables(stitched_dir, other_qwen_dir, bench_data,
+                                                                       image_copies, capsys):
+    """eval_bench.py with --base_qwen: an image task, then a text group (each of its tasks reading the
+    local copy, lm-eval aggregating them) and a text task on base Qwen3 and on the graft's text model."""
+    eval_bench.main(["--model", str(stitched_dir), "--tasks", "docvqa_val", "--data_dir", str(image_copies),
+                     "--base_qwen", str(other_qwen_dir), "--text_tasks", f"{GROUP},{TASK}",
+                     "--text_data_dir", str(bench_data), "--limit", "1", "--batch_size", "8"])
+    saved = json.loads((stitched_dir / "bench_results.json").read_text())
     graft, base = stitched_dir.name, other_qwen_dir.name
-    assert list(results) == [graft, base]
+    assert list(saved["scores"]) == [graft] and list(saved["scores"][graft]) == ["docvqa_val"]
+    results = saved["text_scores"]
+    assert list(results) == [base, graft]
     assert all(list(scores) == [f"{GROUP} (acc)", f"{TASK} (acc)"] for scores in results.values()), results
-    assert all(0 <= score <= 1 for scores in results.values() for score in scores.values())
-    table = out.with_suffix(".md").read_text()
-    assert table in capsys.readouterr().out
-    header, _, *rows = table.splitlines()
-    assert header == f"| task | {graft} | {base} | Δ {graft} − {base} |"
+    assert all(0 <= score <= 100 for scores in results.values() for score in scores.values())
+    markdown = (stitched_dir / "bench_results.md").read_text()
+    assert markdown.strip() in capsys.readouterr().out
+    image_part, text_part = markdown.split("## Forgetting: text benchmarks against base Qwen3")
+    assert image_part.startswith("## Image benchmarks") and f"| task | {graft} |" in image_part
+    header, _, *rows = text_part.strip().splitlines()
+    assert header == f"| task | {base} | {graft} | Δ {graft} |"
     for row, task in zip(rows, results[graft], strict=True):
         mine, theirs = results[graft][task], results[base][task]
-        assert row == f"| {task} | {100 * mine:.1f} | {100 * theirs:.1f} | {100 * (mine - theirs):+.1f} |"
+        assert row == f"| {task} | {theirs:.1f} | {mine:.1f} | {mine - theirs:+.1f} |"
 
 
 def test_the_graft_scores_as_its_qwen3_would(stitched_dir, tiny_qwen_dir):
@@ -77,21 +91,38 @@ def test_the_graft_scores_as_its_qwen3_would(stitched_dir, tiny_qwen_dir):
     assert torch.allclose(torch.tensor([ll for ll, _ in mine]), torch.tensor([ll for ll, _ in theirs]), atol=1e-5)
 
 
-def test_absent_data_is_refused_in_one_line_before_any_model_loads(bench_data, tmp_path):
+def test_refusals_of_both_kinds_come_together_before_any_model_loads(bench_data, image_copies, tmp_path):
     never_loaded = tmp_path / "no_such_model"
     with pytest.raises(SystemExit) as stop:
-        text_bench.main(["--model", str(never_loaded), "--base", str(never_loaded), "--tasks", TASK, "gsm8k",
-                         "--data_dir", str(bench_data)])
-    assert str(stop.value) == (f"text_bench: gsm8k: dataset openai/gsm8k is not in {bench_data / 'openai/gsm8k'} "
-                               "(not there); run `bash download_resource.sh --text-bench gsm8k`")
+        eval_bench.main(["--model", str(never_loaded), "--tasks", "chartqa", "--data_dir", str(image_copies),
+                         "--base_qwen", str(never_loaded), "--text_tasks", f"{TASK},gsm8k",
+                         "--text_data_dir", str(bench_data)])
+    assert str(stop.value).splitlines() == [
+        f"eval_bench.py: {never_loaded} is not a model directory (no config.json)",
+        f"chartqa: its dataset lmms-lab-encoder/ChartQA is not in {image_copies / 'lmms-lab-encoder/ChartQA'}; "
+        "fetch it with: bash download_resource.sh --bench chartqa",
+        f"gsm8k: dataset openai/gsm8k is not in {bench_data / 'openai/gsm8k'} (not there); "
+        "run `bash download_resource.sh --text-bench gsm8k`"]
 
 
-def test_unknown_task_and_wrong_checkpoints_are_named(stitched_dir, tiny_qwen_dir, bench_data):
-    with pytest.raises(text_bench.BenchError, match=f"task {TASK} is in both mmlu and {TASK}"):
-        text_bench.run(stitched_dir, tiny_qwen_dir, ["mmlu", TASK], bench_data)
-    with pytest.raises(text_bench.BenchError, match=r"mmlu_abstract_algebr \(close: mmlu_abstract_algebra"):
-        text_bench.run(stitched_dir, tiny_qwen_dir, ["mmlu_abstract_algebr"], bench_data)
-    with pytest.raises(text_bench.BenchError, match=r"is not a graft \(model_type qwen3"):
-        text_bench.run(tiny_qwen_dir, tiny_qwen_dir, [TASK], bench_data)
-    with pytest.raises(text_bench.BenchError, match=r"--base .* is a vision-language checkpoint \(smolvlm\)"):
-        text_bench.run(stitched_dir, stitched_dir, [TASK], bench_data)
+def test_unknown_text_task_and_wrong_checkpoints_are_named(stitched_dir, tiny_qwen_dir, bench_data, capsys):
+    def refusal(*flags):
+        with pytest.raises(SystemExit) as stop:
+            eval_bench.main(["--tasks", "none", "--text_data_dir", str(bench_data), *flags])
+        return str(stop.value)
+
+    assert f"task {TASK} is in both mmlu and {TASK}" in refusal(
+        "--model", str(stitched_dir), "--base_qwen", str(tiny_qwen_dir), "--text_tasks", f"mmlu,{TASK}")
+    assert "mmlu_abstract_algebr (close: mmlu_abstract_algebra" in refusal(
+        "--model", str(stitched_dir), "--base_qwen", str(tiny_qwen_dir), "--text_tasks", "mmlu_abstract_algebr")
+    assert "is a qwen3 checkpoint, not a Qwen3-SmVL graft or SmolVLM" in refusal(
+        "--model", str(tiny_qwen_dir), "--base_qwen", str(tiny_qwen_dir), "--text_tasks", TASK)
+    assert f"--base_qwen {stitched_dir} is a vision-language checkpoint (smolvlm)" in refusal(
+        "--model", str(stitched_dir), "--base_qwen", str(stitched_dir), "--text_tasks", TASK)
+    assert refusal("--model", str(stitched_dir), "--text_tasks", TASK) == "2"  # argparse's exit status
+    assert "--text_tasks compares with base Qwen3: add --base_qwen DIR" in capsys.readouterr().err
+
+
+def test_print_text_datasets_names_each_hub_dataset_once(capsys):
+    eval_bench.main(["--print_text_datasets", "--text_tasks", f"{GROUP},{TASK},gsm8k"])
+    assert capsys.readouterr().out.splitlines() == ["cais/mmlu", "openai/gsm8k"]
