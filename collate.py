@@ -82,6 +82,18 @@ def count_videos(messages):
     return count_images(messages, kind="video")
 
 
+def check_media_mix(image_count, video_count, holder="row"):
+    """Refuses what one processor call cannot encode: SmolVLM's processor pads the frames of a call's videos
+    to the longest and counts that in every intro line, and one call cannot place images and a video
+    together (both are pixel_values). A `holder` (a row; the web demo's conversation) is one call."""
+    if video_count > 1:
+        raise BadSample(f"{video_count} videos in one {holder}; a {holder} holds at most one video",
+                        reason="too many videos")
+    if video_count and image_count:
+        raise BadSample(f"{image_count} image(s) and a video in one {holder}; SmolVLM's processor encodes either "
+                        f"images or a video per {holder}", reason="images and video")
+
+
 def video_metadata(video, video_processor):
     """The header metadata of a video and the frames the processor will sample, without decoding any."""
     try:
@@ -302,13 +314,7 @@ class Collator:
         if video_count > len(row.get("videos") or []):
             raise BadSample(f"{video_count} video part(s) for {len(row.get('videos') or [])} video(s)",
                             reason="placeholder mismatch")
-        # SmolVLM's processor pads the frames of a call's videos to the longest and counts that in every
-        # intro line, and one call cannot place images and a video together (both are pixel_values).
-        if video_count > 1:
-            raise BadSample(f"{video_count} videos in one row; a row holds at most one video", reason="too many videos")
-        if video_count and image_count:
-            raise BadSample(f"{image_count} image(s) and a video in one row; SmolVLM's processor encodes either "
-                            "images or a video per row", reason="images and video")
+        check_media_mix(image_count, video_count)
         return messages, tools
 
     def render(self, messages, tools, image_count, video_count=0):

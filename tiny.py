@@ -348,14 +348,15 @@ def write_tiny_sharegpt_zh_en(folder, rows=100):
     return folder.parent
 
 
-def write_colour_video(path, colours, fps=8, size=(16, 16), seconds_each=1, audio=False):
-    """An MPEG-4 clip written with PyAV: each RGB colour of `colours` fills the frame for `seconds_each`
-    seconds at `fps`; with `audio`, a silent audio track too."""
+def write_colour_video(path, colours, fps=8, size=(16, 16), seconds_each=1, audio=False, codec="mpeg4"):
+    """A clip written with PyAV in the container its suffix names (.mp4, .webm, .mkv...), in `codec`
+    (MPEG-4 part 2; "libvpx": VP8, which browsers play): each RGB colour of `colours` fills the frame for
+    `seconds_each` seconds at `fps`; with `audio`, a silent audio track too."""
     import av  # here: only the video tests and the demo write clips
 
     width, height = size
-    with av.open(str(path), "w", format="mp4") as container:
-        stream = container.add_stream("mpeg4", rate=fps)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         if audio:
             container.add_stream("aac", rate=8000)
@@ -363,6 +364,19 @@ def write_colour_video(path, colours, fps=8, size=(16, 16), seconds_each=1, audi
             pixels = np.broadcast_to(np.array(rgb, dtype=np.uint8), (height, width, 3)).copy()
             for _ in range(int(fps * seconds_each)):
                 container.mux(stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
+        container.mux(stream.encode())
+    return Path(path)
+
+
+def write_audio_only(path):
+    """An MPEG-4 file with one silent AAC frame and no video stream."""
+    import av
+
+    with av.open(str(path), "w", format="mp4") as container:
+        stream = container.add_stream("aac", rate=8000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        frame.sample_rate = 8000
+        container.mux(stream.encode(frame))
         container.mux(stream.encode())
     return Path(path)
 

@@ -1,10 +1,10 @@
-"""A browser chat with a Qwen3-SmVL checkpoint: images in, streamed answers and Qwen3's thinking out (Gradio).
+"""A browser chat with a Qwen3-SmVL checkpoint: images or a video in, streamed answers and Qwen3's thinking out (Gradio).
 
     python web_demo.py --model DIR [--quantize 4bit|8bit] [--host 127.0.0.1] [--port 7860]
 
 The page builds its prompts and generates through infer.py (user_turn, render_prompt, reply_to), so at
-temperature 0 (greedy, the default) it answers what `infer.py --chat` answers for the same images,
-questions and settings. It serves on 127.0.0.1 unless --host says otherwise, loads the model once, runs
+temperature 0 (greedy, the default) it answers what `infer.py --chat` answers for the same images
+or video, questions and settings (a video sampled as `infer.py --video` samples it). It serves on 127.0.0.1 unless --host says otherwise, loads the model once, runs
 --concurrency generations at a time and queues up to --queue-size more.
 """
 
@@ -23,11 +23,12 @@ from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStr
 
 import infer
 import media
+from collate import BadSample, check_media_mix
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
-# What the upload box takes. Video is next: "video" here, a branch in read_upload for infer.load_video,
-# turns' parts of kind "video" (infer.user_turn) and reply_to's videos= in stream_reply.
-UPLOAD_TYPES = ["image"]
+# What the upload box takes, by MIME type: images PIL reads, videos in any container PyAV opens (mp4, webm,
+# mkv, mov, ...), as the collator takes them.
+UPLOAD_TYPES = ["image", "video"]
 MAX_NEW_TOKENS_LIMIT = 8192
 # Replies are shown as the text infer.py prints (no Markdown), their line breaks kept.
 PAGE_CSS = "#chat .message-content { white-space: pre-wrap; }"
@@ -51,15 +52,42 @@ def read_upload(path, max_pixels):
         raise UploadError(str(error).replace(str(path), name)) from None
 
 
+def is_video(path):
+    return (mimetypes.guess_type(path)[0] or "").startswith("video/")
+
+
+def read_video_upload(path, video_processor, max_pixels):
+    """(frames, metadata) of the uploaded video at `path`: the frames `infer.py --video` samples (media.py
+    with the processor's saved video_fps and video_max_frames); refused when PyAV cannot use the file or
+    its frames have over `max_pixels` pixels (read from the header, before any frame is decoded)."""
+    name = Path(path).name
+    try:
+        metadata = media.video_metadata(path, video_processor)
+        if metadata.width * metadata.height > max_pixels:
+            raise UploadError(f"{name}: its frames are {metadata.width}x{metadata.height}, "
+                              f"{metadata.width * metadata.height / 1e6:.1f} megapixels; this page takes at most "
+                              f"{max_pixels / 1e6:.1f} (--max-image-megapixels)")
+        return media.decode_video(path, video_processor)
+    except media.UnreadableVideo as error:  # named by the server's temporary copy: name the upload
+        raise UploadError(str(error).replace(str(path), name)) from None
+
+
 @dataclass
 class Turn:
-    """One question with the images uploaded with it, and the model's reply to it."""
+    """One question with the images or the video uploaded with it, and the model's reply to it."""
     question: str
-    image_paths: list
+    paths: list  # the uploads, shown in the chat
     images: list
+    video: tuple = None  # (frames, metadata) of media.decode_video
     thinking: str = ""
     answer: str = ""
     finished: bool = False
+
+
+def user_message(turn):
+    if turn.video is not None:
+        return infer.user_turn(turn.question, 1, kind="video")
+    return infer.user_turn(turn.question, len(turn.images))
 
 
 def conversation_messages(turns):
@@ -67,16 +95,17 @@ def conversation_messages(turns):
     without their thinking, as infer.py's chat keeps them (Qwen3's template drops it anyway)."""
     messages = []
     for turn in turns[:-1]:
-        messages += [infer.user_turn(turn.question, len(turn.images)), {"role": "assistant", "content": turn.answer}]
-    return messages + [infer.user_turn(turns[-1].question, len(turns[-1].images))]
+        messages += [user_message(turn), {"role": "assistant", "content": turn.answer}]
+    return messages + [user_message(turns[-1])]
 
 
 def chat_view(turns):
-    """The Chatbot's messages: each question with its images, the thinking as a collapsible block, the answer."""
+    """The Chatbot's messages: each question with its images or video, the thinking as a collapsible block,
+    the answer."""
     view = []
     for turn in turns:
         files = [{"type": "file", "file": {"path": path, "mime_type": mimetypes.guess_type(path)[0]}}
-                 for path in turn.image_paths]
+                 for path in turn.paths]
         view.append({"role": "user", "content": files + [{"type": "text", "text": turn.question}]})
         if turn.thinking:
             status = "done" if turn.finished or turn.answer else "pending"
@@ -104,12 +133,13 @@ def stream_reply(model, processor, turns, think, max_new_tokens, sampling, stop_
     reply. An error inside generate() is raised here, with its traceback."""
     streamer = TextIteratorStreamer(processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
     images = [image for turn in turns for image in turn.images]
+    videos = [turn.video for turn in turns if turn.video is not None]
     outcome = {}
 
     def generate():
         try:
             outcome["reply"] = infer.reply_to(model, processor, conversation_messages(turns), images, think,
-                                              max_new_tokens, streamer,
+                                              max_new_tokens, streamer, videos=videos,
                                               stopping_criteria=StoppingCriteriaList([stop_button]), **sampling)
         except Exception as error:  # handed to the page's thread, which raises it
             outcome["error"] = error
@@ -151,16 +181,16 @@ class WebDemo:
         question, paths = message.get("text", "").strip(), message.get("files", [])
         try:
             if not question:
-                raise UploadError("type a question about the images")
-            images = [read_upload(path, self.max_pixels) for path in paths]
-            if sum(len(turn.images) for turn in turns) + len(images) > self.max_images:
-                raise UploadError(f"this conversation would hold more than {self.max_images} images "
-                                  "(--max-images); press Clear to start a new one")
+                raise UploadError("type a question about the images or the video")
+            image_paths, video_paths = self.check_uploads(paths, turns)
+            images = [read_upload(path, self.max_pixels) for path in image_paths]
+            video = read_video_upload(video_paths[0], self.processor.video_processor,
+                                      self.max_pixels) if video_paths else None
         except UploadError as error:  # a toast; the event ends normally
             gr.Warning(html.escape(str(error)), title="Not asked")
             yield gr.skip(), gr.skip(), gr.skip()
             return
-        turn, event = Turn(question, paths, images), threading.Event()
+        turn, event = Turn(question, paths, images, video), threading.Event()
         self.stop_events[request.session_hash] = event
         stop_button, started = StopButton(event), time.perf_counter()
         asked = [*turns, turn]
@@ -177,6 +207,24 @@ class WebDemo:
         stopped = " · stopped" if event.is_set() else ""
         status = f"reply {len(asked)}: {stop_button.tokens} tokens in {time.perf_counter() - started:.1f} s{stopped}"
         yield chat_view(asked), asked, status
+
+    def check_uploads(self, paths, turns):
+        """(image paths, video paths) of a turn's uploads, refused before any is decoded when the
+        conversation would hold more than --max-images images, or what training refuses in a row
+        (collate.check_media_mix): more than one video, or images beside a video."""
+        video_paths = [path for path in paths if is_video(path)]
+        image_paths = [path for path in paths if not is_video(path)]
+        images = sum(len(turn.images) for turn in turns) + len(image_paths)
+        videos = sum(turn.video is not None for turn in turns) + len(video_paths)
+        names = ", ".join(Path(path).name for path in paths)
+        try:
+            check_media_mix(images, videos, holder="conversation")
+        except BadSample as error:
+            raise UploadError(f"{names}: {error}; press Clear to start a new conversation") from None
+        if images > self.max_images:
+            raise UploadError(f"this conversation would hold more than {self.max_images} images "
+                              "(--max-images); press Clear to start a new one")
+        return image_paths, video_paths
 
     def stop(self, request: gr.Request):
         event = self.stop_events.get(request.session_hash)
@@ -196,7 +244,7 @@ def build_page(demo, title):
                 chat = gr.Chatbot(elem_id="chat", height=460, show_label=False, render_markdown=False,
                                   buttons=["copy"], feedback_options=None)
                 box = gr.MultimodalTextbox(elem_id="question", file_types=UPLOAD_TYPES, file_count="multiple",
-                                           placeholder="Drop images here (several at once) and ask about them",
+                                           placeholder="Drop images (several at once) or a video here and ask",
                                            show_label=False)
                 with gr.Row():
                     stop = gr.Button("Stop", elem_id="stop", variant="stop")
@@ -232,7 +280,7 @@ def parse_args(argv):
     parser.add_argument("--queue-size", type=int, default=16, help="requests waiting beyond those; more are refused")
     parser.add_argument("--max-upload-mb", type=float, default=32, help="largest file the page accepts")
     parser.add_argument("--max-image-megapixels", type=float, default=64,
-                        help="largest image (width x height) decoded; SmolVLM2 resizes to 2048 px anyway")
+                        help="largest image or video frame (width x height) decoded; SmolVLM2 resizes to 2048 px anyway")
     parser.add_argument("--max-images", type=int, default=8,
                         help="images in one conversation (each is 0.8K-1.3K tokens of Qwen3's context)")
     args = parser.parse_args(argv)

@@ -149,6 +149,12 @@ class Page:
         return [part.get_attribute("textContent")
                 for part in self.driver.find_elements(By.CSS_SELECTOR, '#chat [data-testid="bot"] > .message-content')]
 
+    def questions(self):
+        """Each question's text as shown."""
+        return [part.get_attribute("textContent").strip() for part in
+                self.driver.find_elements(By.CSS_SELECTOR, '#chat [data-testid="user"] .message-content')
+                if part.get_attribute("textContent").strip()]
+
     def thinking_sections(self):
         return self.driver.find_elements(By.CSS_SELECTOR, "#chat .thought-group")
 

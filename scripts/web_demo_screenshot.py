@@ -4,7 +4,7 @@
 
 The model is tests' tiny stitched one made to talk and think (tiny.build_tiny_chat_model), on Qwen3's real
 tokenizer when ../shared/assets has it; its words are random, the page is the real one. CJK glyphs need
-a font (Debian's fonts-noto-cjk).
+a font (Debian's fonts-wqy-microhei, which .ci/run installs).
 """
 
 import argparse

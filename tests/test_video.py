@@ -32,12 +32,7 @@ def clips(tmp_path_factory):
     root = tmp_path_factory.mktemp("clips")
     tiny.write_colour_video(root / "rgb.mp4", list(RGB.values()), fps=8)
     tiny.write_colour_video(root / "long.mp4", [(i * 3 % 256, 80, 80) for i in range(70)], fps=2)
-    with av.open(str(root / "audio.m4a"), "w", format="mp4") as container:  # audio only
-        stream = container.add_stream("aac", rate=8000)
-        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-        frame.sample_rate = 8000
-        container.mux(stream.encode(frame))
-        container.mux(stream.encode())
+    tiny.write_audio_only(root / "audio.m4a")
     data = (root / "rgb.mp4").read_bytes()
     (root / "truncated.mp4").write_bytes(data[: len(data) // 2])
     (root / "garbage.mp4").write_bytes(b"not a video at all" * 10)

@@ -4,6 +4,7 @@ One app (a subprocess killed after APP_LIFETIME_S whatever happens) and one brow
 browser test opens the page afresh, so it starts with an empty history. The model is a tiny stitched one
 that talks and thinks (tiny.build_tiny_chat_model); what the page shows is compared with infer.py's answer."""
 
+import html
 import random
 import time
 from types import SimpleNamespace
@@ -19,6 +20,7 @@ import web_page
 
 APP_LIFETIME_S = 300
 QUESTION = "What colour is it?"
+VIDEO_QUESTION = "What colour is the last second?"
 MAX_NEW_TOKENS = 24
 # The app refuses files over 0.1 MB and images over 10,000 pixels, so the tests' refusals stay small.
 APP_OPTIONS = ["--max-upload-mb", "0.1", "--max-image-megapixels", "0.01"]
@@ -30,6 +32,17 @@ def red_png(tmp_path_factory):
     path = tmp_path_factory.mktemp("uploads") / "red.png"
     Image.new("RGB", (40, 30), "red").save(path)
     return path
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    """A 3 s WebM clip at 8 fps (red, green, blue seconds; 3 frames sampled at 1 fps) in VP8, which Chromium
+    plays; an audio-only MPEG-4 file and one that is not a video."""
+    root = tmp_path_factory.mktemp("clips")
+    tiny.write_colour_video(root / "rgb.webm", [(220, 20, 20), (20, 160, 20), (20, 40, 220)], fps=8, codec="libvpx")
+    tiny.write_audio_only(root / "audio.mp4")
+    (root / "garbage.webm").write_bytes(b"not a video at all" * 10)
+    return root
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +61,14 @@ def infer_reply(loaded, image_path, question, **settings):
     model, processor = loaded
     return infer.answer(model, processor, infer.load_image(image_path), question, max_new_tokens=MAX_NEW_TOKENS,
                         **settings)
+
+
+def infer_video_answer(loaded, video_path, question, **settings):
+    """The answer part of `infer.py --video video_path --question question`'s reply."""
+    model, processor = loaded
+    reply = infer.answer(model, processor, None, question, max_new_tokens=MAX_NEW_TOKENS,
+                         video=infer.load_video(video_path, processor), **settings)
+    return infer.split_thinking(reply)[1]
 
 
 def infer_answer(loaded, image_path, question, **settings):
@@ -92,6 +113,49 @@ def test_a_single_image_conversation_is_infer_pys(red_png):
     follow_up = web_demo.Turn("And the sky?", [], [])
     assert web_demo.conversation_messages([first, follow_up]) == infer.build_messages(
         "And the sky?", history=[("What colour?", "Red.")])
+
+
+def test_a_video_conversation_is_infer_pys(loaded, clips):
+    video = infer.load_video(clips / "rgb.webm", loaded[1])
+    first = web_demo.Turn(VIDEO_QUESTION, [str(clips / "rgb.webm")], [], video, answer="Blue.")
+    follow_up = web_demo.Turn("And the first?", [], [])
+    assert web_demo.conversation_messages([first, follow_up]) == infer.build_messages(
+        "And the first?", history=[(VIDEO_QUESTION, "Blue.")], kind="video")
+
+
+def test_read_video_upload_samples_as_infer_py_and_names_bad_files(loaded, clips):
+    video_processor = loaded[1].video_processor
+    frames, metadata = web_demo.read_video_upload(clips / "rgb.webm", video_processor, max_pixels=10_000)
+    theirs, their_metadata = infer.load_video(clips / "rgb.webm", loaded[1])
+    assert (frames == theirs).all() and list(metadata.frames_indices) == list(their_metadata.frames_indices) == [0, 11, 23]
+    with pytest.raises(web_demo.UploadError, match=r"^rgb\.webm: its frames are 16x16"):
+        web_demo.read_video_upload(clips / "rgb.webm", video_processor, max_pixels=100)
+    with pytest.raises(web_demo.UploadError, match=r"^audio\.mp4 has no video stream \(audio streams only\)$"):
+        web_demo.read_video_upload(clips / "audio.mp4", video_processor, max_pixels=10_000)
+    with pytest.raises(web_demo.UploadError, match=r"^garbage\.webm cannot be read") as refused:
+        web_demo.read_video_upload(clips / "garbage.webm", video_processor, max_pixels=10_000)
+    assert str(clips) not in str(refused.value)  # the upload's name, not the server's temporary copy
+
+
+def refusal(demo, paths, turns=()):
+    """The message the page shows for asking with `paths` after `turns`; nothing else changes."""
+    with pytest.warns(UserWarning) as warned:
+        assert list(demo.respond({"text": QUESTION, "files": list(map(str, paths))}, list(turns), False,
+                                 MAX_NEW_TOKENS, 0, 1, SimpleNamespace(session_hash="test"))) == [(gr.skip(),) * 3]
+    return html.unescape(str(warned[0].message))  # the toast's HTML, as the page shows it
+
+
+def test_what_training_refuses_beside_a_video_is_refused_naming_the_upload(loaded, clips, red_png):
+    demo = web_demo.WebDemo(*loaded, max_pixels=10_000, max_images=8)
+    clip = clips / "rgb.webm"
+    assert refusal(demo, [red_png, clip]).startswith(
+        "red.png, rgb.webm: 1 image(s) and a video in one conversation; SmolVLM's processor encodes either")
+    assert refusal(demo, [clip, clip]).startswith("rgb.webm, rgb.webm: 2 videos in one conversation")
+    with_video = web_demo.Turn(VIDEO_QUESTION, [str(clip)], [], infer.load_video(clip, loaded[1]), answer="Blue.")
+    assert refusal(demo, [red_png], [with_video]).startswith("red.png: 1 image(s) and a video in one conversation")
+    assert refusal(demo, [clip], [with_video]).startswith("rgb.webm: 2 videos in one conversation")
+    with_image = web_demo.Turn(QUESTION, [str(red_png)], [infer.load_image(red_png)], answer="Red.")
+    assert refusal(demo, [clip], [with_image]).endswith("press Clear to start a new conversation")
 
 
 def test_read_upload_refuses_too_many_pixels_and_non_images_naming_the_file(tmp_path):
@@ -158,13 +222,37 @@ def test_the_streamed_answer_equals_infer_pys(page, loaded, red_png, tmp_path):
 
 
 @needs_browser
-def test_a_follow_up_question_carries_the_history(page, loaded, red_png):
+def test_a_follow_up_question_in_chinese_carries_the_history(page, loaded, red_png):
+    follow_up = "为什么是这个颜色？"  # shown in a CJK font (Debian's fonts-wqy-microhei, which .ci/run installs)
     page.ask(QUESTION, [red_png])
     page.wait_for_reply(1)
-    page.ask("And why?")
+    page.ask(follow_up)
     page.wait_for_reply(2)
     first = infer_answer(loaded, red_png, QUESTION)
-    assert page.answers() == [first, infer_answer(loaded, red_png, "And why?", history=[(QUESTION, first)])]
+    assert page.questions() == [QUESTION, follow_up]
+    assert page.answers() == [first, infer_answer(loaded, red_png, follow_up, history=[(QUESTION, first)])]
+
+
+@needs_browser
+def test_an_uploaded_video_is_shown_and_answered_as_infer_py_answers_it(page, loaded, clips):
+    page.ask(VIDEO_QUESTION, [clips / "rgb.webm"])
+    page.wait_for_reply(1)
+    assert page.answers() == [infer_video_answer(loaded, clips / "rgb.webm", VIDEO_QUESTION)]
+    [video] = page.driver.find_elements(web_page.By.CSS_SELECTOR, "#chat video")
+    assert video.get_attribute("src").endswith("rgb.webm")
+    page.wait_for(lambda _: page.driver.execute_script("return arguments[0].videoWidth", video) == 16)  # it plays
+
+
+@needs_browser
+def test_an_audio_only_or_corrupt_video_shows_an_error_and_the_next_question_is_answered(page, loaded, clips):
+    page.ask(VIDEO_QUESTION, [clips / "audio.mp4"])
+    page.wait_for(lambda _: any("audio.mp4 has no video stream" in error for error in page.errors()))
+    page.ask(VIDEO_QUESTION, [clips / "garbage.webm"])
+    page.wait_for(lambda _: any("garbage.webm cannot be read" in error for error in page.errors()))
+    assert page.answers() == []
+    page.ask(VIDEO_QUESTION, [clips / "rgb.webm"])
+    page.wait_for_reply(1)
+    assert page.answers() == [infer_video_answer(loaded, clips / "rgb.webm", VIDEO_QUESTION)]
 
 
 @needs_browser
