@@ -18,6 +18,7 @@ import numpy as np
 import lengths
 import row_shape
 import sources
+import stitch
 import train_processor
 from collate import BadSample, Collator
 
@@ -76,6 +77,16 @@ def measure_source(ds, measure):
     return numbers, measured["origin"], measured["problem"]
 
 
+def video_line(numbers, with_video, origins, max_length):
+    """Frames and tokens per video of a source, and where its longest video block is, against max_length."""
+    frames, video_tokens = numbers["frames"][with_video], numbers["video_tokens"][with_video]
+    longest = int(np.flatnonzero(with_video)[video_tokens.argmax()])
+    return (f"  {int(with_video.sum())} video rows: frames per video p50 {np.percentile(frames, 50):.0f}, "
+            f"max {frames.max()}; tokens per video p50 {np.percentile(video_tokens, 50):.0f}, max {video_tokens.max()} "
+            f"({origins[longest]}: {video_tokens.max() / max_length:.0%} of max_length {max_length}; "
+            "video_fps and video_max_frames set the frames per video)")
+
+
 def report_source(name, fmt, ds, measure):
     """Prints one source's figures and problems; returns its problem count and rows read."""
     numbers, origins, problems = measure_source(ds, measure)
@@ -90,9 +101,7 @@ def report_source(name, fmt, ds, measure):
     ignored = row_shape.ignored_keys(ds)
     with_video = (numbers["frames"] > 0) & usable
     if with_video.any():
-        frames, video_tokens = numbers["frames"][with_video], numbers["video_tokens"][with_video]
-        print(f"  {int(with_video.sum())} video rows: frames per video p50 {np.percentile(frames, 50):.0f}, "
-              f"max {frames.max()}; tokens per video p50 {np.percentile(video_tokens, 50):.0f}, max {video_tokens.max()}")
+        print(video_line(numbers, with_video, origins, measure.collator.max_length))
     if ignored:
         print(f"  keys the {fmt} reader ignores: {ignored}")
     found = [(origin, problem) for origin, problem in zip(origins, problems) if problem is not None]
@@ -120,8 +129,13 @@ def run(model_args, data_args):
             checked += 1
             try:
                 ds, fmt = sources.read_source(source, data_args.data_dir, data_args.image_cache_dir, data_args.max_images)
+                train_processor.check_video_template(measure.collator.processor, model_args, [ds])
             except sources.DataError as error:
                 print(f"{source.name}: cannot be read: {error}")
+                total += 1
+                continue
+            except stitch.GraftError as error:
+                print(f"{source.name}: its video rows cannot be encoded: {error}")
                 total += 1
                 continue
             problems, read = report_source(source.name, fmt, ds, measure)

@@ -26,6 +26,8 @@ from tqdm.auto import tqdm
 
 import data
 import infer
+import row_shape
+import stitch
 from collate import IGNORE_INDEX, BadSample, Collator, content_text, conversation, count_images, count_videos, decode_video
 from train_config import ConfigError, parse_config, seed_of_data, use_offline_demo
 
@@ -224,6 +226,11 @@ def main(argv=None):
     if args.samples:
         rows = rows.select(range(min(args.samples, len(rows))))
     model, processor = infer.load_model(args.model)
+    try:
+        if row_shape.has_videos(rows):
+            stitch.check_renders_videos(processor, args.model)
+    except stitch.GraftError as error:
+        raise SystemExit(f"eval_vqa.py: {error}")
     settings = {
         "model": str(args.model), "config": config_argv, "data_dir": data_args.data_dir,
         "train_data": data_args.train_data, "eval_data": data_args.eval_data, "test_size": data_args.test_size, "data_seed": seed,

@@ -18,6 +18,7 @@ import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor, TextStreamer
 
 import media
+import stitch
 
 DIM, RESET = "\033[2m", "\033[0m"
 
@@ -203,8 +204,10 @@ def main(argv=None):
     try:
         image = load_image(args.image) if args.image else None
         model, processor = load_model(args.model, quantize=args.quantize)
+        if args.video:
+            stitch.check_renders_videos(processor, args.model)
         video = load_video(args.video, processor) if args.video else None
-    except (FileNotFoundError, ValueError) as error:
+    except (FileNotFoundError, ValueError) as error:  # GraftError is a ValueError
         raise SystemExit(f"infer.py: {error}")
     if args.chat:
         chat(model, processor, image, args.think, args.max_new_tokens, video)

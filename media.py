@@ -144,8 +144,9 @@ def header_metadata(video, container, stream):
         frames = frames or sum(1 for packet in container.demux(stream) if packet.size)
     except av.error.FFmpegError as error:
         raise UnreadableVideo(f"{describe_video(video)} cannot be read ({type(error).__name__}: {error})") from None
-    if not frames:
-        raise UnreadableVideo(f"{describe_video(video)} has zero frames")
+    if not frames:  # duration is frames / fps (as transformers reads it): zero frames is zero duration
+        raise UnreadableVideo(f"{describe_video(video)} has zero frames (a video stream of 0 s, nothing to sample; "
+                              "an empty or aborted recording?)")
     return VideoMetadata(total_num_frames=int(frames), fps=float(fps), width=stream.width, height=stream.height,
                          duration=frames / float(fps), video_backend="pyav")
 

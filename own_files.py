@@ -32,7 +32,7 @@ ROW_KEYS = {"llava": {"id", "conversations", "image", "images", "video", "videos
 LLAVA_PLACEHOLDERS = {"<image>": "image", "<video>": "video"}
 VIDEO_PART_KEYS = ("video", "url", "path")  # where transformers' chat templates read a video part's reference
 FETCH_ATTEMPTS = 3
-READER_VERSION = 2  # part of the cache key: raise it when the readers change what they write
+READER_VERSION = 3  # part of the cache key: raise it when the readers change what they write
 WRITE_BATCH = 10_000
 PARALLEL_BYTES = 32 << 20  # a JSONL this large is parsed in parallel
 
@@ -232,7 +232,7 @@ def first_row(path):
 
 
 def remote_urls(path):
-    """The http(s) image URLs a file's rows refer to (a cheap text scan, then a parse of those rows)."""
+    """The http(s) image and video URLs a file's rows refer to (a cheap text scan, then a parse of those rows)."""
     urls = set()
     for _, row in raw_rows(path):
         if isinstance(row, dict) and "http" in json.dumps(row):
@@ -255,7 +255,7 @@ def fetch_urls(urls, cache_dir, timeout=30):
     os.makedirs(cache_dir, exist_ok=True)
     missing = sorted(url for url in urls if not os.path.isfile(cached_path(url, cache_dir)))
     failures = {}
-    for url in tqdm(missing, desc="fetching image URLs", disable=not missing):
+    for url in tqdm(missing, desc="fetching image and video URLs", disable=not missing):
         for attempt in range(FETCH_ATTEMPTS):
             try:
                 with urllib.request.urlopen(url, timeout=timeout) as response:
@@ -271,7 +271,7 @@ def fetch_urls(urls, cache_dir, timeout=30):
                     time.sleep(0.2 * 2**attempt)
     if failures:
         listed = "\n".join(f"  {url}: {why}" for url, why in failures.items())
-        logger.warning(f"{len(failures)} of {len(missing)} image URLs could not be fetched:\n{listed}")
+        logger.warning(f"{len(failures)} of {len(missing)} image/video URLs could not be fetched:\n{listed}")
     return failures
 
 
@@ -289,7 +289,9 @@ def write_rows(path, fmt, data_root, cache_dir, source, failed_urls, target, spa
                 row = internal_row(raw, fmt, MediaRefs(root, cache_dir), source, origin)
                 failed = [url for url in find_urls(raw) if url in failed_urls] if failed_urls else []
                 if failed and row["problem"] is None:
-                    row.update(problem=f"bad image: {failed[0]} could not be fetched ({failed_urls[failed[0]]})",
+                    videos = {video["path"] for video in row["videos"]}
+                    kind = "video" if cached_path(failed[0], cache_dir) in videos else "image"
+                    row.update(problem=f"bad {kind}: {failed[0]} could not be fetched ({failed_urls[failed[0]]})",
                                messages="[]", images=[], videos=[])
             batch.append(row)
             if len(batch) == WRITE_BATCH:

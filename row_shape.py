@@ -47,3 +47,11 @@ def ignored_keys(ds):
     """The keys some rows carry that the reader ignores, named once."""
     values = pc.unique(ds.data.column("ignored_keys").drop_null()).to_pylist()
     return sorted({key for value in values for key in value.split(",")})
+
+
+def has_videos(ds):
+    """Whether any row of `ds` holds a video, read from the videos column through any selection."""
+    if "videos" not in ds.column_names:
+        return False
+    lengths = pc.list_value_length(ds.select_columns(["videos"]).with_format("arrow")[:]["videos"])
+    return bool(pc.max(lengths).as_py())

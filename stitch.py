@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import torch
+from jinja2.exceptions import TemplateError
 from transformers import (
     AutoConfig,
     AutoImageProcessor,
@@ -26,6 +27,7 @@ from transformers import (
 )
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 from transformers.models.smolvlm.modeling_smolvlm import SmolVLMConnector
+from transformers.utils.chat_template_utils import render_jinja_template
 
 CHAT_TEMPLATE_PATH = Path(__file__).with_name("chat_template.jinja")
 DEFAULT_SMOLVLM = "model/SmolVLM2-256M-Video-Instruct"
@@ -168,6 +170,21 @@ def stitch(smolvlm_path=DEFAULT_SMOLVLM, qwen_path=DEFAULT_QWEN, dtype="auto", s
     processor = build_processor(smolvlm_path, tokenizer, model.config)
     verify_graft(model, processor)
     return model, processor
+
+
+def check_renders_videos(processor, model_dir):
+    """A checkpoint saved before video support keeps a chat template that refuses video parts (the
+    weights and tokens are the same as now): refused with the fix, before any row is encoded."""
+    probe = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "?"}]}]
+    try:
+        text = render_jinja_template([probe], chat_template=processor.chat_template)[0][0]
+    except (TemplateError, TypeError, ValueError):  # raise_exception on an unknown part; no template at all
+        text = ""
+    if text.count(processor.video_token) != 1:
+        saved = Path(model_dir) / CHAT_TEMPLATE_PATH.name
+        raise GraftError(f"{model_dir}: its chat template cannot render video parts (saved before video support); "
+                         f"copy this repo's {CHAT_TEMPLATE_PATH.name} over {saved} (the weights need no change), "
+                         "or leave out the video rows")
 
 
 def graft_disagreements(model, processor):

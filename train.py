@@ -279,6 +279,7 @@ def main(argv=None):
         demo_image = demo_image_of(run_args, eval_dataset)
         save_dtype = source_dtype(model_args) if run_args.save_dtype == "auto" else getattr(torch, run_args.save_dtype)
         model, processor = load_model(model_args, training_args)
+        train_processor.check_video_template(processor, model_args, (train_dataset, eval_dataset))
         train_processor.set_image_resolution(processor, data_args)
         train_processor.set_video_sampling(processor, data_args)
         collator = build_collator(processor, data_args, model)

@@ -6,6 +6,7 @@ measures with the same processor, built from configs and tokenizer alone (no wei
 
 from transformers import AutoProcessor
 
+import row_shape
 import stitch
 from train_config import ConfigError
 
@@ -52,3 +53,9 @@ def processor_without_model(model_args, data_args):
     set_image_resolution(processor, data_args)
     set_video_sampling(processor, data_args)
     return processor
+
+
+def check_video_template(processor, model_args, datasets):
+    """init_from's saved chat template must render the video parts of the rows, if there are any."""
+    if model_args.init_from and any(row_shape.has_videos(ds) for ds in datasets):
+        stitch.check_renders_videos(processor, model_args.init_from)

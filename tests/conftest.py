@@ -1,5 +1,6 @@
 """Shared fixtures: tiny random checkpoints of the real model types, stitched through stitch.py."""
 
+import socket
 import sys
 from pathlib import Path
 
@@ -12,6 +13,13 @@ sys.path.insert(0, str(REPO))
 
 import tiny  # noqa: E402
 from stitch import stitch  # noqa: E402
+
+
+def free_port():
+    """A TCP port nothing listens on now: launchers and servers of parallel tests must not share one."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,6 @@ path, stop after the same step and save it together."""
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ from transformers import TrainerControl, TrainerState, TrainingArguments
 
 import preemption
 import safe_resume
-from conftest import REPO
+from conftest import REPO, free_port
 from test_resume import assert_same_weights, connector_of
 from test_train import config, run, write_yaml  # noqa: F401  (the `config` fixture)
 
@@ -109,12 +108,6 @@ def test_a_signal_in_the_last_step_lets_the_run_save_its_final_model(tmp_path):
 
 def worker_of_rank(launcher, rank):
     return next(child for child in psutil.Process(launcher.pid).children() if child.environ().get("RANK") == str(rank))
-
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def fake_slurm(bin_dir):

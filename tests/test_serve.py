@@ -5,7 +5,6 @@ by a timer should the module hang)."""
 
 import base64
 import io
-import socket
 import subprocess
 import sys
 import threading
@@ -17,6 +16,7 @@ import pytest
 from PIL import Image
 
 import infer
+from conftest import free_port
 
 openai = pytest.importorskip("openai", reason="transformers[serving] (requirements-deploy.txt) brings openai")
 pytest.importorskip("fastapi", reason="transformers[serving] is in requirements-deploy.txt")
@@ -24,12 +24,6 @@ pytest.importorskip("fastapi", reason="transformers[serving] is in requirements-
 SERVER_LIFETIME_S = 300
 STARTUP_TIMEOUT_S = 120
 QUESTION = "What colour is it?"
-
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def wait_until_healthy(url, process, log_path):

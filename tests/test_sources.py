@@ -121,14 +121,17 @@ class ImageServer(http.server.ThreadingHTTPServer):
 def test_http_images_are_fetched_once_before_training_and_failures_listed(tmp_path, caplog):
     with ImageServer() as server:
         base = f"http://127.0.0.1:{server.server_address[1]}"
-        path = write_jsonl(tmp_path / "web.jsonl", [image_row(f"{base}/red.png"), image_row(f"{base}/gone.png")])
+        video_row = {"messages": [{"role": "user", "content": [{"type": "video_url", "video_url": {"url": f"{base}/gone.mp4"}}]},
+                                  {"role": "assistant", "content": "a cat"}]}
+        path = write_jsonl(tmp_path / "web.jsonl", [image_row(f"{base}/red.png"), image_row(f"{base}/gone.png"), video_row])
         ds, _ = read(path, tmp_path)
         again, _ = read(write_jsonl(tmp_path / "again.jsonl", [image_row(f"{base}/red.png")]), tmp_path)
     assert Path(ds[0]["images"][0]["path"]).read_bytes() == PNG and ds[0]["problem"] is None
     assert ds[1]["problem"].startswith(f"bad image: {base}/gone.png could not be fetched (HTTPError: HTTP Error 404")
+    assert ds[2]["problem"].startswith(f"bad video: {base}/gone.mp4 could not be fetched (HTTPError: HTTP Error 404")
     assert again[0]["images"][0]["path"] == ds[0]["images"][0]["path"]
     assert server.requests["/red.png"] == 1 and server.requests["/gone.png"] == own_files.FETCH_ATTEMPTS
-    assert "1 of 2 image URLs could not be fetched" in caplog.text and f"{base}/gone.png" in caplog.text
+    assert "2 of 3 image/video URLs could not be fetched" in caplog.text and f"{base}/gone.mp4" in caplog.text
 
 
 def test_problems_name_file_and_line_and_refuse_or_are_skipped(tmp_path):

@@ -23,7 +23,7 @@ import tiny
 import train
 import train_config
 from collate import Collator
-from conftest import REPO
+from conftest import REPO, free_port
 from faults import plant_nan_batches
 from test_train import config, losses, run, write_yaml  # noqa: F401 (config is a fixture)
 
@@ -248,6 +248,7 @@ def test_fsdp2_on_two_cpu_ranks_matches_one_process(tmp_path, config):
     path = write_yaml(tmp_path / "fsdp.yaml", fsdp)
     result = subprocess.run(
         [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO / "accelerate" / "fsdp2.yaml"),
+         "--main_process_port", str(free_port()),
          "--num_processes", "2", str(REPO / "tests" / "fsdp_on_cpu.py"), path],
         capture_output=True, text=True, cwd=tmp_path, timeout=600,
         env={**os.environ, "OMP_NUM_THREADS": "1", "NAN_BATCH_OF_RANK": "1:2"},

@@ -22,7 +22,7 @@ import tiny
 import train
 import train_config
 from collate import Collator
-from conftest import REPO
+from conftest import REPO, free_port
 from train_config import DataArguments
 
 
@@ -241,6 +241,7 @@ def train_on_two_cpu_ranks(config_path, cwd):
     """`python train.py config_path` as two gloo ranks (accelerate launch --multi_gpu with use_cpu); must succeed."""
     result = subprocess.run(
         [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+         "--main_process_port", str(free_port()),
          "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO / "train.py"), config_path],
         capture_output=True, text=True, cwd=cwd, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600,
     )

@@ -2,6 +2,7 @@
 sampled and expanded by transformers' own SmolVLM video processing, counted without decoding."""
 
 import json
+import re
 from functools import partial
 
 import av
@@ -21,7 +22,7 @@ from check_data import RowMeasure
 from collate import IGNORE_INDEX, BadSample, Collator
 from conftest import REPO
 from packing import PackingCollator
-from train_config import DataArguments
+from train_config import DataArguments, ModelArguments
 
 RGB = {"red": (220, 20, 20), "green": (20, 160, 20), "blue": (20, 40, 220)}
 
@@ -33,6 +34,10 @@ def clips(tmp_path_factory):
     tiny.write_colour_video(root / "rgb.mp4", list(RGB.values()), fps=8)
     tiny.write_colour_video(root / "long.mp4", [(i * 3 % 256, 80, 80) for i in range(70)], fps=2)
     tiny.write_audio_only(root / "audio.m4a")
+    with av.open(str(root / "empty.avi"), "w", format="avi") as container:  # a video stream without frames
+        stream = container.add_stream("mpeg4", rate=8)
+        stream.width, stream.height, stream.pix_fmt = 16, 16, "yuv420p"
+        container.start_encoding()
     data = (root / "rgb.mp4").read_bytes()
     (root / "truncated.mp4").write_bytes(data[: len(data) // 2])
     (root / "garbage.mp4").write_bytes(b"not a video at all" * 10)
@@ -121,7 +126,7 @@ def test_oversized_video_is_refused_naming_what_to_lower(processor, clips):
 
 @pytest.mark.parametrize("name, cause", [
     ("missing.mp4", "video not found"), ("garbage.mp4", "cannot be read"), ("audio.m4a", "has no video stream"),
-    ("truncated.mp4", "truncated or corrupt"),
+    ("truncated.mp4", "truncated or corrupt"), ("empty.avi", "has zero frames"),
 ])
 def test_each_bad_video_is_named_and_counted(processor, clips, name, cause):
     collator = Collator(processor, padding="longest", on_bad_sample="skip")
@@ -133,14 +138,7 @@ def test_each_bad_video_is_named_and_counted(processor, clips, name, cause):
     assert collator.skipped_by_reason == {"bad video": 1}
 
 
-def test_zero_frames_and_row_limits_are_refused(processor, clips, tmp_path):
-    empty = tmp_path / "empty.mkv"  # a stream and no frame
-    with av.open(str(empty), "w", format="matroska") as container:
-        stream = container.add_stream("mpeg4", rate=8)
-        stream.width, stream.height, stream.pix_fmt = 16, 16, "yuv420p"
-        container.start_encoding()
-    with pytest.raises(media.UnreadableVideo, match="zero frames|cannot be read"):
-        media.video_metadata(empty, processor.video_processor)
+def test_row_limits_are_refused(processor, clips):
     two = json.loads(video_row(clips / "rgb.mp4")["messages"])
     two[0]["content"].insert(0, {"type": "video"})
     row = {**video_row(clips / "rgb.mp4"), "messages": json.dumps(two)}
@@ -236,6 +234,7 @@ def test_video_image_and_text_rows_train_evaluate_check_and_infer(tmp_path, monk
     checked = capsys.readouterr().out
     assert "videos at 1 fps up to 8 frames" in checked
     assert "6 video rows: frames per video p50 3, max 3" in checked and "4 video rows: frames per video p50 8" in checked
+    assert f"({tmp_path / 'videos.json'}#0: " in checked and "% of max_length 2048" in checked
     train.main([str(path)])
     out = capsys.readouterr().out
     assert "rank 0/1: 2 steps" in out and "0 samples skipped" in out
@@ -246,3 +245,73 @@ def test_video_image_and_text_rows_train_evaluate_check_and_infer(tmp_path, monk
                 "--max-new-tokens", "2"])
     with pytest.raises(SystemExit, match="has no video stream"):
         infer.main(["--model", str(tmp_path / "run"), "--video", str(clips / "audio.m4a"), "--question", "?"])
+
+
+def test_a_checkpoint_saved_before_video_support_is_refused_with_the_fix(stitched_dir, tmp_path, clips, monkeypatch,
+                                                                        capsys):
+    """Its chat template (the current one without the video branch) refuses video parts: the run stops
+    with one line naming the cause and the fix, before any training; image-only runs are unaffected."""
+    import shutil
+
+    import yaml
+
+    import infer
+    import train
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf_cache"))
+    old = tmp_path / "old"
+    shutil.copytree(stitched_dir, old)
+    template = (REPO / "chat_template.jinja").read_text()
+    video_branch = "            {%- elif part.type == 'video' %}\n                {{- '<|video_pad|>' }}\n"
+    assert video_branch in template
+    (old / "chat_template.jinja").write_text(template.replace(video_branch, ""))
+    turn = [{"from": "human", "value": "<video>\nLast colour?"}, {"from": "gpt", "value": "blue"}]
+    (tmp_path / "videos.json").write_text(json.dumps([{"video": str(clips / "rgb.mp4"), "conversations": turn}] * 3))
+    config = {"init_from": str(old), "train_data": [{"path": str(tmp_path / "videos.json")}], "test_size": 1,
+              "max_steps": 1, "save_strategy": "no", "report_to": "none", "use_cpu": True,
+              "output_dir": str(tmp_path / "run")}
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(config))
+    fix = f"copy this repo's chat_template.jinja over {old / 'chat_template.jinja'}"
+    with pytest.raises(SystemExit, match="its chat template cannot render video parts") as stopped:
+        train.main([str(tmp_path / "cfg.yaml")])
+    assert fix in str(stopped.value) and "\n" not in str(stopped.value)
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(SystemExit) as checked:
+        train.main([str(tmp_path / "cfg.yaml"), "--check_data", "true"])
+    assert checked.value.code == 1 and f"its video rows cannot be encoded: {old}: its chat template" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="infer.py: .*cannot render video parts"):
+        infer.main(["--model", str(old), "--video", str(clips / "rgb.mp4"), "--question", "?"])
+    image_rows = datasets.Dataset.from_dict({"videos": [[], []]}, features=datasets.Features(
+        {"videos": datasets.List({"bytes": datasets.Value("binary"), "path": datasets.Value("string")})}))
+    train_processor.check_video_template(AutoProcessor.from_pretrained(old), ModelArguments(init_from=str(old)),
+                                         [image_rows])  # no video rows: the old template is fine
+    (old / "chat_template.jinja").write_text(template)  # the fix
+    train.main([str(tmp_path / "cfg.yaml")])
+    assert (tmp_path / "run" / "model.safetensors").is_file()
+
+
+def test_the_data_check_names_every_bad_video_and_sums_up_the_good_ones(tmp_path, monkeypatch, clips, tiny_smolvlm_dir,
+                                                                       tiny_qwen_dir, capsys):
+    import yaml
+
+    import train
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf_cache"))
+    names = ["rgb.mp4", "truncated.mp4", "audio.m4a", "empty.avi", "garbage.mp4", "gone.mp4", "long.mp4"]
+    turn = [{"from": "human", "value": "<video>\nWhat happens?"}, {"from": "gpt", "value": "colours"}]
+    (tmp_path / "videos.json").write_text(json.dumps([{"video": str(clips / name), "conversations": turn} for name in names]))
+    config = {"smolvlm_path": str(tiny_smolvlm_dir), "qwen_path": str(tiny_qwen_dir), "video_max_frames": 8,
+              "train_data": [{"path": str(tmp_path / "videos.json")}], "image_cache_dir": str(tmp_path / "cache")}
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(SystemExit) as exited:
+        train.main([str(tmp_path / "cfg.yaml"), "--check_data", "true"])
+    out = capsys.readouterr().out
+    assert exited.value.code == 1
+    where = f"{tmp_path / 'videos.json'}#"
+    for index, cause in ((1, "bad video: .*truncated.mp4 cannot be read .*truncated or corrupt"),
+                         (2, "bad video: .*audio.m4a has no video stream"), (3, "bad video: .*empty.avi has zero frames"),
+                         (4, "bad video: .*garbage.mp4 cannot be read"), (5, "missing video: video file .*gone.mp4 not found")):
+        assert re.search(rf"^  {re.escape(where)}{index}: {cause}", out, re.MULTILINE), (index, out)
+    assert "5 problem(s): bad video 4, missing video 1" in out
+    assert re.search(rf"2 video rows: frames per video p50 \d+, max 8; tokens per video p50 \d+, max \d+ "
+                     rf"\({re.escape(where)}6: \d+% of max_length 2048", out), out
