@@ -10,7 +10,7 @@ demo: venv
 	$(PYTHON) train.py demo_train.yaml
 
 test: venv .cache/llama.cpp/convert_hf_to_gguf.py
-	$(PYTHON) -m pytest -q
+	$(PYTHON) -m pytest -q -n 2 --dist loadfile  # two workers; a test file stays on one (its module fixtures start once)
 
 # Every time: seconds when nothing changed; installs what a requirements file added; repairs torch/torchvision.
 venv:
