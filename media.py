@@ -21,7 +21,7 @@ from pathlib import Path
 
 import av
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageFile, ImageOps
 from transformers.video_utils import VideoMetadata
 
 EXIF_ORIENTATION = 0x0112
@@ -69,11 +69,23 @@ def to_rgb(image):
     return image.convert("RGB")
 
 
+def load_refusing_truncation(opened):
+    """PIL's lazy decoding, done now so that a truncated file fails here, not inside the image processor.
+    Truncated files are refused even where a library has told PIL to fill them in (lmms-eval sets
+    ImageFile.LOAD_TRUNCATED_IMAGES when imported, as in a run with bench_tasks); the flag is restored."""
+    allowed = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        opened.load()
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = allowed
+
+
 def decode_image(image):
     """The RGB image the model sees: decoded, EXIF orientation applied, converted to RGB."""
     opened = open_image(image)
     try:
-        opened.load()  # PIL decodes lazily: a truncated file fails here, not inside the image processor
+        load_refusing_truncation(opened)
         return to_rgb(ImageOps.exif_transpose(opened))  # a new image: the file can be closed
     except Exception as error:  # whatever PIL raises on a broken file
         raise UnreadableImage(f"{describe_ref(image)} cannot be decoded ({type(error).__name__}: {error})") from None

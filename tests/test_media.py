@@ -96,3 +96,19 @@ def test_unreadable_images_are_named():
         Collator.decode_image({"bytes": b"not an image", "path": None})
     with pytest.raises(BadSample, match="image not found: /nonexistent/photo.jpg"):
         lengths.image_size({"bytes": None, "path": "/nonexistent/photo.jpg"})
+
+
+def test_truncated_images_are_refused_even_after_lmms_eval_is_imported():
+    """lmms-eval tells PIL to fill truncated files in when imported (bench_tasks imports it into the
+    training process); training must still refuse them, and leave lmms-eval's setting as it was."""
+    pytest.importorskip("lmms_eval", reason="requirements-eval.txt brings lmms-eval")
+    from PIL import ImageFile
+
+    import lmms_eval.api.task  # noqa: F401  (sets ImageFile.LOAD_TRUNCATED_IMAGES on import)
+
+    whole = phone_photo(1)
+    truncated = {"bytes": whole[: whole.index(b"\xff\xda") + 20], "path": None}  # header intact, pixels cut off
+    assert ImageFile.LOAD_TRUNCATED_IMAGES
+    with pytest.raises(BadSample, match="embedded image bytes cannot be decoded"):
+        Collator.decode_image(truncated)
+    assert ImageFile.LOAD_TRUNCATED_IMAGES
