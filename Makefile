@@ -9,8 +9,9 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)  # console scripts (accelerate, tr
 demo: venv
 	$(PYTHON) train.py demo_train.yaml
 
+# Two pytest-xdist workers; a test file stays on one worker, so its module fixtures start once.
 test: venv .cache/llama.cpp/convert_hf_to_gguf.py
-	$(PYTHON) -m pytest -q -n 2 --dist loadfile  # two workers; a test file stays on one (its module fixtures start once)
+	$(PYTHON) -m pytest -q -n 2 --dist loadfile
 
 # Every time: seconds when nothing changed; installs what a requirements file added; repairs torch/torchvision.
 venv:
