@@ -1,12 +1,14 @@
-"""Batches of rows in row_shape.py's shape (messages with image parts, undecoded images) for the Trainer.
+"""Batches of rows in row_shape.py's shape (messages with image and video parts, undecoded media) for
+the Trainer.
 
 Each row's messages (system/user/assistant/tool, reasoning_content, tool calls, the row's tools) are
-rendered with the chat template, each image or video where its part stands, and encoded by the processor
-in one call per row (images, or a video's sampled frames, placeholder expansion and tokenization; per row,
-so that a video's intro line counts its own frames). Labels are -100 on padding and on every image
-block and video block (intro line, frame timestamps, frame blocks); with `assistant_only_loss` also on everything but the assistant turns and their closing
-<|im_end|>. Long samples lose text after the last image block, never part of a block; rows that cannot be trained on are named (`on_bad_sample="raise"`) or
-skipped and counted (`"skip"`).
+rendered with the chat template, each image or video where its part stands, and encoded by the
+processor in one call per row (images, or a video's sampled frames, placeholder expansion and
+tokenization; per row, so that a video's intro line counts its own frames). Labels are -100 on
+padding and on every image and video block (intro line, frame timestamps, frame blocks); with
+`assistant_only_loss` also on everything but the assistant turns and their closing <|im_end|>. Long
+samples lose text after the last image block, never part of a block; rows that cannot be trained on
+are named (`on_bad_sample="raise"`) or skipped and counted (`"skip"`).
 """
 
 import json

@@ -32,13 +32,13 @@ class WithOrigins:
 
 
 def gradient_norms_finite(model):
-    """Whether this rank's gradients have a finite norm (under FSDP: its shards). A norm per tensor,
-    as clip_grad_norm_ computes them, rather than an isfinite copy of every gradient."""
+    """Whether this rank's gradients have a finite norm (under FSDP: its shards): one fused (foreach)
+    norm, as clip_grad_norm_ computes it, rather than an isfinite copy of every gradient."""
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     grads = [grad.to_local() if hasattr(grad, "to_local") else grad for grad in grads]
     if not grads:
         return torch.tensor(True)
-    return torch.isfinite(torch.stack([torch.linalg.vector_norm(grad.float()) for grad in grads])).all()
+    return torch.isfinite(torch.nn.utils.get_total_norm(grads))
 
 
 def listed(rows):
