@@ -23,24 +23,17 @@ LENGTH_COLUMN = "length"  # TrainingArguments.length_column_name's default, read
 
 
 def text_with_videos(collator, messages, tools, row, image_count):
-    """(text, [VideoMetadata]): the rendered conversation with each video placeholder expanded as the
-    processor expands it, from the container's header and the sampling rule (no frame is decoded; the
-    block starts with plain text, so it is tokenized in place). A video whose block alone ends past
-    max_length raises the collator's BadSample."""
+    """(text, [VideoMetadata], [expansion]): the rendered conversation with each video placeholder
+    replaced by the text the processor expands it into, from the container's header and the sampling
+    rule (no frame is decoded; the expansion starts with plain text, so it is tokenized in place)."""
     processor = collator.processor
     videos = [video_metadata(video, processor.video_processor)
               for video in (row.get("videos") or [])[: count_videos(messages)]]
     text, _ = collator.render(messages, tools, image_count, len(videos))
-    for metadata in videos:
-        text = text.replace(processor.video_token, video_prompt(processor, metadata), 1)
-    if videos:
-        block = video_prompt(processor, videos[-1])
-        video_end = len(collator.tokenizer.encode(text[: text.rindex(block) + len(block)], add_special_tokens=False))
-        if video_end > collator.max_length:
-            raise BadSample(f"its video block ends at token {video_end} ({len(videos[-1].frames_indices)} frames) "
-                            f"but max_length is {collator.max_length}; lower video_max_frames or video_fps, "
-                            "or raise max_length", reason="video exceeds max_length")
-    return text, videos
+    expansions = [video_prompt(processor, metadata) for metadata in videos]
+    for expansion in expansions:
+        text = text.replace(processor.video_token, expansion, 1)
+    return text, videos, expansions
 
 
 def image_size(image):
@@ -54,7 +47,7 @@ def image_size(image):
 class Measured(NamedTuple):
     tokens: int  # the row's full encoding, before the collator cuts it at max_length
     images: int
-    image_end: int  # the token just after the last image block (0 without images)
+    image_end: int  # the token just after the last image block when the row exceeds max_length, else 0
     frames: int = 0  # the video's sampled frames (0 without a video)
     video_tokens: int = 0  # the tokens its placeholder expands into: intro line, timestamps, frame blocks
 
@@ -83,21 +76,28 @@ class TokenCounter:
         return self.block_length(rows, cols)
 
     def measure(self, row):
-        """The row's uncapped token count, image count and where its last image block ends."""
+        """The row's uncapped token count, image count and, past max_length, where its last image block
+        ends; a video whose block alone ends past max_length raises the collator's BadSample."""
         collator = self.collator
         messages, tools = collator.conversation_of(row)
         sizes = [image_size(image) for image in (row.get("images") or [])[: count_images(messages)]]
-        text, videos = text_with_videos(collator, messages, tools, row, len(sizes))
+        text, videos, expansions = text_with_videos(collator, messages, tools, row, len(sizes))
         frames = sum(len(metadata.frames_indices) for metadata in videos)
-        video_tokens = sum(self.count(video_prompt(collator.processor, metadata)) for metadata in videos)
+        video_tokens = sum(self.count(expansion) for expansion in expansions)
         # The placeholder and the image block both start and end with special tokens, so the text
         # around them tokenizes the same either way.
-        expansion = sum(self.image_block_length(width, height) - 1 for width, height in sizes)
-        tokens = self.count(text) + expansion
-        if not sizes:
-            return Measured(tokens, 0, 0, frames, video_tokens)
-        before_last = self.count(text[: text.rfind(collator.processor.image_token)])
-        return Measured(tokens, len(sizes), before_last + 1 + expansion)
+        image_expansion = sum(self.image_block_length(width, height) - 1 for width, height in sizes)
+        tokens = self.count(text) + image_expansion
+        if tokens <= collator.max_length:  # no block can end past max_length: nothing more to count
+            return Measured(tokens, len(sizes), 0, frames, video_tokens)
+        if expansions:  # a row holds images or one video, never both (collate.check_media_mix)
+            video_end = self.count(text[: text.rindex(expansions[-1]) + len(expansions[-1])])
+            if video_end > collator.max_length:
+                raise BadSample(f"its video block ends at token {video_end} ({frames} frames) but max_length is "
+                                f"{collator.max_length}; lower video_max_frames or video_fps, or raise max_length",
+                                reason="video exceeds max_length")
+        image_end = self.count(text[: text.rfind(collator.processor.image_token)]) + 1 + image_expansion if sizes else 0
+        return Measured(tokens, len(sizes), image_end, frames, video_tokens)
 
     def count(self, text):
         return len(self.tokenizer.encode(text, add_special_tokens=False))
