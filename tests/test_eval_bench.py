@@ -5,7 +5,9 @@ replaced by gold (or wrong) answers wrapped in what the real path must strip."""
 
 import json
 import sys
+from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 import torch
 from PIL import Image
@@ -38,6 +40,7 @@ class ScriptedAnswers(Qwen3SmVL):
     def __init__(self, pretrained, answers, **kwargs):
         super().__init__(pretrained, **kwargs)
         self.answers = {question.lower(): answer for question, answer in answers.items()}
+        self.asked = []  # the questions of the rows the harness read, in order
 
     def answer_batch(self, contexts, visuals, gen_kwargs):
         until = gen_kwargs.get("until") or []
@@ -48,12 +51,28 @@ class ScriptedAnswers(Qwen3SmVL):
         rows = []
         for prompt_ids in inputs["input_ids"]:
             prompt = self.tokenizer.decode(prompt_ids).lower()
-            answer = next(a for q, a in self.answers.items() if q in prompt)
+            question = next(q for q in self.answers if q in prompt)
+            self.asked.append(question)
+            answer = self.answers[question]
             after = f"{self.until[0]} and more" if self.until else ""
             text = f"<think>\nlooking\n</think>\n\n{answer}{after}<|im_end|>\n<|im_start|>user\nnext"
             rows.append(torch.cat([prompt_ids, torch.tensor(self.tokenizer.encode(text))]))
         width = max(len(row) for row in rows)
         return torch.stack([torch.nn.functional.pad(row, (0, width - len(row)), value=self.pad_id) for row in rows])
+
+
+def relabel(folder, suffix):
+    """Rewrites each parquet shard under `folder` with `suffix` after every question (what a re-download
+    of a changed dataset does to the files); -> {question: its row} (each split of a tiny copy asks the same)."""
+    rows = {}
+    for shard in sorted(Path(folder).rglob("*.parquet")):
+        table = pq.read_table(shard)
+        index = table.schema.get_field_index("question")
+        questions = [f"{question} {suffix}" for question in table["question"].to_pylist()]
+        table = table.set_column(index, table.schema.field(index), [questions])
+        pq.write_table(table, shard)
+        rows.update({question: row for question, row in zip(questions, table.to_pylist())})
+    return rows
 
 
 def wrong(answer):
@@ -68,6 +87,28 @@ def test_gold_answers_score_100_and_wrong_answers_0_through_the_harness(stitched
     scores, _ = eval_bench.evaluate(ScriptedAnswers(stitched_dir, {q: wrong(a) for q, a in gold.items()}), configs,
                                     output_path=stitched_dir)
     assert scores == {task: 0.0 for task in TASKS}
+
+
+def test_two_copies_with_one_name_and_a_rewritten_copy_each_score_their_own_rows(stitched_dir, tmp_path):
+    """datasets caches a README-configs folder under its name: x/.../textvqa and y/.../textvqa must not
+    share rows, and a copy downloaded again must be read anew."""
+    repo = tiny.BENCHMARK_COPIES["textvqa_val"][0]
+    gold = {}
+    for place in ("x", "y"):
+        tiny.write_benchmark_copies(tmp_path / place, tasks=("textvqa_val",), rows=2)
+        gold[place] = relabel(tmp_path / place / repo, f"(copy {place})")
+
+    def asked(place):
+        answers = {question: row["answers"][0] for copy in gold.values() for question, row in copy.items()}
+        model = ScriptedAnswers(stitched_dir, answers, batch_size=2)
+        configs = eval_bench.task_configs(eval_bench.task_manager(), ["textvqa_val"], tmp_path / place)
+        scores, _ = eval_bench.evaluate(model, configs, output_path=tmp_path)
+        return scores, model.asked
+
+    for place in ("x", "y"):
+        assert asked(place) == ({"textvqa_val": 100.0}, [question.lower() for question in gold[place]])
+    gold["y"] = relabel(tmp_path / "y" / repo, "(downloaded again)")
+    assert asked("y") == ({"textvqa_val": 100.0}, [question.lower() for question in gold["y"]])
 
 
 @pytest.fixture(scope="module")
