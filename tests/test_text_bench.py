@@ -4,6 +4,7 @@ the same command, both tables, and the refusals of both kinds before any model l
 
 import json
 
+import pyarrow.parquet as pq
 import pytest
 import torch
 from lm_eval.api.instance import Instance
@@ -14,6 +15,7 @@ import infer
 import text_bench
 import tiny
 from conftest import REPO
+from test_eval_bench import relabel
 
 TASK = "mmlu_abstract_algebra"
 GROUP = "mmlu_social_sciences"  # a group of 12 MMLU subjects (a tag of tasks under it), aggregated by lm-eval
@@ -74,6 +76,30 @@ def test_one_command_runs_image_and_text_tasks_and_saves_both_tables(stitched_di
     for row, task in zip(rows, results[graft], strict=True):
         mine, theirs = results[graft][task], results[base][task]
         assert row == f"| {task} | {theirs:.1f} | {mine:.1f} | {mine - theirs:+.1f} |"
+
+
+def test_two_copies_with_one_name_and_a_rewritten_copy_each_give_their_own_rows(tmp_path):
+    """lm-eval builds the task from each cais/mmlu copy's own rows, and from a copy's new rows once it
+    is downloaded again (datasets would cache every copy under the name mmlu)."""
+    from lm_eval.tasks import get_task_dict
+
+    subject = text_bench.task_config(text_bench.task_index().task_index[TASK])["dataset_name"]
+    folders = {place: tiny.write_tiny_mmlu(tmp_path / place, [subject], rows=2) for place in ("x", "y")}
+
+    def relabelled(place, suffix):  # -> the test split's questions, as lm-eval should read them
+        relabel(folders[place], suffix)
+        return pq.read_table(folders[place] / subject / "test-00000-of-00001.parquet")["question"].to_pylist()
+
+    def questions(place):
+        datasets = text_bench.datasets_of(text_bench.task_index(), [TASK])
+        text_bench.check_opens(text_bench.task_index(), datasets, tmp_path / place)
+        with text_bench.local_tasks([TASK], datasets, tmp_path / place) as manager:
+            return list(get_task_dict([TASK], manager)[TASK].test_docs()["question"])
+
+    gold = {place: relabelled(place, f"(copy {place})") for place in ("x", "y")}
+    assert questions("x") == gold["x"] and questions("y") == gold["y"]
+    gold["y"] = relabelled("y", "(downloaded again)")
+    assert questions("y") == gold["y"]
 
 
 def test_the_graft_scores_as_its_qwen3_would(stitched_dir, tiny_qwen_dir):
