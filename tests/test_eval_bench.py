@@ -4,6 +4,7 @@ their hub layout, answered by the tiny stitched checkpoint or by it with its gen
 replaced by gold (or wrong) answers wrapped in what the real path must strip."""
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import eval_bench
 import infer
 import tiny
 from harness_model import Qwen3SmVL
+from conftest import HF_CACHE
 from test_download import SYSTEM_PATH, calls, run
 
 TASKS = list(tiny.BENCHMARK_COPIES)
@@ -109,6 +111,17 @@ def test_two_copies_with_one_name_and_a_rewritten_copy_each_score_their_own_rows
         assert asked(place) == ({"textvqa_val": 100.0}, [question.lower() for question in gold[place]])
     gold["y"] = relabel(tmp_path / "y" / repo, "(downloaded again)")
     assert asked("y") == ({"textvqa_val": 100.0}, [question.lower() for question in gold["y"]])
+
+
+def test_the_suite_reads_and_writes_its_own_datasets_caches():
+    """Here, in lmms-eval's choice of cache and in a process a test launches: never the user's."""
+    import datasets
+    from lmms_eval.api.task import _resolve_hf_datasets_cache_dir
+
+    child = subprocess.run([sys.executable, "-c", "import datasets; print(datasets.config.HF_DATASETS_CACHE)"],
+                           capture_output=True, text=True, check=True)
+    for cache in (datasets.config.HF_DATASETS_CACHE, _resolve_hf_datasets_cache_dir(), child.stdout.strip()):
+        assert Path(cache).is_relative_to(HF_CACHE), cache
 
 
 @pytest.fixture(scope="module")
