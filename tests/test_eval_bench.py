@@ -212,6 +212,29 @@ def test_a_missing_dataset_is_refused_in_one_line_before_loading(stitched_dir, t
                        f"{tmp_path / 'lmms-lab-encoder/ChartQA'}; fetch it with: bash download_resource.sh --bench chartqa")
 
 
+def drop_split(readme, split):
+    """The README's configs without `split` (a copy whose card lost the split a task scores)."""
+    text = readme.read_text()
+    entry = next(line for line in text.splitlines() if line.strip() == f"- split: {split}")
+    path = text.splitlines()[text.splitlines().index(entry) + 1]
+    readme.write_text(text.replace(f"{entry}\n{path}\n", ""))
+
+
+def test_a_copy_that_does_not_open_as_lmms_eval_opens_it_is_refused_before_loading(stitched_dir, tmp_path):
+    """A shard its README lists is gone; a README without the split the task scores: a line each, the fix named."""
+    copies = tiny.write_benchmark_copies(tmp_path, tasks=("textvqa_val", "docvqa_val"), rows=2)
+    textvqa, docvqa = copies["textvqa_val"][0], copies["docvqa_val"][0]
+    (textvqa / "data" / "validation-00000-of-00001.parquet").unlink()
+    drop_split(docvqa / "README.md", "validation")
+    with pytest.raises(SystemExit) as refusal:
+        eval_bench.main(["--model", str(stitched_dir), "--tasks", "textvqa_val,docvqa_val", "--data_dir", str(tmp_path)])
+    textvqa_line, docvqa_line = str(refusal.value).removeprefix("eval_bench.py: ").splitlines()
+    assert textvqa_line.startswith(f"textvqa_val: its copy {textvqa} does not open as lmms-eval opens it (ValueError: ")
+    assert textvqa_line.endswith("; fetch it with: bash download_resource.sh --bench textvqa_val")
+    assert docvqa_line == (f"docvqa_val: its copy {docvqa} does not open as lmms-eval opens it (no validation split "
+                           "(config DocVQA has test)); fetch it with: bash download_resource.sh --bench docvqa_val")
+
+
 def test_an_unknown_task_gets_the_close_names(stitched_dir):
     with pytest.raises(SystemExit, match=r"unknown task 'textvqa_vall'; did you mean textvqa_val"):
         eval_bench.main(["--model", str(stitched_dir), "--tasks", "textvqa_vall"])

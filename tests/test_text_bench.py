@@ -15,7 +15,7 @@ import infer
 import text_bench
 import tiny
 from conftest import REPO
-from test_eval_bench import relabel
+from test_eval_bench import drop_split, relabel
 
 TASK = "mmlu_abstract_algebra"
 GROUP = "mmlu_social_sciences"  # a group of 12 MMLU subjects (a tag of tasks under it), aggregated by lm-eval
@@ -129,6 +129,19 @@ def test_refusals_of_both_kinds_come_together_before_any_model_loads(bench_data,
         "fetch it with: bash download_resource.sh --bench chartqa",
         f"gsm8k: dataset openai/gsm8k is not in {bench_data / 'openai/gsm8k'} (not there); "
         "run `bash download_resource.sh --text-bench gsm8k`"]
+
+
+def test_a_copy_without_the_split_lm_eval_scores_is_refused_before_any_model_loads(stitched_dir, tiny_qwen_dir,
+                                                                                   tmp_path):
+    subject = text_bench.task_config(text_bench.task_index().task_index[TASK])["dataset_name"]
+    folder = tiny.write_tiny_mmlu(tmp_path, [subject], rows=2)
+    drop_split(folder / "README.md", "test")
+    with pytest.raises(SystemExit) as stop:
+        eval_bench.main(["--model", str(stitched_dir), "--tasks", "none", "--base_qwen", str(tiny_qwen_dir),
+                         "--text_tasks", TASK, "--text_data_dir", str(tmp_path)])
+    assert str(stop.value) == (f"eval_bench.py: {TASK}: task {TASK}'s copy {folder} does not open as lm-eval opens it "
+                               f"(no test split (config {subject} has validation, dev)); "
+                               f"run `bash download_resource.sh --text-bench {TASK}` again")
 
 
 def test_unknown_text_task_and_wrong_checkpoints_are_named(stitched_dir, tiny_qwen_dir, bench_data, capsys):
