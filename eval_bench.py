@@ -95,7 +95,7 @@ def task_configs(manager, names, data_dir):
         source = base["dataset_path"]
         local = local_copy(data_dir, source)
         fetch = (f"fetch it with: bash download_resource.sh --bench {name}" if name in DEFAULT_SUITE else
-                 f"put the hub dataset there (download_resource.sh --bench fetches the default suite's)")
+                 "put the hub dataset there (download_resource.sh --bench fetches the default suite's)")
         if not local.is_dir() or not any(local.iterdir()):
             problems.append(f"{name}: its dataset {source} is not in {local}; {fetch}")
             continue
