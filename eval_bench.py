@@ -23,6 +23,7 @@ import os
 import time
 from pathlib import Path
 
+import bench_data
 import text_bench
 from text_bench import BenchError, local_copy
 
@@ -85,21 +86,44 @@ def offline_scoring(name):
 
 
 def task_configs(manager, names, data_dir):
-    """lmms-eval task configs pointing each task's dataset at its local copy; refuses a task whose
-    copy is absent, naming the dataset and the command that fetches it."""
-    configs = []
+    """lmms-eval task configs pointing each task's dataset at its local copy, read through the copy's
+    own datasets cache (bench_data); refuses a task whose copy is absent or does not open as lmms-eval
+    will open it, a line each, naming the command that fetches it."""
+    configs, problems = [], []
     for name in names:
         base = manager._get_config(name)  # the task's YAML as lmms-eval resolves it (includes, !function)
         source = base["dataset_path"]
         local = local_copy(data_dir, source)
-        if not any(local.rglob("*.parquet")):
-            fetch = (f"fetch it with: bash download_resource.sh --bench {name}" if name in DEFAULT_SUITE else
-                     f"put the hub dataset there (download_resource.sh --bench fetches the default suite's)")
-            raise BenchError(f"{name}: its dataset {source} is not in {local}; {fetch}")
-        dataset_kwargs = {k: v for k, v in (base.get("dataset_kwargs") or {}).items() if k != "token"}
-        configs.append({"task": name, "dataset_path": str(local), "dataset_kwargs": dataset_kwargs,
-                        **offline_scoring(name)})
+        fetch = (f"fetch it with: bash download_resource.sh --bench {name}" if name in DEFAULT_SUITE else
+                 "put the hub dataset there (download_resource.sh --bench fetches the default suite's)")
+        if not local.is_dir() or not any(local.iterdir()):
+            problems.append(f"{name}: its dataset {source} is not in {local}; {fetch}")
+            continue
+        config = {"task": name, "dataset_path": str(local),
+                  "dataset_kwargs": bench_data.dataset_kwargs(base.get("dataset_kwargs"), local), **offline_scoring(name)}
+        problem = open_problem({**base, **config})
+        if problem:
+            problems.append(f"{name}: its copy {local} does not open as lmms-eval opens it ({problem}); {fetch}")
+        configs.append(config)
+    if problems:
+        raise BenchError("\n".join(problems))
     return configs
+
+
+# dataset_kwargs lmms-eval's Task.download consumes itself; the rest go to load_dataset.
+HARNESS_ONLY_KWARGS = ("builder_script", "force_download", "force_unzip", "local_files_only", "create_link")
+UNPACKED_KWARGS = ("video", "From_YouTube", "load_from_disk")  # read another way than load_dataset(folder)
+
+
+def open_problem(config):
+    """bench_data.open_problem on a task config as lmms-eval's Task.download opens it: dataset_path,
+    dataset_name, dataset_kwargs, and the split it scores (test_split, else validation_split) and
+    fewshot_split; None for tasks it unpacks or loads from disk (not opened this way)."""
+    kwargs = {k: v for k, v in config["dataset_kwargs"].items() if k not in HARNESS_ONLY_KWARGS}
+    if any(kwargs.get(key) for key in UNPACKED_KWARGS):
+        return None
+    splits = [config.get("test_split") or config.get("validation_split"), config.get("fewshot_split")]
+    return bench_data.open_problem(config["dataset_path"], config.get("dataset_name"), kwargs, splits)
 
 
 def headline_scores(task_results, names):

@@ -5,9 +5,11 @@ library behind `eval_bench.py --text_tasks ... --base_qwen DIR`.
 Each model is evaluated as it is used: the whole graft (AutoModelForImageTextToText, no image) with
 its own chat template, base Qwen3 (AutoModelForCausalLM) with its own, both with thinking off. Task
 data is read from <data_dir>/<the task's hub dataset id> (`bash download_resource.sh --text-bench
-TASK ...` puts it there); check() refuses a task whose data is absent before any model loads.
+TASK ...` puts it there), through that copy's own datasets cache (bench_data); check() refuses a
+task whose data is absent or does not open as lm-eval will open it before any model loads.
 """
 
+import contextlib
 import difflib
 import functools
 import logging
@@ -15,6 +17,8 @@ import tempfile
 from pathlib import Path
 
 import yaml
+
+import bench_data
 
 # mmlu: English knowledge (57 subjects); ceval-valid: Chinese knowledge (52 subjects, the labelled split);
 # gsm8k: grade-school maths written out (generation); ifeval: following format instructions (generation).
@@ -130,14 +134,50 @@ def nltk_has(resource):
         return False
 
 
+def harness_dataset(manager, leaf, dataset, data_dir):
+    """(path, name, dataset_kwargs, splits) with which lm-eval will open `leaf`'s local copy: its own
+    config's, dataset_path pointing at the copy and the copy's own cache added (bench_data)."""
+    config = task_config(manager.task_index[leaf])
+    folder = local_copy(data_dir, dataset).resolve()
+    kwargs = bench_data.dataset_kwargs(config.get("dataset_kwargs"), folder)
+    splits = [config.get("test_split") or config.get("validation_split"), config.get("fewshot_split")]
+    return folder, config.get("dataset_name"), kwargs, splits
+
+
+def check_opens(manager, datasets, data_dir):
+    """Refuses, a line per task, a local copy that does not open as lm-eval's Task.download opens it
+    (load_dataset(path, name, **dataset_kwargs), trust_remote_code dropped) or lacks a split it reads."""
+    lines = []
+    for name, leaves in datasets.items():
+        for leaf, dataset in leaves.items():
+            path, config_name, kwargs, splits = harness_dataset(manager, leaf, dataset, data_dir)
+            kwargs.pop("trust_remote_code", None)
+            problem = bench_data.open_problem(path, config_name, kwargs, splits)
+            if problem:
+                lines.append(f"{name}: task {leaf}'s copy {path} does not open as lm-eval opens it ({problem}); "
+                             f"run `bash download_resource.sh --text-bench {name}` again")
+    if lines:
+        raise BenchError("\n".join(lines))
+
+
 def write_overrides(manager, datasets, data_dir, out_dir):
     """One YAML per leaf task in `out_dir`: lm-eval's own config (`include`) with dataset_path pointing
-    at the local copy; lm-eval's include_path lets it replace the built-in task of the same name."""
+    at the local copy and dataset_kwargs naming its cache; lm-eval's include_path lets it replace the
+    built-in task of the same name."""
     for leaves in datasets.values():
         for leaf, dataset in leaves.items():
-            override = {"include": str(manager.task_index[leaf].yaml_path), "task": leaf,
-                        "dataset_path": str(local_copy(data_dir, dataset).resolve())}
+            path, _, kwargs, _ = harness_dataset(manager, leaf, dataset, data_dir)
+            override = {"include": str(manager.task_index[leaf].yaml_path), "task": leaf, "dataset_path": str(path),
+                        "dataset_kwargs": kwargs}
             (Path(out_dir) / f"{leaf}.yaml").write_text(yaml.safe_dump(override, allow_unicode=True))
+
+
+@contextlib.contextmanager
+def local_tasks(tasks, datasets, data_dir):
+    """An lm-eval TaskManager whose tasks read the local copies (override YAMLs in a temporary folder)."""
+    with tempfile.TemporaryDirectory(prefix="text_bench_tasks_") as overrides:
+        write_overrides(task_index(), datasets, data_dir, overrides)
+        yield local_task_index(task_index(), tasks, overrides)
 
 
 def check_base(path):
@@ -202,9 +242,11 @@ def evaluate(lm, names, manager, limit=None):
 
 def check(tasks, data_dir, base_dir):
     """Everything that can refuse a text-benchmark run, before a model loads: unknown names, absent
-    data, a base that is not a text model. -> {requested name: {its leaf task: hub dataset id}}."""
+    data or data that does not open, a base that is not a text model.
+    -> {requested name: {its leaf task: hub dataset id}}."""
     datasets = datasets_of(task_index(), tasks)
     check_data(datasets, data_dir)
+    check_opens(task_index(), datasets, data_dir)
     check_base(base_dir)
     return datasets
 
@@ -215,9 +257,7 @@ def run(checkpoints, tasks, datasets, data_dir=DEFAULT_DATA_DIR, limit=None, bat
     logging.getLogger("lm_eval").setLevel(logging.WARNING)
     logging.getLogger("lm_eval.tasks").setLevel(logging.ERROR)  # "task X overrides existing task": ours, meant
     results = []
-    with tempfile.TemporaryDirectory(prefix="text_bench_tasks_") as overrides:
-        write_overrides(task_index(), datasets, data_dir, overrides)
-        local = local_task_index(task_index(), tasks, overrides)
+    with local_tasks(tasks, datasets, data_dir) as local:
         for path, graft in checkpoints:
             lm = load_lm(path, graft, batch_size, device)
             results.append(evaluate(lm, tasks, local, limit))

@@ -1,11 +1,24 @@
 """Shared fixtures: tiny random checkpoints of the real model types, stitched through stitch.py."""
 
+import atexit
+import os
+import shutil
 import socket
 import sys
+import tempfile
 from pathlib import Path
 
-import pytest
-import torch
+# The suite's own Hugging Face caches, a folder per process (each xdist worker imports this file),
+# inherited by the processes tests launch: nothing is read from or left in the user's (datasets'
+# prepared rows, lmms-eval's and lm-eval's dataset caches, all under HF_HOME or HF_DATASETS_CACHE).
+# Set before anything imports `datasets`, which reads them once.
+HF_CACHE = Path(tempfile.mkdtemp(prefix="pytest_hf_home_"))
+os.environ.update(HF_HOME=str(HF_CACHE), HF_DATASETS_CACHE=str(HF_CACHE / "datasets"),
+                  LMMS_EVAL_DATASETS_CACHE=str(HF_CACHE / "datasets"))
+atexit.register(shutil.rmtree, HF_CACHE, ignore_errors=True)
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 ASSETS = REPO.parent / "shared" / "assets"

@@ -7,6 +7,7 @@ import re
 import pytest
 
 import tiny
+from test_eval_bench import drop_split
 from test_train import config, losses, run, train_on_two_cpu_ranks, write_yaml  # noqa: F401  (config: a fixture)
 
 TASK = "docvqa_val"
@@ -53,6 +54,16 @@ def test_scores_are_logged_at_each_evaluation_and_training_is_unchanged(short_ru
 def test_refused_before_training(short_run, bench_dir, tmp_path, keys, message):
     with pytest.raises(SystemExit, match=re.escape(message)):
         run(tmp_path, {**short_run, "bench_data_dir": str(bench_dir), **keys})
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_copy_that_does_not_open_is_refused_before_training(short_run, tmp_path):
+    copy = tiny.write_benchmark_copies(tmp_path / "bench", tasks=(TASK,), rows=2)[TASK][0]
+    drop_split(copy / "README.md", "validation")
+    with pytest.raises(SystemExit, match=re.escape(
+            f"bench_tasks: {TASK}: its copy {copy} does not open as lmms-eval opens it (no validation split "
+            f"(config DocVQA has test)); fetch it with: bash download_resource.sh --bench {TASK}")):
+        run(tmp_path, {**short_run, "bench_tasks": [TASK], "bench_data_dir": str(tmp_path / "bench")})
     assert not (tmp_path / "run").exists()
 
 

@@ -4,8 +4,11 @@ their hub layout, answered by the tiny stitched checkpoint or by it with its gen
 replaced by gold (or wrong) answers wrapped in what the real path must strip."""
 
 import json
+import subprocess
 import sys
+from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 import torch
 from PIL import Image
@@ -14,6 +17,7 @@ import eval_bench
 import infer
 import tiny
 from harness_model import Qwen3SmVL
+from conftest import HF_CACHE
 from test_download import SYSTEM_PATH, calls, run
 
 TASKS = list(tiny.BENCHMARK_COPIES)
@@ -38,6 +42,7 @@ class ScriptedAnswers(Qwen3SmVL):
     def __init__(self, pretrained, answers, **kwargs):
         super().__init__(pretrained, **kwargs)
         self.answers = {question.lower(): answer for question, answer in answers.items()}
+        self.asked = []  # the questions of the rows the harness read, in order
 
     def answer_batch(self, contexts, visuals, gen_kwargs):
         until = gen_kwargs.get("until") or []
@@ -48,12 +53,28 @@ class ScriptedAnswers(Qwen3SmVL):
         rows = []
         for prompt_ids in inputs["input_ids"]:
             prompt = self.tokenizer.decode(prompt_ids).lower()
-            answer = next(a for q, a in self.answers.items() if q in prompt)
+            question = next(q for q in self.answers if q in prompt)
+            self.asked.append(question)
+            answer = self.answers[question]
             after = f"{self.until[0]} and more" if self.until else ""
             text = f"<think>\nlooking\n</think>\n\n{answer}{after}<|im_end|>\n<|im_start|>user\nnext"
             rows.append(torch.cat([prompt_ids, torch.tensor(self.tokenizer.encode(text))]))
         width = max(len(row) for row in rows)
         return torch.stack([torch.nn.functional.pad(row, (0, width - len(row)), value=self.pad_id) for row in rows])
+
+
+def relabel(folder, suffix):
+    """Rewrites each parquet shard under `folder` with `suffix` after every question (what a re-download
+    of a changed dataset does to the files); -> {question: its row} (each split of a tiny copy asks the same)."""
+    rows = {}
+    for shard in sorted(Path(folder).rglob("*.parquet")):
+        table = pq.read_table(shard)
+        index = table.schema.get_field_index("question")
+        questions = [f"{question} {suffix}" for question in table["question"].to_pylist()]
+        table = table.set_column(index, table.schema.field(index), [questions])
+        pq.write_table(table, shard)
+        rows.update({question: row for question, row in zip(questions, table.to_pylist())})
+    return rows
 
 
 def wrong(answer):
@@ -68,6 +89,39 @@ def test_gold_answers_score_100_and_wrong_answers_0_through_the_harness(stitched
     scores, _ = eval_bench.evaluate(ScriptedAnswers(stitched_dir, {q: wrong(a) for q, a in gold.items()}), configs,
                                     output_path=stitched_dir)
     assert scores == {task: 0.0 for task in TASKS}
+
+
+def test_two_copies_with_one_name_and_a_rewritten_copy_each_score_their_own_rows(stitched_dir, tmp_path):
+    """datasets caches a README-configs folder under its name: x/.../textvqa and y/.../textvqa must not
+    share rows, and a copy downloaded again must be read anew."""
+    repo = tiny.BENCHMARK_COPIES["textvqa_val"][0]
+    gold = {}
+    for place in ("x", "y"):
+        tiny.write_benchmark_copies(tmp_path / place, tasks=("textvqa_val",), rows=2)
+        gold[place] = relabel(tmp_path / place / repo, f"(copy {place})")
+
+    def asked(place):
+        answers = {question: row["answers"][0] for copy in gold.values() for question, row in copy.items()}
+        model = ScriptedAnswers(stitched_dir, answers, batch_size=2)
+        configs = eval_bench.task_configs(eval_bench.task_manager(), ["textvqa_val"], tmp_path / place)
+        scores, _ = eval_bench.evaluate(model, configs, output_path=tmp_path)
+        return scores, model.asked
+
+    for place in ("x", "y"):
+        assert asked(place) == ({"textvqa_val": 100.0}, [question.lower() for question in gold[place]])
+    gold["y"] = relabel(tmp_path / "y" / repo, "(downloaded again)")
+    assert asked("y") == ({"textvqa_val": 100.0}, [question.lower() for question in gold["y"]])
+
+
+def test_the_suite_reads_and_writes_its_own_datasets_caches():
+    """Here, in lmms-eval's choice of cache and in a process a test launches: never the user's."""
+    import datasets
+    from lmms_eval.api.task import _resolve_hf_datasets_cache_dir
+
+    child = subprocess.run([sys.executable, "-c", "import datasets; print(datasets.config.HF_DATASETS_CACHE)"],
+                           capture_output=True, text=True, check=True)
+    for cache in (datasets.config.HF_DATASETS_CACHE, _resolve_hf_datasets_cache_dir(), child.stdout.strip()):
+        assert Path(cache).is_relative_to(HF_CACHE), cache
 
 
 @pytest.fixture(scope="module")
@@ -156,6 +210,29 @@ def test_a_missing_dataset_is_refused_in_one_line_before_loading(stitched_dir, t
     message = str(refusal.value)
     assert message == (f"eval_bench.py: chartqa: its dataset lmms-lab-encoder/ChartQA is not in "
                        f"{tmp_path / 'lmms-lab-encoder/ChartQA'}; fetch it with: bash download_resource.sh --bench chartqa")
+
+
+def drop_split(readme, split):
+    """The README's configs without `split` (a copy whose card lost the split a task scores)."""
+    text = readme.read_text()
+    entry = next(line for line in text.splitlines() if line.strip() == f"- split: {split}")
+    path = text.splitlines()[text.splitlines().index(entry) + 1]
+    readme.write_text(text.replace(f"{entry}\n{path}\n", ""))
+
+
+def test_a_copy_that_does_not_open_as_lmms_eval_opens_it_is_refused_before_loading(stitched_dir, tmp_path):
+    """A shard its README lists is gone; a README without the split the task scores: a line each, the fix named."""
+    copies = tiny.write_benchmark_copies(tmp_path, tasks=("textvqa_val", "docvqa_val"), rows=2)
+    textvqa, docvqa = copies["textvqa_val"][0], copies["docvqa_val"][0]
+    (textvqa / "data" / "validation-00000-of-00001.parquet").unlink()
+    drop_split(docvqa / "README.md", "validation")
+    with pytest.raises(SystemExit) as refusal:
+        eval_bench.main(["--model", str(stitched_dir), "--tasks", "textvqa_val,docvqa_val", "--data_dir", str(tmp_path)])
+    textvqa_line, docvqa_line = str(refusal.value).removeprefix("eval_bench.py: ").splitlines()
+    assert textvqa_line.startswith(f"textvqa_val: its copy {textvqa} does not open as lmms-eval opens it (ValueError: ")
+    assert textvqa_line.endswith("; fetch it with: bash download_resource.sh --bench textvqa_val")
+    assert docvqa_line == (f"docvqa_val: its copy {docvqa} does not open as lmms-eval opens it (no validation split "
+                           "(config DocVQA has test)); fetch it with: bash download_resource.sh --bench docvqa_val")
 
 
 def test_an_unknown_task_gets_the_close_names(stitched_dir):

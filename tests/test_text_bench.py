@@ -4,6 +4,7 @@ the same command, both tables, and the refusals of both kinds before any model l
 
 import json
 
+import pyarrow.parquet as pq
 import pytest
 import torch
 from lm_eval.api.instance import Instance
@@ -14,6 +15,7 @@ import infer
 import text_bench
 import tiny
 from conftest import REPO
+from test_eval_bench import drop_split, relabel
 
 TASK = "mmlu_abstract_algebra"
 GROUP = "mmlu_social_sciences"  # a group of 12 MMLU subjects (a tag of tasks under it), aggregated by lm-eval
@@ -76,6 +78,30 @@ def test_one_command_runs_image_and_text_tasks_and_saves_both_tables(stitched_di
         assert row == f"| {task} | {theirs:.1f} | {mine:.1f} | {mine - theirs:+.1f} |"
 
 
+def test_two_copies_with_one_name_and_a_rewritten_copy_each_give_their_own_rows(tmp_path):
+    """lm-eval builds the task from each cais/mmlu copy's own rows, and from a copy's new rows once it
+    is downloaded again (datasets would cache every copy under the name mmlu)."""
+    from lm_eval.tasks import get_task_dict
+
+    subject = text_bench.task_config(text_bench.task_index().task_index[TASK])["dataset_name"]
+    folders = {place: tiny.write_tiny_mmlu(tmp_path / place, [subject], rows=2) for place in ("x", "y")}
+
+    def relabelled(place, suffix):  # -> the test split's questions, as lm-eval should read them
+        relabel(folders[place], suffix)
+        return pq.read_table(folders[place] / subject / "test-00000-of-00001.parquet")["question"].to_pylist()
+
+    def questions(place):
+        datasets = text_bench.datasets_of(text_bench.task_index(), [TASK])
+        text_bench.check_opens(text_bench.task_index(), datasets, tmp_path / place)
+        with text_bench.local_tasks([TASK], datasets, tmp_path / place) as manager:
+            return list(get_task_dict([TASK], manager)[TASK].test_docs()["question"])
+
+    gold = {place: relabelled(place, f"(copy {place})") for place in ("x", "y")}
+    assert questions("x") == gold["x"] and questions("y") == gold["y"]
+    gold["y"] = relabelled("y", "(downloaded again)")
+    assert questions("y") == gold["y"]
+
+
 def test_the_graft_scores_as_its_qwen3_would(stitched_dir, tiny_qwen_dir):
     """Stitching leaves Qwen3 untouched, so through the whole graft (no image) lm-eval must see the
     prompt infer.py renders and the log-likelihoods of the Qwen3 the graft was stitched from."""
@@ -103,6 +129,19 @@ def test_refusals_of_both_kinds_come_together_before_any_model_loads(bench_data,
         "fetch it with: bash download_resource.sh --bench chartqa",
         f"gsm8k: dataset openai/gsm8k is not in {bench_data / 'openai/gsm8k'} (not there); "
         "run `bash download_resource.sh --text-bench gsm8k`"]
+
+
+def test_a_copy_without_the_split_lm_eval_scores_is_refused_before_any_model_loads(stitched_dir, tiny_qwen_dir,
+                                                                                   tmp_path):
+    subject = text_bench.task_config(text_bench.task_index().task_index[TASK])["dataset_name"]
+    folder = tiny.write_tiny_mmlu(tmp_path, [subject], rows=2)
+    drop_split(folder / "README.md", "test")
+    with pytest.raises(SystemExit) as stop:
+        eval_bench.main(["--model", str(stitched_dir), "--tasks", "none", "--base_qwen", str(tiny_qwen_dir),
+                         "--text_tasks", TASK, "--text_data_dir", str(tmp_path)])
+    assert str(stop.value) == (f"eval_bench.py: {TASK}: task {TASK}'s copy {folder} does not open as lm-eval opens it "
+                               f"(no test split (config {subject} has validation, dev)); "
+                               f"run `bash download_resource.sh --text-bench {TASK}` again")
 
 
 def test_unknown_text_task_and_wrong_checkpoints_are_named(stitched_dir, tiny_qwen_dir, bench_data, capsys):
