@@ -56,7 +56,7 @@ class ModelArguments:
 @dataclass
 class DataArguments:
     data_dir: str = field(default="data/the_cauldron", metadata={"help": "the_cauldron as downloaded: `<data_dir>/<subset>/train-*.parquet`"})
-    train_data: list[str] = field(default_factory=lambda: ["cocoqa"], metadata={"help": "a subset, a list, a comma-separated string, or `all` (the original's 21 subsets), and/or file sources `{path, format, data_root, weight, max_samples}` (see [Your own data](own-data.md))"})
+    train_data: list[str] = field(default_factory=lambda: ["cocoqa"], metadata={"help": "a subset, a list, a comma-separated string, or `all` (the original's 21 subsets), and/or file sources: a path (with a `/` or a .json/.jsonl/.parquet suffix) or `{path, format, data_root, weight, max_samples}` (see [Your own data](own-data.md))"})
     eval_data: list[str] | None = field(default=None, metadata={"help": "sources in `train_data`'s forms; when set, evaluation and the demo use them and no rows are held out"})
     image_cache_dir: str = field(default="data/image_cache", metadata={"help": "where `http(s)` image and video URLs are fetched to, once, before training"})
     test_size: int = field(default=64, metadata={"help": "held-out rows (split with `data_seed`) across sources, for evaluation and the demo; unused when `eval_data` is set"})
