@@ -1,4 +1,4 @@
-"""The entries of train_data / eval_data (a the_cauldron subset name, or a file or directory with its
+"""The entries of train_data / eval_data (a the_cauldron subset name, a path, or a file or directory with its
 format, data_root, weight and max_samples) and reading each one with its format's reader
 (the_cauldron.py, own_files.py) into the one row shape of row_shape.py.
 """
@@ -37,13 +37,25 @@ class Source:
     subset: bool = False  # a the_cauldron subset named by its bare name
 
 
+def is_path_like(entry):
+    """A plain string naming a file or directory rather than a the_cauldron subset (bare names, no suffix)."""
+    return isinstance(entry, str) and ("/" in entry or os.sep in entry or entry.endswith(FILE_SUFFIXES))
+
+
 def parse_entry(entry, data_dir, key):
-    """A train_data/eval_data entry (a subset name, or a mapping, or its YAML text from the command line)."""
+    """A train_data/eval_data entry (a subset name, a path, or a mapping, or its YAML text from the command line)."""
     if isinstance(entry, str) and entry.lstrip().startswith("{"):
         try:
             entry = yaml.safe_load(entry)
         except yaml.YAMLError as error:
             raise DataError(f"{key}: cannot read {entry!r} as a mapping: {error}") from None
+    if is_path_like(entry):
+        if not os.path.exists(entry):
+            command = DOWNLOADED_FILES.get(os.path.basename(entry))
+            raise DataError(f"{key}: {entry} does not exist (an entry with a '/' or a {'/'.join(FILE_SUFFIXES)} "
+                            f"suffix is read as a file or directory, as {{path: {entry}}} is; the_cauldron subsets "
+                            "are bare names such as cocoqa)" + (f"; run `{command}` to make it" if command else ""))
+        entry = {"path": entry}
     if isinstance(entry, str):
         return Source(name=entry, path=os.path.join(data_dir, entry), format="cauldron", subset=True)
     if not isinstance(entry, dict):
@@ -71,7 +83,7 @@ def parse_sources(entries, data_dir, key="train_data"):
     entries = [entries] if isinstance(entries, (str, dict)) else list(entries or [])
     expanded, seen = [], set()
     for entry in entries:
-        is_name = isinstance(entry, str) and not entry.lstrip().startswith("{")
+        is_name = isinstance(entry, str) and not entry.lstrip().startswith("{") and not is_path_like(entry)
         for item in the_cauldron.resolve_subsets(entry) if is_name else [entry]:
             source = parse_entry(item, data_dir, key)
             if source.name not in seen:

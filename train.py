@@ -104,6 +104,8 @@ def prepare_trainable(model, model_args, part_lrs, seed=0):
 
 def demo_image_of(run_args, eval_dataset):
     """The demo's image: demo_image, else the first held-out row's; None to skip the demo."""
+    if run_args.demo_max_new_tokens == 0:
+        return None
     if run_args.demo_image:
         return infer.load_image(run_args.demo_image)
     if len(eval_dataset) and eval_dataset[0]["images"]:
@@ -282,6 +284,7 @@ def main(argv=None):
         train_processor.check_video_template(processor, model_args, (train_dataset, eval_dataset))
         train_processor.set_image_resolution(processor, data_args)
         train_processor.set_video_sampling(processor, data_args)
+        train_processor.check_saves(processor, model.config, training_args.output_dir)
         collator = build_collator(processor, data_args, model)
         train_dataset = with_token_counts(train_dataset, collator, data_args, training_args)
         part_lrs = part_learning_rates(model_args, training_args)
@@ -315,7 +318,8 @@ def main(argv=None):
         return
     model = standalone_model(trainer, save_dtype, training_args.output_dir)
     if demo_image is None:
-        print("demo: skipped (no demo_image and no held-out row with an image)")
+        print("demo: skipped (demo_max_new_tokens: 0)" if run_args.demo_max_new_tokens == 0
+              else "demo: skipped (no demo_image and no held-out row with an image)")
     else:
         prompt, reply = infer.demo(model, processor, demo_image, run_args.demo_question, run_args.demo_max_new_tokens)
         if "swanlab" in training_args.report_to:

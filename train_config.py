@@ -56,7 +56,7 @@ class ModelArguments:
 @dataclass
 class DataArguments:
     data_dir: str = field(default="data/the_cauldron", metadata={"help": "the_cauldron as downloaded: `<data_dir>/<subset>/train-*.parquet`"})
-    train_data: list[str] = field(default_factory=lambda: ["cocoqa"], metadata={"help": "a subset, a list, a comma-separated string, or `all` (the original's 21 subsets), and/or file sources `{path, format, data_root, weight, max_samples}` (see [Your own data](own-data.md))"})
+    train_data: list[str] = field(default_factory=lambda: ["cocoqa"], metadata={"help": "a subset, a list, a comma-separated string, or `all` (the original's 21 subsets), and/or file sources: a path (with a `/` or a .json/.jsonl/.parquet suffix) or `{path, format, data_root, weight, max_samples}` (see [Your own data](own-data.md))"})
     eval_data: list[str] | None = field(default=None, metadata={"help": "sources in `train_data`'s forms; when set, evaluation and the demo use them and no rows are held out"})
     image_cache_dir: str = field(default="data/image_cache", metadata={"help": "where `http(s)` image and video URLs are fetched to, once, before training"})
     test_size: int = field(default=64, metadata={"help": "held-out rows (split with `data_seed`) across sources, for evaluation and the demo; unused when `eval_data` is set"})
@@ -84,7 +84,7 @@ class RunArguments:
     save_dtype: str = field(default="auto", metadata={"help": "dtype of the final standalone model: `auto` (the source checkpoints' dtype, bf16 for the real ones), `bfloat16`, `float16` or `float32`"})
     demo_image: str | None = field(default=None, metadata={"help": "image for the post-training demo (none: the first held-out row's image)"})
     demo_question: str = field(default="图中有什么动物？", metadata={"help": "question for the post-training demo (asked with thinking on)"})
-    demo_max_new_tokens: int = field(default=512, metadata={"help": "answer length cap for the demo, thinking included"})
+    demo_max_new_tokens: int = field(default=512, metadata={"help": "answer length cap for the post-training demo, thinking included; 0: no demo"})
     run_evaluation: bool = field(default=False, metadata={"help": "after training, run `eval_vqa.py`'s scoring on the held-out rows"})
     eval_max_new_tokens: int = field(default=128, metadata={"help": "answer length cap for `run_evaluation`"})
     bench_tasks: list[str] | None = field(default=None, metadata={"help": "lmms-eval tasks (eval_bench.py's names) scored on the model being trained every `bench_steps` steps, logged as `eval_bench_<task>` (see [Evaluation](evaluation.md#during-training)); default: none, off"})
@@ -290,6 +290,8 @@ def check_config(model_args, data_args, run_args, training_args):
             raise ConfigError(f"{key}: '{getattr(data_args, key)}' is not one of {allowed}")
     if run_args.save_dtype not in SAVE_DTYPES:
         raise ConfigError(f"save_dtype: '{run_args.save_dtype}' is not one of {SAVE_DTYPES}")
+    if run_args.demo_max_new_tokens < 0:
+        raise ConfigError(f"demo_max_new_tokens: {run_args.demo_max_new_tokens} must be 0 (no demo) or more")
     if run_args.max_nonfinite_steps < 1:
         raise ConfigError(f"max_nonfinite_steps: {run_args.max_nonfinite_steps} must be at least 1")
     try:

@@ -1,10 +1,14 @@
 """The processor a run trains with: the graft's (or init_from's), with the data keys that change what
 the model sees (image_longest_edge, image_splitting, video_fps, video_max_frames) set on it. train.py saves it with every
-checkpoint, so AutoProcessor, infer.py and evaluation use what the model trained with; the data check
-measures with the same processor, built from configs and tokenizer alone (no weights are loaded).
+checkpoint, so AutoProcessor, infer.py and evaluation use what the model trained with (check_saves tries
+that save before the first step); the data check measures with the same processor, built from configs and
+tokenizer alone (no weights are loaded).
 """
 
-from transformers import AutoProcessor
+import tempfile
+from pathlib import Path
+
+from transformers import AutoConfig, AutoProcessor
 
 import row_shape
 import stitch
@@ -25,20 +29,26 @@ def set_image_resolution(processor, data_args):
     image_processor.size = {"longest_edge": data_args.image_longest_edge}
 
 
+# SmolVLM2-256M-Video-Instruct's sampling (its preprocessor_config.json's `video_sampling`): the fallback for a
+# source whose video processor carries none, as one written by a save of a video processor built without them.
+SMOLVLM2_SAMPLING = {"fps": 1, "max_frames": 64}
+
+
+def first_set(*values):
+    return next(value for value in values if value is not None)
+
+
 def set_video_sampling(processor, data_args):
-    """video_fps / video_max_frames set on the video processor (unset: its own), also in its
-    `video_sampling`, which is what a saved processor is reloaded from."""
-    fps, max_frames = data_args.video_fps, data_args.video_max_frames
+    """video_fps / video_max_frames set on the video processor (unset: its own, else the hub layout's
+    `video_sampling` kept on the image processor, else SmolVLM2's), also in its `video_sampling`, which
+    is what a saved processor is reloaded from; stored as plain JSON values (its `size` is a SizeDict)."""
     video_processor = processor.video_processor
-    sampling = dict(getattr(video_processor, "video_sampling", None) or {})
-    if fps is not None:
-        video_processor.fps = sampling["fps"] = fps
-    if max_frames is not None:
-        video_processor.num_frames = sampling["max_frames"] = max_frames
-    sampling.setdefault("fps", video_processor.fps)
-    sampling.setdefault("max_frames", video_processor.num_frames)
-    sampling.setdefault("video_size", video_processor.size)
-    video_processor.video_sampling = sampling
+    image_side = getattr(processor.image_processor, "video_sampling", None) or {}
+    fps = first_set(data_args.video_fps, video_processor.fps, image_side.get("fps"), SMOLVLM2_SAMPLING["fps"])
+    max_frames = first_set(data_args.video_max_frames, video_processor.num_frames, image_side.get("max_frames"),
+                           SMOLVLM2_SAMPLING["max_frames"])
+    video_processor.fps, video_processor.num_frames = fps, max_frames
+    video_processor.video_sampling = {"fps": fps, "max_frames": max_frames, "video_size": dict(video_processor.size)}
 
 
 def processor_without_model(model_args, data_args):
@@ -59,3 +69,25 @@ def check_video_template(processor, model_args, datasets):
     """init_from's saved chat template must render the video parts of the rows, if there are any."""
     if model_args.init_from and any(row_shape.has_videos(ds) for ds in datasets):
         stitch.check_renders_videos(processor, model_args.init_from)
+
+
+def check_saves(processor, config, output_dir):
+    """What every checkpoint writes besides the weights (processor, config), written and reloaded now in a
+    temporary folder inside output_dir, removed after: a processor or config that cannot be saved or read
+    back, or an output_dir that cannot be written, is refused before the first step (every rank checks,
+    so all refuse together), and output_dir is left as it was (a rerun is not refused as non-empty)."""
+    try:
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+        trial = tempfile.TemporaryDirectory(dir=output_dir, prefix=".save-check-")
+    except OSError as error:
+        raise ConfigError(f"output_dir {output_dir} cannot be written: {error}") from None
+    with trial:
+        try:
+            processor.save_pretrained(trial.name)
+            config.save_pretrained(trial.name)
+            AutoProcessor.from_pretrained(trial.name)
+            AutoConfig.from_pretrained(trial.name)
+        except Exception as error:  # what the first checkpoint would die of, whatever the library raises
+            cause = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise ConfigError(f"the processor or config cannot be saved and reloaded, as every checkpoint does "
+                              f"({type(error).__name__}: {cause}); nothing was trained") from None

@@ -212,6 +212,25 @@ def test_yaml_mappings_and_names_mix_in_train_data(tmp_path, monkeypatch):
         ("cocoqa", True, None, None), ("examples/llava.json", False, 2.0, None), ("examples/messages.jsonl", False, None, 3)]
 
 
+def test_a_plain_path_in_train_data_is_read_as_a_file_or_refused_naming_the_path_form(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    config = tmp_path / "cfg.yaml"
+    config.write_text("train_data:\n  - examples/llava.json\n  - cocoqa\n  - text_eval.jsonl\n")
+    _, data_args, _, _ = parse_config([str(config)])
+    parsed = sources.parse_sources(data_args.train_data, "data/the_cauldron")
+    assert [(s.name, s.subset) for s in parsed] == [("examples/llava.json", False), ("cocoqa", True),
+                                                    ("text_eval.jsonl", False)]
+    plain, _ = sources.read_source(parsed[0], "data/the_cauldron", str(tmp_path / "image_cache"), max_images=4)
+    assert plain["messages"] == read("examples/llava.json", tmp_path)[0]["messages"]  # as {path: ...} reads it
+    for missing in ("data/my_videos.json", "my_videos.jsonl"):
+        args = parse_config(["--train_data", missing, "--smolvlm_path", "x", "--qwen_path", "y"])
+        with pytest.raises(ConfigError) as refused:
+            check_config(*args)
+        assert str(refused.value) == (
+            f"train_data: {missing} does not exist (an entry with a '/' or a .json/.jsonl/.parquet suffix is read as "
+            f"a file or directory, as {{path: {missing}}} is; the_cauldron subsets are bare names such as cocoqa)")
+
+
 def test_invalid_json_file_names_file_and_line(tmp_path):
     path = tmp_path / "broken.json"
     path.write_text('[\n {"conversations": []},\n {"conversations": [}\n]')

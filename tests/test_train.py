@@ -229,12 +229,39 @@ def test_command_line_overrides_the_yaml(tmp_path):
     ({"qwen_path": "/nonexistent/qwen"}, "Qwen3 checkpoint not found"),
     ({"demo_image": "/nonexistent/dog.png"}, "demo_image: image not found: /nonexistent/dog.png"),
     ({"init_from": "/nonexistent/run"}, "init_from: /nonexistent/run is not a model directory"),
+    ({"demo_max_new_tokens": -1}, "demo_max_new_tokens: -1 must be 0 (no demo) or more"),
 ])
 def test_bad_configs_are_refused_before_loading(tmp_path, config, bad, message):
     with pytest.raises(SystemExit) as stop:
         run(tmp_path, {**config, **bad})
     assert message in str(stop.value)
     assert not (tmp_path / "run").exists()
+
+
+def test_what_the_first_save_would_die_of_is_refused_before_training(tmp_path, config, monkeypatch):
+    """A processor that cannot be written to JSON (here a SizeDict left in video_sampling, as before issue 24)
+    and an output_dir that cannot be made stop the run in one line before any step; nothing is left behind."""
+    from transformers.image_utils import SizeDict
+
+    import train_processor
+
+    set_sampling = train_processor.set_video_sampling
+
+    def leaves_a_size_dict(processor, data_args):
+        set_sampling(processor, data_args)
+        processor.video_processor.video_sampling["video_size"] = SizeDict(longest_edge=32)
+
+    monkeypatch.setattr(train_processor, "set_video_sampling", leaves_a_size_dict)
+    with pytest.raises(SystemExit) as stop:
+        run(tmp_path, config)
+    message = str(stop.value)
+    assert message.startswith("train.py: the processor or config cannot be saved and reloaded") and "\n" not in message
+    assert "TypeError: Object of type SizeDict is not JSON serializable" in message
+    assert os.listdir(tmp_path / "run") == []  # no checkpoint, no trial folder left
+    monkeypatch.undo()
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(SystemExit, match=f"output_dir {tmp_path / 'a_file' / 'run'} cannot be written"):
+        run(tmp_path, {**config, "output_dir": str(tmp_path / "a_file" / "run")})
 
 
 def train_on_two_cpu_ranks(config_path, cwd):

@@ -315,3 +315,95 @@ def test_the_data_check_names_every_bad_video_and_sums_up_the_good_ones(tmp_path
     assert "5 problem(s): bad video 4, missing video 1" in out
     assert re.search(rf"2 video rows: frames per video p50 \d+, max 8; tokens per video p50 \d+, max \d+ "
                      rf"\({re.escape(where)}6: \d+% of max_length 2048", out), out
+
+
+def save_with_transformers(smolvlm_dir, tokenizer_dir, out, sampling=True):
+    """A SmolVLM source as transformers 5's own save_pretrained writes it (one processor_config.json holding
+    the image and video processors); sampling=False: its video processor carries no sampling settings,
+    only the image processor has a `video_sampling` (as in the hub's preprocessor_config.json)."""
+    from transformers import (AutoImageProcessor, AutoModelForImageTextToText, AutoVideoProcessor, SmolVLMProcessor,
+                              SmolVLMVideoProcessor)
+
+    import stitch
+
+    image = AutoImageProcessor.from_pretrained(smolvlm_dir)
+    video = AutoVideoProcessor.from_pretrained(smolvlm_dir)
+    if not sampling:
+        video = SmolVLMVideoProcessor(size=dict(video.size), max_image_size=video.max_image_size)
+        image.video_sampling = {"fps": 2, "max_frames": 6, "video_size": dict(video.size)}
+    SmolVLMProcessor(image_processor=image, video_processor=video, tokenizer=stitch.load_tokenizer(tokenizer_dir),
+                     image_seq_len=4).save_pretrained(out)
+    AutoModelForImageTextToText.from_pretrained(smolvlm_dir).save_pretrained(out)
+    return out
+
+
+def save_in_the_separate_layout(model_dir, out):
+    """A checkpoint in the layout from before transformers 5 (and the hub's SmolVLM2): the image and video
+    processors in preprocessor_config.json / video_preprocessor_config.json, each written by its own save."""
+    import shutil
+
+    processor = AutoProcessor.from_pretrained(model_dir)
+    shutil.copytree(model_dir, out, ignore=shutil.ignore_patterns("processor_config.json", "checkpoint-*"))
+    processor.image_processor.save_pretrained(out)
+    processor.video_processor.save_pretrained(out)
+    (out / "processor_config.json").write_text(json.dumps({"image_seq_len": processor.image_seq_len,
+                                                           "processor_class": "SmolVLMProcessor"}))
+    return out
+
+
+def answers_a_video(model_dir, clip, capsys):
+    import infer
+
+    loaded = AutoProcessor.from_pretrained(model_dir).video_processor
+    infer.main(["--model", str(model_dir), "--video", str(clip), "--question", "Colour?", "--max-new-tokens", "2"])
+    assert "error" not in capsys.readouterr().err.lower()
+    return loaded.fps, loaded.num_frames
+
+
+@pytest.mark.parametrize("sampling", [False, True], ids=["no-sampling", "saved-sampling"])
+def test_a_source_saved_by_transformers_trains_checkpoints_resumes_and_answers(
+        tmp_path, monkeypatch, clips, tiny_smolvlm_dir, tiny_qwen_dir, capsys, sampling):
+    """Done-when of issue 24: a source in transformers 5's one-file layout (without video sampling settings:
+    the whole chain; with them: the first run), a video row in the data given as a plain path; then that
+    run's output as init_from, in its own layout and rewritten in the layout from before transformers 5."""
+    import yaml
+
+    import train
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf_cache"))
+    source = save_with_transformers(tiny_smolvlm_dir, tiny_qwen_dir, tmp_path / "source", sampling)
+    assert not (source / "preprocessor_config.json").exists() and (source / "processor_config.json").is_file()
+    turn = lambda q, a: [{"from": "human", "value": f"<video>\n{q}"}, {"from": "gpt", "value": a}]  # noqa: E731
+    (tmp_path / "videos.json").write_text(json.dumps(
+        [{"video": str(clips / "rgb.mp4"), "conversations": turn(f"Last colour {i}?", "blue")} for i in range(4)]
+        + [{"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]}]))
+    monkeypatch.chdir(tmp_path)
+    config = {"smolvlm_path": str(source), "qwen_path": str(tiny_qwen_dir), "train_data": ["videos.json"],
+              "test_size": 1, "max_steps": 2, "save_steps": 2, "per_device_train_batch_size": 2, "report_to": "none",
+              "use_cpu": True, "seed": 0, "demo_max_new_tokens": 0, "output_dir": str(tmp_path / "run")}
+
+    def write(name, settings):
+        (tmp_path / name).write_text(yaml.safe_dump(settings))
+        return str(tmp_path / name)
+
+    with pytest.raises(SystemExit) as checked:
+        train.main([write("cfg.yaml", config), "--check_data", "true"])
+    assert checked.value.code == 0
+    assert "4 video rows: frames per video" in capsys.readouterr().out
+    train.main([write("cfg.yaml", config)])
+    assert (tmp_path / "run" / "checkpoint-2" / "processor_config.json").is_file()
+    if not sampling:  # the rest reads the run's output, written alike in both cases
+        train.main([write("cfg.yaml", {**config, "max_steps": 3})])  # resumes from checkpoint-2
+    out = capsys.readouterr().out
+    assert "demo: skipped (demo_max_new_tokens: 0)" in out
+    assert answers_a_video(tmp_path / "run", clips / "rgb.mp4", capsys) == ((1, 64) if sampling else (2, 6))
+    if sampling:
+        return
+    assert f"resuming from {tmp_path / 'run' / 'checkpoint-2'}" in out and "rank 0/1: 3 steps" in out
+    old = save_in_the_separate_layout(tmp_path / "run", tmp_path / "old")
+    for init_from in (tmp_path / "run", old):  # the graft as the next source, in either layout
+        output_dir = tmp_path / f"from-{init_from.name}"
+        train.main([write("next.yaml", {**config, "init_from": str(init_from), "smolvlm_path": "nowhere",
+                                        "qwen_path": "nowhere", "max_steps": 1, "output_dir": str(output_dir)})])
+        assert "rank 0/1: 1 steps" in capsys.readouterr().out
+        assert answers_a_video(output_dir, clips / "rgb.mp4", capsys) == (2, 6)
