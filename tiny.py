@@ -511,3 +511,17 @@ def build_tiny_chat_model(stitched_dir, out_dir, image, question, thinking_token
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
     return Path(out_dir)
+
+
+def build_terse_graft(stitched_dir, out_dir):
+    """A copy of a tiny stitched model whose generation config (sequence_bias, applied by generate()
+    itself) ends every reply at once with <|im_end|>: benchmark runs on CPU then take seconds, not each
+    task's max_new_tokens of random text (MMBench asks for up to 1024)."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    model = AutoModelForImageTextToText.from_pretrained(stitched_dir)
+    processor = AutoProcessor.from_pretrained(stitched_dir)
+    model.generation_config.sequence_bias = [[[processor.tokenizer.convert_tokens_to_ids("<|im_end|>")], 100.0]]
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+    return Path(out_dir)

@@ -73,9 +73,14 @@ def test_every_image_task_opens_exactly_as_the_harness_opens_it(image_download):
         assert list(loaded) == [base["test_split"]] and len(loaded[base["test_split"]]) == 4, config["task"]
 
 
-def test_every_default_image_task_scores_on_the_download(stitched_dir, image_download):
-    eval_bench.main(["--model", str(stitched_dir), "--limit", "2", "--batch_size", "2",
+@pytest.fixture(scope="module")
+def terse_dir(stitched_dir, tmp_path_factory):
+    return tiny.build_terse_graft(stitched_dir, tmp_path_factory.mktemp("terse"))
+
+
+def test_every_default_image_task_scores_on_the_download(terse_dir, image_download):
+    eval_bench.main(["--model", str(terse_dir), "--limit", "2", "--batch_size", "2",
                      "--data_dir", str(image_download / eval_bench.DEFAULT_DATA_DIR)])
-    scores = json.loads((stitched_dir / "bench_results.json").read_text())["scores"][stitched_dir.name]
+    scores = json.loads((terse_dir / "bench_results.json").read_text())["scores"][terse_dir.name]
     assert list(scores) == eval_bench.DEFAULT_SUITE
     assert all(isinstance(score, float) and 0 <= score <= 100 for score in scores.values()), scores
