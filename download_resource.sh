@@ -175,7 +175,8 @@ for dataset in ${text_datasets[@]+"${text_datasets[@]}"}; do
   fetch_with hf "data/text_bench/$dataset" '*' "$dataset" --repo-type dataset --local-dir "data/text_bench/$dataset"
 done
 if [[ " ${text_datasets[*]} " == *" google/IFEval "* ]]; then  # ifeval's checks split sentences with nltk's punkt_tab
-  "$python" -c "import nltk; nltk.download('punkt_tab', quiet=True)"
+  "$python" -c "import nltk; nltk.data.find('tokenizers/punkt_tab')" 2>/dev/null ||
+    "$python" -c "import nltk; nltk.download('punkt_tab', quiet=True)"
 fi
 
 fetched=("${subsets[@]/#/the_cauldron/}")

@@ -513,15 +513,109 @@ def build_tiny_chat_model(stitched_dir, out_dir, image, question, thinking_token
     return Path(out_dir)
 
 
-def build_terse_graft(stitched_dir, out_dir):
-    """A copy of a tiny stitched model whose generation config (sequence_bias, applied by generate()
-    itself) ends every reply at once with <|im_end|>: benchmark runs on CPU then take seconds, not each
-    task's max_new_tokens of random text (MMBench asks for up to 1024)."""
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+def build_terse_graft(model_dir, out_dir, graft=True):
+    """A copy of a tiny stitched model (or, graft=False, a tiny Qwen3) whose generation config
+    (sequence_bias, applied by generate() itself) ends every reply at once with <|im_end|>: benchmark
+    runs on CPU then take seconds, not each task's max_new_tokens of random text (MMBench asks for up
+    to 1024, IFEval 1280)."""
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
 
-    model = AutoModelForImageTextToText.from_pretrained(stitched_dir)
-    processor = AutoProcessor.from_pretrained(stitched_dir)
-    model.generation_config.sequence_bias = [[[processor.tokenizer.convert_tokens_to_ids("<|im_end|>")], 100.0]]
+    model = (AutoModelForImageTextToText if graft else AutoModelForCausalLM).from_pretrained(model_dir)
+    processor = (AutoProcessor if graft else AutoTokenizer).from_pretrained(model_dir)
+    tokenizer = processor.tokenizer if graft else processor
+    model.generation_config.sequence_bias = [[[tokenizer.convert_tokens_to_ids("<|im_end|>")], 100.0]]
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
     return Path(out_dir)
+
+
+def _write_card(folder, configs, note):
+    import yaml
+
+    card = f"---\n{yaml.safe_dump({'configs': configs}, sort_keys=False, allow_unicode=True)}---\n" if configs else ""
+    (Path(folder) / "README.md").write_text(f"{card}{note}\n")
+    (Path(folder) / ".gitattributes").write_text("*.parquet filter=lfs diff=lfs merge=lfs -text\n")
+
+
+def _multiple_choice(subject, n, chinese):
+    picked = [MMLU_QUESTIONS[i % len(MMLU_QUESTIONS)] for i in range(n)]
+    if chinese:  # ceval: id, question, A-D, answer letter, explanation
+        return {"id": list(range(n)), "question": [q for q, _, _ in picked],
+                **{l: [c[k] for _, c, _ in picked] for k, l in enumerate(LETTERS)},
+                "answer": [LETTERS[a] for _, _, a in picked], "explanation": [""] * n}
+    return {"question": [q for q, _, _ in picked], "subject": [subject] * n, "choices": [c for _, c, _ in picked],
+            "answer": [a for _, _, a in picked]}
+
+
+def write_text_bench_hub(root, mmlu_subjects, ceval_subjects, rows=2):
+    """The four default text benchmarks' hub repos in their full layouts under root/<repo id>/: cais/mmlu
+    (a config per subject, `all` and `auxiliary_train`, in the hub's alphabetical order), ceval/ceval-exam
+    (a config per subject: test, val, dev), openai/gsm8k (main and socratic: train, test) and google/IFEval
+    (one jsonl file, no configs); -> root."""
+    from datasets import ClassLabel, Sequence
+
+    root = Path(root)
+    mmlu = root / "cais/mmlu"
+    mmlu_features = Features({"question": Value("string"), "subject": Value("string"),
+                              "choices": Sequence(Value("string")), "answer": ClassLabel(names=list(LETTERS))})
+    mmlu_splits = {"test": rows, "validation": rows, "dev": 5}
+    configs = {}
+    for subject in [*mmlu_subjects, "all"]:
+        splits = {**mmlu_splits, **({"auxiliary_train": rows} if subject == "all" else {})}
+        for split, count in splits.items():
+            (mmlu / subject).mkdir(parents=True, exist_ok=True)
+            Dataset.from_dict(_multiple_choice(subject, count, False), features=mmlu_features).to_parquet(
+                mmlu / subject / f"{split}-00000-of-00001.parquet")
+        configs[subject] = [{"split": split, "path": f"{subject}/{split}-*"} for split in splits]
+    (mmlu / "auxiliary_train").mkdir(parents=True, exist_ok=True)
+    Dataset.from_dict(_multiple_choice("", rows, False), features=mmlu_features).to_parquet(
+        mmlu / "auxiliary_train/train-00000-of-00001.parquet")
+    configs["auxiliary_train"] = [{"split": "train", "path": "auxiliary_train/train-*"}]
+    _write_card(mmlu, [{"config_name": name, "data_files": configs[name]} for name in sorted(configs)], "# MMLU")
+
+    ceval = root / "ceval/ceval-exam"
+    for subject in ceval_subjects:
+        (ceval / subject).mkdir(parents=True, exist_ok=True)
+        for split, count in (("test", rows), ("val", rows), ("dev", 5)):
+            Dataset.from_dict(_multiple_choice(subject, count, True)).to_parquet(
+                ceval / subject / f"{split}-00000-of-00001.parquet")
+    _write_card(ceval, [{"config_name": s, "data_files": [{"split": p, "path": f"{s}/{p}-*"} for p in ("test", "val", "dev")]}
+                        for s in sorted(ceval_subjects)], "# C-Eval")
+
+    gsm8k = root / "openai/gsm8k"
+    for config in ("main", "socratic"):
+        (gsm8k / config).mkdir(parents=True, exist_ok=True)
+        for split, count in (("train", 5), ("test", rows)):
+            table = {"question": [f"What is {i} plus {i}?" for i in range(count)],
+                     "answer": [f"{i} + {i} = <<{i}+{i}={2 * i}>>{2 * i}\n#### {2 * i}" for i in range(count)]}
+            Dataset.from_dict(table).to_parquet(gsm8k / config / f"{split}-00000-of-00001.parquet")
+    _write_card(gsm8k, [{"config_name": c, "data_files": [{"split": s, "path": f"{c}/{s}-*"} for s in ("train", "test")]}
+                        for c in ("main", "socratic")], "# GSM8K")
+
+    ifeval = root / "google/IFEval"
+    ifeval.mkdir(parents=True, exist_ok=True)
+    prompts = [{"key": 1000 + i, "prompt": f"Write about colour {name} in lowercase letters only.",
+                "instruction_id_list": ["change_case:english_lowercase"], "kwargs": [{}]}
+               for i, name in enumerate(list(COLOURS)[:rows])]
+    (ifeval / "ifeval_input_data.jsonl").write_text("".join(json.dumps(p) + "\n" for p in prompts))
+    _write_card(ifeval, None, "# IFEval")
+    return root
+
+
+def write_punkt_tab(nltk_dir):
+    """nltk's punkt_tab sentence splitter (which IFEval's checks load), trained by nltk itself on a few
+    sentences and saved in the installed layout under nltk_dir/tokenizers/punkt_tab/english/."""
+    import nltk
+    from nltk.tokenize.punkt import PunktTrainer, save_punkt_params
+
+    trainer = PunktTrainer()
+    trainer.train("This is red. That is blue. Mr. Smith paints it green. The sky is grey.", finalize=True)
+    folder = Path(nltk_dir) / "tokenizers/punkt_tab/english"
+    folder.mkdir(parents=True, exist_ok=True)
+    searched = list(nltk.data.path)
+    nltk.data.path.insert(0, str(nltk_dir))  # nltk writes only under a data root it searches
+    try:
+        save_punkt_params(trainer.get_params(), dir=str(folder))
+    finally:
+        nltk.data.path[:] = searched
+    return Path(nltk_dir)

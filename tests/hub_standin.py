@@ -1,5 +1,5 @@
 """A stand-in for the `hf` CLI's `download` that serves dataset repos from a local mirror folder
-($HF_MIRROR/<repo id>/, in the hub's layout): the real command's arguments and flags, its --include and
+($HF_MIRROR/<repo type>s/<repo id>/, e.g. datasets/lmms-lab-encoder/MMBench, in the hub's layout): the real command's arguments and flags, its --include and
 --exclude filtering through huggingface_hub's own filter_repo_objects (fnmatch, a trailing "/" meaning
 the folder), files copied to --local-dir under their repo paths. Each call's argv is appended to
 $STUB_LOG when set. Tests put it first on PATH as `hf` (see install())."""
@@ -45,8 +45,8 @@ def main(argv):
     parser.add_argument("--dry-run", action="store_true")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv[1:])
-    repo = Path(os.environ["HF_MIRROR"]) / args.repo_id
-    if args.repo_type != "dataset" or not repo.is_dir():
+    repo = Path(os.environ["HF_MIRROR"]) / f"{args.repo_type}s" / args.repo_id
+    if not repo.is_dir():
         sys.exit(f"Repository Not Found for url: https://huggingface.co/api/{args.repo_type}s/{args.repo_id}")
     files = sorted(str(p.relative_to(repo)) for p in repo.rglob("*") if p.is_file())
     wanted = args.filenames or list(filter_repo_objects(files, allow_patterns=args.include,
