@@ -22,7 +22,7 @@ Run from the repo root. Downloads into the current directory:
                                          requirements-eval.txt installed (eval_bench.py names the datasets)
 
   with --bench, instead:
-  data/bench/<hub dataset id>/        <- each lmms-eval TASK's dataset (default: eval_bench.py's suite),
+  data/bench/<hub dataset id>/        <- the split each lmms-eval TASK reads of its dataset (default: eval_bench.py's suite),
                                          from the Hugging Face hub (`hf`; HF_ENDPOINT picks a mirror)
 
 Options:
