@@ -22,7 +22,7 @@ Run from the repo root. Downloads into the current directory:
                                          requirements-eval.txt installed (eval_bench.py names the datasets)
 
   with --bench, instead:
-  data/bench/<hub dataset id>/        <- each lmms-eval TASK's dataset (default: eval_bench.py's suite),
+  data/bench/<hub dataset id>/        <- the split each lmms-eval TASK reads of its dataset (default: eval_bench.py's suite),
                                          from the Hugging Face hub (`hf`; HF_ENDPOINT picks a mirror)
 
 Options:
@@ -43,13 +43,17 @@ EOF
 ALL_SUBSETS=(chartqa finqa aokvqa figureqa diagram_image_to_text geomverse ai2d iam infographic_vqa intergps
   hateful_memes clevr iconqa multihiertt mapqa datikz hitab chart2text cocoqa docvqa dvqa)
 
-# lmms-eval task -> "hub dataset id [the files of the task's config]"; keep in sync with eval_bench.DEFAULT_SUITE
-# (tests/test_eval_bench.py checks the ids against lmms-eval's task YAMLs).
+# lmms-eval task -> "hub dataset id" and the files of the split the task reads (its YAML's dataset_name and
+# test_split, as the dataset's README `configs` list them), fetched with the README: not the other configs nor the
+# train shards (several GB for DocVQA and TextVQA) nor extra files such as MMStar.tsv; eval_bench.py passes the
+# same split's files to `datasets`. Keep in sync with eval_bench.DEFAULT_SUITE (tests/test_download_bench.py
+# fetches from a stand-in hub in the real layouts and scores every task on what it fetched).
 declare -A BENCH_DATASETS=(
-  [textvqa_val]="lmms-lab-encoder/textvqa" [docvqa_val]="lmms-lab-encoder/DocVQA DocVQA/*"
-  [chartqa]="lmms-lab-encoder/ChartQA" [ai2d]="lmms-lab-encoder/ai2d" [ocrbench]="echo840/OCRBench"
-  [mmstar]="Lin-Chen/MMStar" [mmbench_en_dev_static]="lmms-lab-encoder/MMBench en/*"
-  [mmbench_cn_dev]="lmms-lab-encoder/MMBench cn/*" [cmmmu_val]="lmms-lab-encoder/CMMMU"
+  [textvqa_val]="lmms-lab-encoder/textvqa data/validation-*" [docvqa_val]="lmms-lab-encoder/DocVQA DocVQA/validation-*"
+  [chartqa]="lmms-lab-encoder/ChartQA data/test-*" [ai2d]="lmms-lab-encoder/ai2d data/test-*"
+  [ocrbench]="echo840/OCRBench data/test-*" [mmstar]="Lin-Chen/MMStar mmstar.parquet"
+  [mmbench_en_dev_static]="lmms-lab-encoder/MMBench en/dev-*" [mmbench_cn_dev]="lmms-lab-encoder/MMBench cn/dev-*"
+  [cmmmu_val]="lmms-lab-encoder/CMMMU data/val-*"
 )
 BENCH_SUITE=(textvqa_val docvqa_val chartqa ai2d ocrbench mmstar mmbench_en_dev_static mmbench_cn_dev cmmmu_val)
 
@@ -81,16 +85,14 @@ if [[ $bench == 1 ]]; then
     exit 1
   fi
   for task in "${tasks[@]}"; do
-    read -r repo config_files <<<"${BENCH_DATASETS[$task]}"
+    read -r repo split_files <<<"${BENCH_DATASETS[$task]}"
     dest=data/bench/$repo
     if [[ -f $dest/.complete.$task ]]; then
       echo "skip $task ($dest already complete)"
       continue
     fi
     echo "downloading $repo for $task"
-    include=()
-    [[ -n $config_files ]] && include=(--include "$config_files" --include README.md)  # README.md: the configs
-    hf download "$repo" --repo-type dataset --local-dir "$dest" "${include[@]}"
+    hf download "$repo" --repo-type dataset --local-dir "$dest" --include "$split_files" --include README.md
     if [[ -z $(find "$dest" -name '*.parquet' -print -quit) ]]; then
       echo "error: no parquet files in $dest after download; is the name right?" >&2
       exit 1
@@ -173,7 +175,8 @@ for dataset in ${text_datasets[@]+"${text_datasets[@]}"}; do
   fetch_with hf "data/text_bench/$dataset" '*' "$dataset" --repo-type dataset --local-dir "data/text_bench/$dataset"
 done
 if [[ " ${text_datasets[*]} " == *" google/IFEval "* ]]; then  # ifeval's checks split sentences with nltk's punkt_tab
-  "$python" -c "import nltk; nltk.download('punkt_tab', quiet=True)"
+  "$python" -c "import nltk; nltk.data.find('tokenizers/punkt_tab')" 2>/dev/null ||
+    "$python" -c "import nltk; nltk.download('punkt_tab', quiet=True)"
 fi
 
 fetched=("${subsets[@]/#/the_cauldron/}")

@@ -85,6 +85,28 @@ def offline_scoring(name):
     return {"metric_list": [{"metric": "gpt_eval_score", "aggregation": static_score, "higher_is_better": True}]}
 
 
+def split_files(folder, config_name, split):
+    """{split: the file patterns the README's config lists for it}, or None where the README lists no
+    configs. Passed to load_dataset so that `datasets` reads only the task's split: without them it
+    resolves the README's first config and every split, and fails on the configs and splits
+    download_resource.sh does not fetch (MMBench lists cc first; the train shards stay on the hub)."""
+    from datasets.data_files import sanitize_patterns
+    from datasets.utils.metadata import MetadataConfigs
+    from huggingface_hub import DatasetCardData
+    from huggingface_hub.repocard import metadata_load
+
+    readme = Path(folder) / "README.md"
+    configs = MetadataConfigs.from_dataset_card_data(DatasetCardData(**(metadata_load(readme) or {}))) \
+        if readme.is_file() else {}
+    if not configs:
+        return None
+    if config_name is None:  # the default config: marked so, named so, or the only one
+        config_name = next((n for n, c in configs.items() if c.get("default")), "default" if "default" in configs
+                           else next(iter(configs)) if len(configs) == 1 else None)
+    patterns = sanitize_patterns(configs[config_name].get("data_files") or {}) if config_name in configs else {}
+    return {split: patterns[split]} if split in patterns else None
+
+
 def task_configs(manager, names, data_dir):
     """lmms-eval task configs pointing each task's dataset at its local copy, read through the copy's
     own datasets cache (bench_data); refuses a task whose copy is absent or does not open as lmms-eval
@@ -99,8 +121,11 @@ def task_configs(manager, names, data_dir):
         if not local.is_dir() or not any(local.iterdir()):
             problems.append(f"{name}: its dataset {source} is not in {local}; {fetch}")
             continue
-        config = {"task": name, "dataset_path": str(local),
-                  "dataset_kwargs": bench_data.dataset_kwargs(base.get("dataset_kwargs"), local), **offline_scoring(name)}
+        dataset_kwargs = bench_data.dataset_kwargs(base.get("dataset_kwargs"), local)
+        data_files = split_files(local, base.get("dataset_name"), base["test_split"])
+        if data_files:
+            dataset_kwargs["data_files"] = data_files
+        config = {"task": name, "dataset_path": str(local), "dataset_kwargs": dataset_kwargs, **offline_scoring(name)}
         problem = open_problem({**base, **config})
         if problem:
             problems.append(f"{name}: its copy {local} does not open as lmms-eval opens it ({problem}); {fetch}")

@@ -217,93 +217,198 @@ def prepare_offline_demo(cache_dir, rows=256):
     return paths
 
 
-# Tiny copies of three lmms-eval benchmarks in their hub repos' layout (README `configs`, parquet
-# shards per split, the columns the task code reads and the ones beside them), colour questions
-# about solid-colour images, so the harness's own task definitions and metrics run on them.
+# Tiny copies of the default suite's lmms-eval benchmarks in their hub repos' full layout: the README's
+# `configs` in the hub's order with their data_files, every config and split (shards named as on the hub),
+# the train shards the READMEs no longer list, and the repos' other files (.gitattributes, MMStar's .tsv).
+# Rows hold the columns each task's code reads and the ones beside them: colour questions about
+# solid-colour images, so the harness's own task definitions and metrics run on them.
+# repo -> [(config, kind of rows, {split: data_files path})]; a path's `*` becomes shard numbers.
+HUB_LAYOUTS = {
+    "lmms-lab-encoder/textvqa": [("default", "textvqa", {"train": "data/train-*", "validation": "data/validation-*",
+                                                         "test": "data/test-*"})],
+    "lmms-lab-encoder/DocVQA": [("DocVQA", "docvqa", {"validation": "DocVQA/validation-*", "test": "DocVQA/test-*"}),
+                                ("InfographicVQA", "infovqa", {"validation": "InfographicVQA/validation-*",
+                                                               "test": "InfographicVQA/test-*"})],
+    "lmms-lab-encoder/ChartQA": [("default", "chartqa", {"test": "data/test-*"})],
+    "lmms-lab-encoder/ai2d": [("default", "ai2d", {"test": "data/test-*"})],
+    "echo840/OCRBench": [("default", "ocrbench", {"test": "data/test-*"})],
+    "Lin-Chen/MMStar": [("mmstar", "mmstar", {"val": "mmstar.parquet"})],
+    "lmms-lab-encoder/MMBench": [("cc", "mmbench_cc", {"test": "cc/test-*"}),
+                                 ("cn", "mmbench_cn", {"dev": "cn/dev-*", "test": "cn/test-*"}),
+                                 ("en", "mmbench_en", {"dev": "en/dev-*", "test": "en/test-*"})],
+    "lmms-lab-encoder/CMMMU": [("default", "cmmmu", {"dev": "data/dev-*", "val": "data/val-*", "test": "data/test-*"})],
+}
+# Shards on the hub that no README config lists (DocVQA's train split is commented out of its README).
+UNLISTED_SHARDS = {"lmms-lab-encoder/DocVQA": {"DocVQA/train-*": "docvqa", "InfographicVQA/train-*": "infovqa"}}
+# Each default task: its repo, the kind of rows it reads and the split (its YAML's dataset_name and test_split).
 BENCHMARK_COPIES = {
-    "textvqa_val": ("lmms-lab-encoder/textvqa", "default", "data", ("train", "validation", "test")),
-    "docvqa_val": ("lmms-lab-encoder/DocVQA", "DocVQA", "DocVQA", ("validation", "test")),
-    "mmbench_cn_dev": ("lmms-lab-encoder/MMBench", "cn", "cn", ("dev", "test")),
+    "textvqa_val": ("lmms-lab-encoder/textvqa", "textvqa", "validation"),
+    "docvqa_val": ("lmms-lab-encoder/DocVQA", "docvqa", "validation"),
+    "chartqa": ("lmms-lab-encoder/ChartQA", "chartqa", "test"),
+    "ai2d": ("lmms-lab-encoder/ai2d", "ai2d", "test"),
+    "ocrbench": ("echo840/OCRBench", "ocrbench", "test"),
+    "mmstar": ("Lin-Chen/MMStar", "mmstar", "val"),
+    "mmbench_en_dev_static": ("lmms-lab-encoder/MMBench", "mmbench_en", "dev"),
+    "mmbench_cn_dev": ("lmms-lab-encoder/MMBench", "mmbench_cn", "dev"),
+    "cmmmu_val": ("lmms-lab-encoder/CMMMU", "cmmmu", "val"),
 }
 CHINESE_COLOURS = {"red": "红色", "green": "绿色", "blue": "蓝色", "yellow": "黄色", "black": "黑色", "white": "白色"}
+LETTERS = "ABCD"
 
 
-def _benchmark_rows(task, n, rng):
-    """`n` rows of `task`'s columns; question i asks about image i's colour (the questions are unique)."""
-    from datasets import Features, Image as ImageFeature, Sequence, Value
+def _options(i, n_colours, chinese=False):
+    """Four colour names for question i, the right one (colour i) under answer letter i % 4."""
+    names = [list(COLOURS)[(i + k) % n_colours] for k in range(4)]
+    answer = i % 4
+    names.insert(answer, names.pop(0))
+    return [CHINESE_COLOURS[name] if chinese else name for name in names], answer
+
+
+def _benchmark_rows(kind, n, rng):
+    """`n` rows of `kind`'s columns and features, and the gold answer of each question; question i asks
+    about image i's colour (the questions are unique)."""
+    from datasets import Image as ImageFeature, Sequence
 
     names = [list(COLOURS)[i % len(COLOURS)] for i in range(n)]
     images = [{"bytes": _colour_png(COLOURS[name], 32, rng), "path": None} for name in names]
-    if task == "textvqa_val":
+    text, ints, image, texts = Value("string"), Value("int64"), ImageFeature(), Sequence(Value("string"))
+    options = [_options(i, len(COLOURS), chinese=kind in ("mmbench_cn", "mmbench_cc", "cmmmu")) for i in range(n)]
+    letters = [LETTERS[answer] for _, answer in options]
+    if kind == "textvqa":
+        questions = [f"what colour is picture number {i}?" for i in range(n)]
         columns = {
-            "image_id": [f"img{i:04d}" for i in range(n)], "question_id": list(range(n)),
-            "question": [f"what colour is picture number {i}?" for i in range(n)],
-            "question_tokens": [["what", "colour", "is", "picture", "number", str(i)] for i in range(n)],
-            "image": images, "image_width": [32] * n, "image_height": [32] * n,
-            "flickr_original_url": [""] * n, "flickr_300k_url": [""] * n,
-            "answers": [[name] * 10 for name in names], "image_classes": [["colour"]] * n,
-            "set_name": ["val"] * n, "ocr_tokens": [[]] * n,
-        }
-        features = Features({
-            "image_id": Value("string"), "question_id": Value("int64"), "question": Value("string"),
-            "question_tokens": Sequence(Value("string")), "image": ImageFeature(), "image_width": Value("int64"),
-            "image_height": Value("int64"), "flickr_original_url": Value("string"), "flickr_300k_url": Value("string"),
-            "answers": Sequence(Value("string")), "image_classes": Sequence(Value("string")),
-            "set_name": Value("string"), "ocr_tokens": Sequence(Value("string")),
-        })
-    elif task == "docvqa_val":
+            "image_id": ([f"img{i:04d}" for i in range(n)], text), "question_id": (list(range(n)), ints),
+            "question": (questions, text), "question_tokens": ([q[:-1].split() for q in questions], texts),
+            "image": (images, image), "image_width": ([32] * n, ints), "image_height": ([32] * n, ints),
+            "flickr_original_url": ([""] * n, text), "flickr_300k_url": ([""] * n, text),
+            "answers": ([[name] * 10 for name in names], texts), "image_classes": ([["colour"]] * n, texts),
+            "set_name": (["val"] * n, text), "ocr_tokens": ([[]] * n, texts)}
+        gold = names
+    elif kind == "docvqa":
+        questions = [f"Which colour is page {i} printed in?" for i in range(n)]
         columns = {
-            "questionId": [str(1000 + i) for i in range(n)],
-            "question": [f"Which colour is page {i} printed in?" for i in range(n)],
-            "question_types": [["layout"]] * n, "image": images, "docId": list(range(n)),
-            "ucsf_document_id": [f"doc{i}" for i in range(n)], "ucsf_document_page_no": ["1"] * n,
-            "answers": [[name, f"{name} ink"] for name in names], "data_split": ["val"] * n,
-        }
-        features = Features({
-            "questionId": Value("string"), "question": Value("string"), "question_types": Sequence(Value("string")),
-            "image": ImageFeature(), "docId": Value("int64"), "ucsf_document_id": Value("string"),
-            "ucsf_document_page_no": Value("string"), "answers": Sequence(Value("string")), "data_split": Value("string"),
-        })
-    else:  # mmbench_cn_dev: four options, the answer a letter
-        letters = "ABCD"
-        options = [[CHINESE_COLOURS[list(COLOURS)[(i + k) % len(COLOURS)]] for k in range(4)] for i in range(n)]
-        answers = [letters[i % 4] for i in range(n)]
-        for row, answer in zip(options, answers):  # put the right colour under the answer's letter
-            right = row.pop(0)
-            row.insert(letters.index(answer), right)
+            "questionId": ([str(1000 + i) for i in range(n)], text), "question": (questions, text),
+            "question_types": ([["layout"]] * n, texts), "image": (images, image), "docId": (list(range(n)), ints),
+            "ucsf_document_id": ([f"doc{i}" for i in range(n)], text), "ucsf_document_page_no": (["1"] * n, text),
+            "answers": ([[name, f"{name} ink"] for name in names], texts), "data_split": (["val"] * n, text)}
+        gold = names
+    elif kind == "infovqa":
+        questions = [f"Which colour fills infographic {i}?" for i in range(n)]
         columns = {
-            "index": list(range(n)), "question": [f"第{i}张图片是什么颜色？" for i in range(n)],
-            "hint": [None] * n, "answer": answers,
-            **{letter: [row[k] for row in options] for k, letter in enumerate(letters)},
-            "category": ["colour"] * n, "image": images, "source": ["tiny"] * n,
-            "L2-category": ["perception"] * n, "comment": [None] * n, "split": ["dev"] * n,
-        }
-        features = Features({
-            "index": Value("int64"), "question": Value("string"), "hint": Value("string"), "answer": Value("string"),
-            **{letter: Value("string") for letter in letters}, "category": Value("string"), "image": ImageFeature(),
-            "source": Value("string"), "L2-category": Value("string"), "comment": Value("string"), "split": Value("string"),
-        })
-    return columns, features
+            "questionId": ([str(2000 + i) for i in range(n)], text), "question": (questions, text),
+            "answers": ([[name] for name in names], texts), "answer_type": ([["single span"]] * n, texts),
+            "image": (images, image), "image_url": ([""] * n, text), "operation/reasoning": ([[]] * n, texts),
+            "ocr": (["[]"] * n, text), "data_split": (["val"] * n, text)}
+        gold = names
+    elif kind == "chartqa":
+        questions = [f"Which colour is chart {i}?" for i in range(n)]
+        columns = {"type": (["human_test"] * n, text), "question": (questions, text), "answer": (names, text),
+                   "image": (images, image)}
+        gold = names
+    elif kind == "ai2d":
+        questions = [f"Which colour is diagram {i}?" for i in range(n)]
+        columns = {"question": (questions, text), "options": ([o for o, _ in options], texts),
+                   "answer": ([str(a) for _, a in options], text), "image": (images, image)}
+        gold = letters
+    elif kind == "ocrbench":
+        questions = [f"what word is written in picture {i}?" for i in range(n)]
+        columns = {"dataset": (["IIIT5K"] * n, text), "question": (questions, text),
+                   "question_type": (["Regular Text Recognition"] * n, text), "answer": ([[name] for name in names], texts),
+                   "image": (images, image)}
+        gold = names
+    elif kind == "mmstar":
+        questions = [f"Which colour is image {i}? Options: " + ", ".join(f"{l}: {o}" for l, o in zip(LETTERS, opts))
+                     for i, (opts, _) in enumerate(options)]
+        meta = {"source": Value("string"), "split": Value("string"), "image_path": Value("string")}
+        columns = {"index": (list(range(n)), ints), "question": (questions, text), "image": (images, image),
+                   "answer": (letters, text), "category": (["coarse perception"] * n, text),
+                   "l2_category": (["image scene and topic"] * n, text),
+                   "meta_info": ([{"source": "tiny", "split": "val", "image_path": f"{i}.png"} for i in range(n)], meta)}
+        gold = letters
+    elif kind.startswith("mmbench"):
+        chinese = kind != "mmbench_en"
+        questions = [f"第{i}张图片是什么颜色？" if chinese else f"What colour is image number {i}?" for i in range(n)]
+        columns = {"index": (list(range(n)), ints), "question": (questions, text)}
+        if kind != "mmbench_cc":
+            columns["hint"] = ([None] * n, text)
+        columns.update({"answer": (letters, text),
+                        **{l: ([opts[k] for opts, _ in options], text) for k, l in enumerate(LETTERS)},
+                        "category": (["colour"] * n, text), "image": (images, image), "source": (["tiny"] * n, text)})
+        if kind != "mmbench_cc":
+            columns.update({"L2-category": (["perception"] * n, text), "comment": ([None] * n, text),
+                            "split": (["dev"] * n, text)})
+        gold = letters
+    elif kind == "cmmmu":
+        questions = [f'<img="{i}.png">第{i}张图片是什么颜色？' for i in range(n)]
+        columns = {"id": ([str(i) for i in range(n)], text), "type": (["选择"] * n, text),
+                   "source_type": (["tiny"] * n, text), "source": (["tiny"] * n, text), "question": (questions, text),
+                   **{f"option{k + 1}": ([opts[k] for opts, _ in options], text) for k in range(4)},
+                   "image_1": (images, image), **{f"image_{k}": ([None] * n, image) for k in range(2, 6)},
+                   "image_1_filename": ([f"{i}.png" for i in range(n)], text),
+                   **{f"image_{k}_filename": ([None] * n, text) for k in range(2, 6)},
+                   "answer": (letters, text), "analysis": ([""] * n, text), "distribution": ([""] * n, text),
+                   "difficulty_level": (["easy"] * n, text), "subcategory": (["美术"] * n, text),
+                   "category": (["艺术与设计"] * n, text), "subfield": (["颜色"] * n, text),
+                   "img_type": (["照片"] * n, text)}
+        gold = letters
+    else:
+        raise ValueError(f"no rows known for {kind}")
+    features = Features({name: feature for name, (_, feature) in columns.items()})
+    return {name: values for name, (values, _) in columns.items()}, features, dict(zip(questions, gold))
+
+
+def _write_shards(root, pattern, kind, rows, rng):
+    """The split's parquet files at `pattern` (`*` -> two shards for train, one otherwise); -> gold."""
+    count = 2 if "train" in pattern else 1
+    paths = [pattern.replace("*", f"{i:05d}-of-{count:05d}.parquet") for i in range(count)] if "*" in pattern \
+        else [pattern]
+    gold = {}
+    for path in paths:
+        columns, features, answers = _benchmark_rows(kind, rows, rng)
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        Dataset.from_dict(columns, features=features).to_parquet(root / path)
+        gold.update(answers)
+    return gold
+
+
+def write_hub_layout(root, repo, rows=4, seed=0):
+    """`repo`'s full hub layout under root (its README, every config, split and unlisted shard, its other
+    files); -> {(config, split): {question: gold answer}}."""
+    import yaml
+
+    rng = np.random.default_rng(seed)
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    gold, configs = {}, []
+    for config, kind, splits in HUB_LAYOUTS[repo]:
+        for split, pattern in splits.items():
+            gold[config, split] = _write_shards(root, pattern, kind, rows, rng)
+        configs.append({"config_name": config, "data_files": [{"split": s, "path": p} for s, p in splits.items()]})
+    for pattern, kind in UNLISTED_SHARDS.get(repo, {}).items():
+        _write_shards(root, pattern, kind, rows, rng)
+    if repo == "Lin-Chen/MMStar":  # the hub's tsv of the same questions, which no task reads
+        (root / "MMStar.tsv").write_text("index\tquestion\tanswer\n0\tWhich colour?\tA\n")
+    (root / ".gitattributes").write_text("*.parquet filter=lfs diff=lfs merge=lfs -text\n")
+    card = yaml.safe_dump({"configs": configs}, sort_keys=False, allow_unicode=True)
+    (root / "README.md").write_text(f"---\n{card}---\nTiny copy of {repo} in its hub layout, for tests.\n")
+    return gold
 
 
 def write_benchmark_copies(data_dir, tasks=tuple(BENCHMARK_COPIES), rows=4, seed=0):
-    """Writes tiny copies of `tasks`' datasets under data_dir/<hub repo id>/, as download_resource.sh
-    lays out the real ones; returns {task: (repo dir, gold answer per question)}."""
-    rng = np.random.default_rng(seed)
-    written = {}
+    """Writes tiny copies of `tasks`' datasets under data_dir/<hub repo id>/ in their full hub layouts (as
+    the hub serves them; download_resource.sh --bench fetches only the task's split of them);
+    returns {task: (repo dir, gold answer per question of the task's split)}."""
+    layouts, written = {}, {}
     for task in tasks:
-        repo, config, folder, splits = BENCHMARK_COPIES[task]
+        repo, kind, split = BENCHMARK_COPIES[task]
         root = Path(data_dir) / repo
-        (root / folder).mkdir(parents=True, exist_ok=True)
-        card = ["---", "configs:", f"- config_name: {config}", "  data_files:"]
-        for split in splits:
-            columns, features = _benchmark_rows(task, rows, rng)
-            Dataset.from_dict(columns, features=features).to_parquet(root / folder / f"{split}-00000-of-00001.parquet")
-            card += [f"  - split: {split}", f"    path: {folder}/{split}-*"]
-        (root / "README.md").write_text("\n".join(card + ["---", f"Tiny copy of {repo} for tests.", ""]))
-        gold = columns["answer"] if task == "mmbench_cn_dev" else [answers[0] for answers in columns["answers"]]
-        written[task] = (root, dict(zip(columns["question"], gold)))
+        if repo not in layouts:
+            layouts[repo] = write_hub_layout(root, repo, rows, seed)
+        config = next(name for name, k, _ in HUB_LAYOUTS[repo] if k == kind)
+        written[task] = (root, layouts[repo][config, split])
     return written
+
+
 MMLU_QUESTIONS = [("What is 2 + 3?", ["4", "5", "6", "7"], 1), ("Which is a prime number?", ["4", "6", "7", "9"], 2),
                   ("What is 3 x 3?", ["9", "6", "12", "3"], 0), ("What is 10 - 4?", ["5", "7", "8", "6"], 3)]
 
@@ -406,3 +511,111 @@ def build_tiny_chat_model(stitched_dir, out_dir, image, question, thinking_token
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
     return Path(out_dir)
+
+
+def build_terse_graft(model_dir, out_dir, graft=True):
+    """A copy of a tiny stitched model (or, graft=False, a tiny Qwen3) whose generation config
+    (sequence_bias, applied by generate() itself) ends every reply at once with <|im_end|>: benchmark
+    runs on CPU then take seconds, not each task's max_new_tokens of random text (MMBench asks for up
+    to 1024, IFEval 1280)."""
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
+
+    model = (AutoModelForImageTextToText if graft else AutoModelForCausalLM).from_pretrained(model_dir)
+    processor = (AutoProcessor if graft else AutoTokenizer).from_pretrained(model_dir)
+    tokenizer = processor.tokenizer if graft else processor
+    model.generation_config.sequence_bias = [[[tokenizer.convert_tokens_to_ids("<|im_end|>")], 100.0]]
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+    return Path(out_dir)
+
+
+def _write_card(folder, configs, note):
+    import yaml
+
+    card = f"---\n{yaml.safe_dump({'configs': configs}, sort_keys=False, allow_unicode=True)}---\n" if configs else ""
+    (Path(folder) / "README.md").write_text(f"{card}{note}\n")
+    (Path(folder) / ".gitattributes").write_text("*.parquet filter=lfs diff=lfs merge=lfs -text\n")
+
+
+def _multiple_choice(subject, n, chinese):
+    picked = [MMLU_QUESTIONS[i % len(MMLU_QUESTIONS)] for i in range(n)]
+    if chinese:  # ceval: id, question, A-D, answer letter, explanation
+        return {"id": list(range(n)), "question": [q for q, _, _ in picked],
+                **{l: [c[k] for _, c, _ in picked] for k, l in enumerate(LETTERS)},
+                "answer": [LETTERS[a] for _, _, a in picked], "explanation": [""] * n}
+    return {"question": [q for q, _, _ in picked], "subject": [subject] * n, "choices": [c for _, c, _ in picked],
+            "answer": [a for _, _, a in picked]}
+
+
+def write_text_bench_hub(root, mmlu_subjects, ceval_subjects, rows=2):
+    """The four default text benchmarks' hub repos in their full layouts under root/<repo id>/: cais/mmlu
+    (a config per subject, `all` and `auxiliary_train`, in the hub's alphabetical order), ceval/ceval-exam
+    (a config per subject: test, val, dev), openai/gsm8k (main and socratic: train, test) and google/IFEval
+    (one jsonl file, no configs); -> root."""
+    from datasets import ClassLabel, Sequence
+
+    root = Path(root)
+    mmlu = root / "cais/mmlu"
+    mmlu_features = Features({"question": Value("string"), "subject": Value("string"),
+                              "choices": Sequence(Value("string")), "answer": ClassLabel(names=list(LETTERS))})
+    mmlu_splits = {"test": rows, "validation": rows, "dev": 5}
+    configs = {}
+    for subject in [*mmlu_subjects, "all"]:
+        splits = {**mmlu_splits, **({"auxiliary_train": rows} if subject == "all" else {})}
+        for split, count in splits.items():
+            (mmlu / subject).mkdir(parents=True, exist_ok=True)
+            Dataset.from_dict(_multiple_choice(subject, count, False), features=mmlu_features).to_parquet(
+                mmlu / subject / f"{split}-00000-of-00001.parquet")
+        configs[subject] = [{"split": split, "path": f"{subject}/{split}-*"} for split in splits]
+    (mmlu / "auxiliary_train").mkdir(parents=True, exist_ok=True)
+    Dataset.from_dict(_multiple_choice("", rows, False), features=mmlu_features).to_parquet(
+        mmlu / "auxiliary_train/train-00000-of-00001.parquet")
+    configs["auxiliary_train"] = [{"split": "train", "path": "auxiliary_train/train-*"}]
+    _write_card(mmlu, [{"config_name": name, "data_files": configs[name]} for name in sorted(configs)], "# MMLU")
+
+    ceval = root / "ceval/ceval-exam"
+    for subject in ceval_subjects:
+        (ceval / subject).mkdir(parents=True, exist_ok=True)
+        for split, count in (("test", rows), ("val", rows), ("dev", 5)):
+            Dataset.from_dict(_multiple_choice(subject, count, True)).to_parquet(
+                ceval / subject / f"{split}-00000-of-00001.parquet")
+    _write_card(ceval, [{"config_name": s, "data_files": [{"split": p, "path": f"{s}/{p}-*"} for p in ("test", "val", "dev")]}
+                        for s in sorted(ceval_subjects)], "# C-Eval")
+
+    gsm8k = root / "openai/gsm8k"
+    for config in ("main", "socratic"):
+        (gsm8k / config).mkdir(parents=True, exist_ok=True)
+        for split, count in (("train", 5), ("test", rows)):
+            table = {"question": [f"What is {i} plus {i}?" for i in range(count)],
+                     "answer": [f"{i} + {i} = <<{i}+{i}={2 * i}>>{2 * i}\n#### {2 * i}" for i in range(count)]}
+            Dataset.from_dict(table).to_parquet(gsm8k / config / f"{split}-00000-of-00001.parquet")
+    _write_card(gsm8k, [{"config_name": c, "data_files": [{"split": s, "path": f"{c}/{s}-*"} for s in ("train", "test")]}
+                        for c in ("main", "socratic")], "# GSM8K")
+
+    ifeval = root / "google/IFEval"
+    ifeval.mkdir(parents=True, exist_ok=True)
+    prompts = [{"key": 1000 + i, "prompt": f"Write about colour {name} in lowercase letters only.",
+                "instruction_id_list": ["change_case:english_lowercase"], "kwargs": [{}]}
+               for i, name in enumerate(list(COLOURS)[:rows])]
+    (ifeval / "ifeval_input_data.jsonl").write_text("".join(json.dumps(p) + "\n" for p in prompts))
+    _write_card(ifeval, None, "# IFEval")
+    return root
+
+
+def write_punkt_tab(nltk_dir):
+    """nltk's punkt_tab sentence splitter (which IFEval's checks load), trained by nltk itself on a few
+    sentences and saved in the installed layout under nltk_dir/tokenizers/punkt_tab/english/."""
+    import nltk
+    from nltk.tokenize.punkt import PunktTrainer, save_punkt_params
+
+    trainer = PunktTrainer()
+    trainer.train("This is red. That is blue. Mr. Smith paints it green. The sky is grey.", finalize=True)
+    folder = Path(nltk_dir) / "tokenizers/punkt_tab/english"
+    folder.mkdir(parents=True, exist_ok=True)
+    searched = list(nltk.data.path)
+    nltk.data.path.insert(0, str(nltk_dir))  # nltk writes only under a data root it searches
+    try:
+        save_punkt_params(trainer.get_params(), dir=str(folder))
+    finally:
+        nltk.data.path[:] = searched
+    return Path(nltk_dir)
