@@ -186,7 +186,9 @@ def merge_adapters(trainer, probe, output_dir):
     model with the adapters merged in, verified against the adapter model on `probe`."""
     if trainer.is_world_process_zero():
         trainer.model.save_pretrained(Path(output_dir) / low_rank.ADAPTER_DIR)
-    return low_rank.merge_verified(trainer.model, probe)
+    # Without accelerate's bf16 autocast around forward (bf16: true), which the merged model would not
+    # have: the check compares float32 logits with float32 logits.
+    return low_rank.merge_verified(trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False), probe)
 
 
 def check_fsdp_took_effect(trainer):
