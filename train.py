@@ -30,6 +30,7 @@ import param_groups
 import preemption
 import step_guard
 import stitch
+import text_only_batches
 import train_processor
 from collate import Collator
 from packing import PER_SAMPLE_SDPA, VARLEN_ATTENTION, PackingCollator, PackingTrainer
@@ -99,7 +100,7 @@ def prepare_trainable(model, model_args, part_lrs, seed=0):
     if adapted:
         model = low_rank.add_adapters(model, model_args, full, seed)
     param_groups.upcast_trainable(model)
-    return model
+    return text_only_batches.keep_vision_in_every_step(model)
 
 
 def demo_image_of(run_args, eval_dataset):
@@ -135,11 +136,8 @@ def log_demo_to_swanlab(image, question, prompt, reply):
 
 
 class GraftTrainer(Trainer):
-    """A Trainer for which a batch of text-only rows is no error: with the text model frozen nothing
-    trainable takes part in such a batch, so its loss has no graph; it is tied to the trainable weights
-    with a zero factor (a zero gradient, and DDP ranks still agree on which weights got one).
-    It stops early on `guard` (non-finite steps, fed each training loss with its rows' origins) and on
-    `preemption_stop` (a signal)."""
+    """A Trainer that stops early on `guard` (non-finite steps, fed each training loss with its rows'
+    origins) and on `preemption_stop` (a signal). Text-only batches are text_only_batches.py's concern."""
 
     def __init__(self, *args, guard, preemption_stop, **kwargs):
         super().__init__(*args, **kwargs)
@@ -150,17 +148,13 @@ class GraftTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         origins = inputs.pop(step_guard.ORIGINS, [])
         result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        loss = result[0] if return_outputs else result
-        if model.training and not loss.requires_grad:
-            loss = loss + sum(p.sum() for p in model.parameters() if p.requires_grad) * 0
-            result = (loss, *result[1:]) if return_outputs else loss
         if model.training:
-            self.guard.record(loss, origins)
+            self.guard.record(result[0] if return_outputs else result, origins)
         return result
 
 
 class PackedGraftTrainer(PackingTrainer, GraftTrainer):
-    """PackingTrainer's packed batches with GraftTrainer's handling of text-only batches."""
+    """PackingTrainer's packed batches with GraftTrainer's guards."""
 
 
 def build_trainer(model, processor, collator, training_args, data_args, run_args, train_dataset, eval_dataset,
@@ -194,7 +188,9 @@ def merge_adapters(trainer, probe, output_dir):
     model with the adapters merged in, verified against the adapter model on `probe`."""
     if trainer.is_world_process_zero():
         trainer.model.save_pretrained(Path(output_dir) / low_rank.ADAPTER_DIR)
-    return low_rank.merge_verified(trainer.model, probe)
+    # Without accelerate's bf16 autocast around forward (bf16: true), which the merged model would not
+    # have: the check compares float32 logits with float32 logits.
+    return low_rank.merge_verified(trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False), probe)
 
 
 def check_fsdp_took_effect(trainer):
