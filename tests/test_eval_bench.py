@@ -229,7 +229,7 @@ def test_a_copy_that_does_not_open_as_lmms_eval_opens_it_is_refused_before_loadi
     with pytest.raises(SystemExit) as refusal:
         eval_bench.main(["--model", str(stitched_dir), "--tasks", "textvqa_val,docvqa_val", "--data_dir", str(tmp_path)])
     textvqa_line, docvqa_line = str(refusal.value).removeprefix("eval_bench.py: ").splitlines()
-    assert textvqa_line.startswith(f"textvqa_val: its copy {textvqa} does not open as lmms-eval opens it (ValueError: ")
+    assert textvqa_line.startswith(f"textvqa_val: its copy {textvqa} does not open as lmms-eval opens it (DataFilesNotFoundError: ")
     assert textvqa_line.endswith("; fetch it with: bash download_resource.sh --bench textvqa_val")
     assert docvqa_line == (f"docvqa_val: its copy {docvqa} does not open as lmms-eval opens it (no validation split "
                            "(config DocVQA has test)); fetch it with: bash download_resource.sh --bench docvqa_val")
