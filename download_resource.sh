@@ -15,7 +15,7 @@ Run from the repo root. Downloads into the current directory:
                                          none when only --replay / --text-bench are given
   data/text_replay/                   <- --replay: stage 2's text-only replay, ShareGPT-Chinese-English-90k
                                          (shareAI/..., AI-ModelScope/... on ModelScope; Apache-2.0), converted
-                                         once by text_replay.py to data/text_replay/sharegpt_zh_en.jsonl
+                                         once by qwen3_smvl/data/text_replay.py to data/text_replay/sharegpt_zh_en.jsonl
   data/text_bench/<DATASET>/          <- --text-bench: the hub datasets of these lm-eval tasks (default:
                                          eval_bench.py --base_qwen's: mmlu ceval-valid gsm8k ifeval), from the
                                          Hugging Face hub with `hf` (set HF_ENDPOINT for a mirror); needs
@@ -168,7 +168,7 @@ if ((replay)); then
   fetch data/text_replay/ShareGPT-Chinese-English-90k 'sharegpt_jsonl/*.jsonl' \
     "$replay_repo" --repo-type dataset --local-dir data/text_replay/ShareGPT-Chinese-English-90k
   [[ -f data/text_replay/sharegpt_zh_en.jsonl ]] ||
-    "$python" "$here/text_replay.py" data/text_replay/ShareGPT-Chinese-English-90k data/text_replay/sharegpt_zh_en.jsonl
+    PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" "$python" -m qwen3_smvl.data.text_replay data/text_replay/ShareGPT-Chinese-English-90k data/text_replay/sharegpt_zh_en.jsonl
 fi
 
 for dataset in ${text_datasets[@]+"${text_datasets[@]}"}; do

@@ -2,7 +2,7 @@
 # Multi-node training under SLURM that survives its time limit and preemption:
 #
 #   sbatch slurm_train.sh stage2_full.yaml [--key value ...]     # from the repository root
-#   ACCELERATE_CONFIG=accelerate/ddp.yaml sbatch --nodes 4 slurm_train.sh full_train.yaml
+#   ACCELERATE_CONFIG=accelerate_configs/ddp.yaml sbatch --nodes 4 slurm_train.sh full_train.yaml
 #
 # One task per node runs `accelerate launch`, which starts one rank per GPU of the node. Five minutes
 # before the time limit SLURM sends SIGUSR1 to this script (--signal=B:...), which passes it on to
@@ -24,7 +24,7 @@
 set -u
 CONFIG=${1:?usage: sbatch slurm_train.sh CONFIG.yaml [--key value ...]}
 shift
-export ACCELERATE_CONFIG=${ACCELERATE_CONFIG:-accelerate/fsdp2.yaml}
+export ACCELERATE_CONFIG=${ACCELERATE_CONFIG:-accelerate_configs/fsdp2.yaml}
 export ACCELERATE=${ACCELERATE:-.venv/bin/accelerate}
 export MAIN_PROCESS_IP=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
 export MAIN_PROCESS_PORT=${MAIN_PROCESS_PORT:-29500}

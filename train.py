@@ -4,7 +4,7 @@
     python train.py cocoqa_train.yaml --check_data true          # check the data and exit (no model load)
     accelerate launch train.py full_train.yaml                  # several GPUs
 
-The keys are documented in train_config.py and the README. The run: parse and check the config,
+The keys are documented in qwen3_smvl/training/train_config.py and the README. The run: parse and check the config,
 load the data and the model, decide the output directory (resume, set aside, overwrite), train, save
 a standalone model, ask the demo question, and optionally evaluate.
 """
@@ -17,25 +17,17 @@ from pathlib import Path
 
 import torch
 
-logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)  # why: train_config.py
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)  # why: qwen3_smvl/training/train_config.py
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor, Trainer  # noqa: E402
 
-import bench_callback
-import check_data
-import data
-import infer
-import lengths
-import low_rank
-import param_groups
-import preemption
-import step_guard
-import stitch
-import text_only_batches
-import train_processor
-from collate import Collator
-from packing import PER_SAMPLE_SDPA, VARLEN_ATTENTION, PackingCollator, PackingTrainer
-from safe_resume import CheckpointError, plan_output_dir
-from train_config import ConfigError, configure, lora_parts, part_learning_rates, seed_of_data
+from qwen3_smvl import graft, inference
+from qwen3_smvl.data import check_data, lengths, loading
+from qwen3_smvl.data.collate import Collator
+from qwen3_smvl.data.packing import PER_SAMPLE_SDPA, VARLEN_ATTENTION, PackingCollator, PackingTrainer
+from qwen3_smvl.evaluation import bench_callback
+from qwen3_smvl.training import low_rank, param_groups, preemption, step_guard, text_only_batches, train_processor
+from qwen3_smvl.training.safe_resume import CheckpointError, plan_output_dir
+from qwen3_smvl.training.train_config import ConfigError, configure, lora_parts, part_learning_rates, seed_of_data
 
 logger = logging.getLogger("train")
 
@@ -57,9 +49,9 @@ def load_model(model_args, training_args):
     if model_args.init_from:
         model = AutoModelForImageTextToText.from_pretrained(model_args.init_from, dtype=dtype)
         processor = AutoProcessor.from_pretrained(model_args.init_from)
-        stitch.verify_graft(model, processor)
+        graft.verify_graft(model, processor)
         return model, processor
-    return stitch.stitch(model_args.smolvlm_path, model_args.qwen_path, dtype=dtype, seed=training_args.seed)
+    return graft.stitch(model_args.smolvlm_path, model_args.qwen_path, dtype=dtype, seed=training_args.seed)
 
 
 def attention_for_packing(model):
@@ -94,7 +86,7 @@ def prepare_trainable(model, model_args, part_lrs, seed=0):
     are float32, the frozen backbone keeps its dtype."""
     adapted = lora_parts(model_args)
     full = {part for part in part_lrs if part not in adapted}
-    stitch.set_trainable(model, vision="vision" in full, connector="connector" in full, text="text" in full)
+    graft.set_trainable(model, vision="vision" in full, connector="connector" in full, text="text" in full)
     if model_args.unfreeze_text_layers is not None:
         param_groups.train_last_text_layers(model, model_args.unfreeze_text_layers)
     if adapted:
@@ -108,7 +100,7 @@ def demo_image_of(run_args, eval_dataset):
     if run_args.demo_max_new_tokens == 0:
         return None
     if run_args.demo_image:
-        return infer.load_image(run_args.demo_image)
+        return inference.load_image(run_args.demo_image)
     if len(eval_dataset) and eval_dataset[0]["images"]:
         return Collator.decode_image(eval_dataset[0]["images"][0])
     return None
@@ -137,7 +129,7 @@ def log_demo_to_swanlab(image, question, prompt, reply):
 
 class GraftTrainer(Trainer):
     """A Trainer that stops early on `guard` (non-finite steps, fed each training loss with its rows'
-    origins) and on `preemption_stop` (a signal). Text-only batches are text_only_batches.py's concern."""
+    origins) and on `preemption_stop` (a signal). Text-only batches are qwen3_smvl/training/text_only_batches.py's concern."""
 
     def __init__(self, *args, guard, preemption_stop, **kwargs):
         super().__init__(*args, **kwargs)
@@ -270,9 +262,9 @@ def main(argv=None):
         output_plan = plan_output_dir(training_args.output_dir, run_args.overwrite_output_dir)
         started = time.perf_counter()
         with training_args.main_process_first(desc="loading data"):  # ranks > 0 reuse rank 0's cache
-            loaded = data.load_data(data_args, seed_of_data(training_args))
+            loaded = loading.load_data(data_args, seed_of_data(training_args))
         if training_args.process_index == 0:
-            print(data.summary_line(loaded, time.perf_counter() - started))
+            print(loading.summary_line(loaded, time.perf_counter() - started))
         train_dataset, eval_dataset, load_problems = loaded
         demo_image = demo_image_of(run_args, eval_dataset)
         save_dtype = source_dtype(model_args) if run_args.save_dtype == "auto" else getattr(torch, run_args.save_dtype)
@@ -291,14 +283,14 @@ def main(argv=None):
                                 eval_dataset, optimizer_groups)
         check_fsdp_took_effect(trainer)
         bench_callback.attach(trainer, run_args)
-    except (ConfigError, CheckpointError, stitch.GraftError, data.DataError) as error:
+    except (ConfigError, CheckpointError, graft.GraftError, loading.DataError) as error:
         raise SystemExit(f"train.py: {error}")
     with training_args.main_process_first(desc="output_dir"):
         checkpoint = output_plan.apply(training_args.process_index == 0)
     if training_args.process_index == 0 and output_plan.describe():
         print("\n".join(output_plan.describe()))
     if trainer.is_world_process_zero():
-        print("\n".join([stitch.trainable_summary(model), *param_groups.describe(optimizer_groups)]))
+        print("\n".join([graft.trainable_summary(model), *param_groups.describe(optimizer_groups)]))
     trainer.train(resume_from_checkpoint=checkpoint and str(checkpoint))
     exit_if_cut_short(trainer)
     if lora_parts(model_args):
@@ -317,15 +309,15 @@ def main(argv=None):
         print("demo: skipped (demo_max_new_tokens: 0)" if run_args.demo_max_new_tokens == 0
               else "demo: skipped (no demo_image and no held-out row with an image)")
     else:
-        prompt, reply = infer.demo(model, processor, demo_image, run_args.demo_question, run_args.demo_max_new_tokens)
+        prompt, reply = inference.demo(model, processor, demo_image, run_args.demo_question, run_args.demo_max_new_tokens)
         if "swanlab" in training_args.report_to:
             log_demo_to_swanlab(demo_image, run_args.demo_question, prompt, reply)
     if run_args.run_evaluation:
-        import eval_vqa
+        from qwen3_smvl.evaluation import vqa
 
         settings = {"train_data": data_args.train_data, "eval_data": data_args.eval_data,
                     "data_seed": seed_of_data(training_args)}
-        eval_vqa.evaluate_and_report(
+        vqa.evaluate_and_report(
             model, processor, eval_dataset, data_args, training_args.output_dir,
             max_new_tokens=run_args.eval_max_new_tokens, settings=settings,
         )

@@ -21,9 +21,9 @@ import gradio as gr
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
-import infer
-import media
-from collate import BadSample, check_media_mix
+from qwen3_smvl import inference
+from qwen3_smvl.data import media
+from qwen3_smvl.data.collate import BadSample, check_media_mix
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 # What the upload box takes, by MIME type: images PIL reads, videos in any container PyAV opens (mp4, webm,
@@ -39,7 +39,7 @@ class UploadError(ValueError):
 
 
 def read_upload(path, max_pixels):
-    """The uploaded image at `path` as the model sees it (media.py's rule); refused when it is not an image
+    """The uploaded image at `path` as the model sees it (qwen3_smvl/data/media.py's rule); refused when it is not an image
     or has over `max_pixels` pixels (read from the header, before any pixel is decoded)."""
     name = Path(path).name
     try:
@@ -57,7 +57,7 @@ def is_video(path):
 
 
 def read_video_upload(path, video_processor, max_pixels):
-    """(frames, metadata) of the uploaded video at `path`: the frames `infer.py --video` samples (media.py
+    """(frames, metadata) of the uploaded video at `path`: the frames `infer.py --video` samples (qwen3_smvl/data/media.py
     with the processor's saved video_fps and video_max_frames); refused when PyAV cannot use the file or
     its frames have over `max_pixels` pixels (read from the header, before any frame is decoded)."""
     name = Path(path).name
@@ -86,8 +86,8 @@ class Turn:
 
 def user_message(turn):
     if turn.video is not None:
-        return infer.user_turn(turn.question, 1, kind="video")
-    return infer.user_turn(turn.question, len(turn.images))
+        return inference.user_turn(turn.question, 1, kind="video")
+    return inference.user_turn(turn.question, len(turn.images))
 
 
 def conversation_messages(turns):
@@ -138,7 +138,7 @@ def stream_reply(model, processor, turns, think, max_new_tokens, sampling, stop_
 
     def generate():
         try:
-            outcome["reply"] = infer.reply_to(model, processor, conversation_messages(turns), images, think,
+            outcome["reply"] = inference.reply_to(model, processor, conversation_messages(turns), images, think,
                                               max_new_tokens, streamer, videos=videos,
                                               stopping_criteria=StoppingCriteriaList([stop_button]), **sampling)
         except Exception as error:  # handed to the page's thread, which raises it
@@ -198,7 +198,7 @@ class WebDemo:
         try:
             for reply in stream_reply(self.model, self.processor, asked, think, int(max_new_tokens),
                                       sampling_options(temperature, top_p), stop_button):
-                turn.thinking, turn.answer = infer.split_thinking(reply)
+                turn.thinking, turn.answer = inference.split_thinking(reply)
                 yield chat_view(asked), gr.skip(), gr.skip()
         finally:
             if self.stop_events.get(request.session_hash) is event:
@@ -272,7 +272,7 @@ def build_page(demo, title):
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="stitched (or trained) checkpoint directory")
-    parser.add_argument("--quantize", choices=infer.QUANTIZE_CHOICES, help="text model in 4-bit nf4 or 8-bit")
+    parser.add_argument("--quantize", choices=inference.QUANTIZE_CHOICES, help="text model in 4-bit nf4 or 8-bit")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind; another than 127.0.0.1 exposes "
                         "the page to whoever reaches this machine (there is no login)")
     parser.add_argument("--port", type=int, default=7860)
@@ -293,7 +293,7 @@ def parse_args(argv):
 def main(argv=None):
     args = parse_args(argv)
     try:
-        model, processor = infer.load_model(args.model, quantize=args.quantize)
+        model, processor = inference.load_model(args.model, quantize=args.quantize)
     except FileNotFoundError as error:
         raise SystemExit(f"web_demo.py: {error}")
     demo = WebDemo(model, processor, int(args.max_image_megapixels * 1e6), args.max_images)

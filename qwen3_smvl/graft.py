@@ -8,8 +8,6 @@ reloads with `AutoModelForImageTextToText` / `AutoProcessor` alone. Every id and
 the two checkpoints and cross-checked by `verify_graft`.
 """
 
-import argparse
-import time
 from pathlib import Path
 
 import torch
@@ -29,7 +27,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_N
 from transformers.models.smolvlm.modeling_smolvlm import SmolVLMConnector
 from transformers.utils.chat_template_utils import render_jinja_template
 
-CHAT_TEMPLATE_PATH = Path(__file__).with_name("chat_template.jinja")
+CHAT_TEMPLATE_PATH = Path(__file__).resolve().parents[1] / "chat_template.jinja"
 DEFAULT_SMOLVLM = "model/SmolVLM2-256M-Video-Instruct"
 DEFAULT_QWEN = "model/Qwen3-0.6B"
 
@@ -280,23 +278,6 @@ def trainable_summary(model):
     return f"trainable params: {mebi(trainable)} || all params: {mebi(total)} || trainable %: {100 * trainable / total:.2f}"
 
 
-def short_count(count):
-    """A parameter count for a summary line: 0.52B, 12.6M, 3.1K (powers of 10)."""
-    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if count >= size * 0.9995:  # what rounds to 1000 of a unit is 1 of the next
-            return f"{count / size:.3g}{unit}"
-    return str(count)
-
-
-def stitched_line(model, smolvlm_path, qwen_path, seconds, out):
-    """The CLI's summary: what was grafted, the sizes (trainable as set on the model), time and where."""
-    trainable, total = trainable_and_total(model)
-    projection = model.model.connector.modality_projection.proj
-    return (f"stitched: {Path(qwen_path).name} text + {Path(smolvlm_path).name} vision, connector "
-            f"{projection.in_features}->{projection.out_features} fresh, {short_count(total)} params "
-            f"({short_count(trainable)} trainable), verified, {seconds:.0f} s -> {out}")
-
-
 def part_of(name):
     """The part ("vision", "connector" or "text") a parameter belongs to, by its name in the model."""
     part = next((part for prefix, part in PART_PREFIXES.items() if name.startswith(prefix)), None)
@@ -335,33 +316,3 @@ def dry_run(smolvlm_path, qwen_path):
     lines.append("(M = 2**20 parameters)")
     lines.append(trainable_summary(model))
     return "\n".join(lines)
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--smolvlm", default=DEFAULT_SMOLVLM, help="SmolVLM2 checkpoint directory")
-    parser.add_argument("--qwen", default=DEFAULT_QWEN, help="Qwen3 checkpoint directory")
-    parser.add_argument("--out", help="where to write the stitched model and processor")
-    parser.add_argument("--dry-run", action="store_true", help="print what the graft yields; loads no weights")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the fresh connector")
-    args = parser.parse_args(argv)
-    try:
-        if args.dry_run:
-            print(dry_run(args.smolvlm, args.qwen))
-            return
-        if not args.out:
-            parser.error("--out is required (or use --dry-run)")
-        started = time.perf_counter()
-        model, processor = stitch(args.smolvlm, args.qwen, seed=args.seed)
-    except GraftError as error:
-        raise SystemExit(f"stitch.py: {error}")
-    model.save_pretrained(args.out)
-    processor.save_pretrained(args.out)
-    set_trainable(model)  # the recipe's default trainable set, for the summary's count
-    print(stitched_line(model, args.smolvlm, args.qwen, time.perf_counter() - started, args.out))
-    print(f"next:\n  python train.py cocoqa_train.yaml --init_from {args.out}    # train the fresh connector\n"
-          f"  python infer.py --model {args.out} --image PATH --question \"...\"")
-
-
-if __name__ == "__main__":
-    main()

@@ -10,15 +10,13 @@ sampled by the processor's saved video settings (video_fps, video_max_frames of 
 <think> block first (shown dimmed on a terminal); without it the prompt closes that block empty.
 """
 
-import argparse
 import sys
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor, TextStreamer
 
-import media
-import stitch
+from qwen3_smvl.data import media
 
 DIM, RESET = "\033[2m", "\033[0m"
 
@@ -55,7 +53,7 @@ def load_model(model_dir, device=None, quantize=None):
 
 
 def load_image(path):
-    """The image at `path` as the model sees it (media.py's rule); a missing or unreadable file raises
+    """The image at `path` as the model sees it (qwen3_smvl/data/media.py's rule); a missing or unreadable file raises
     an error naming it."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"image not found: {path}")
@@ -161,60 +159,3 @@ class ReplyStreamer(TextStreamer):
         if self.dim:
             text = text.replace("<think>", DIM + "<think>").replace("</think>", "</think>" + RESET)
         super().on_finalized_text(text, stream_end)
-
-
-def chat(model, processor, image, think, max_new_tokens, video=None):
-    """Questions from stdin until an empty line, `exit` or EOF; each turn sees the earlier ones."""
-    history = []
-    streamer = ReplyStreamer(processor.tokenizer)
-    while True:
-        try:
-            question = input("you> ").strip()
-        except EOFError:
-            print()
-            return
-        if question in ("", "exit"):
-            return
-        print("model> ", end="", flush=True)
-        reply = answer(model, processor, image, question, think, max_new_tokens, history, streamer, video)
-        # Qwen3's template drops earlier turns' thinking anyway; keeping only answers says so.
-        history.append((question, split_thinking(reply)[1]))
-
-
-def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="stitched (or trained) checkpoint directory")
-    seeing = parser.add_mutually_exclusive_group()
-    seeing.add_argument("--image", help="image to ask about; omit for a text-only question")
-    seeing.add_argument("--video", help="video to ask about (decoded with PyAV, sampled as the model trained)")
-    asking = parser.add_mutually_exclusive_group(required=True)
-    asking.add_argument("--question", help="one question; the answer streams to stdout")
-    asking.add_argument("--chat", action="store_true", help="an interactive conversation on stdin")
-    parser.add_argument("--think", action="store_true", help="let Qwen3 think before answering")
-    parser.add_argument("--max-new-tokens", type=int, default=512)
-    parser.add_argument("--quantize", choices=QUANTIZE_CHOICES, help="text model in 4-bit nf4 or 8-bit (bitsandbytes)")
-    args = parser.parse_args(argv)
-    if args.max_new_tokens < 1:
-        parser.error("--max-new-tokens must be positive")
-    return args
-
-
-def main(argv=None):
-    args = parse_args(argv)
-    try:
-        image = load_image(args.image) if args.image else None
-        model, processor = load_model(args.model, quantize=args.quantize)
-        if args.video:
-            stitch.check_renders_videos(processor, args.model)
-        video = load_video(args.video, processor) if args.video else None
-    except (FileNotFoundError, ValueError) as error:  # GraftError is a ValueError
-        raise SystemExit(f"infer.py: {error}")
-    if args.chat:
-        chat(model, processor, image, args.think, args.max_new_tokens, video)
-    else:
-        answer(model, processor, image, args.question, args.think, args.max_new_tokens,
-               streamer=ReplyStreamer(processor.tokenizer), video=video)
-
-
-if __name__ == "__main__":
-    main()

@@ -27,7 +27,7 @@ from transformers import (
 )
 from transformers.models.smolvlm.configuration_smolvlm import SmolVLMVisionConfig
 
-from the_cauldron import FEATURES
+from qwen3_smvl.data.the_cauldron import FEATURES
 
 # Qwen3's added tokens in id order; the first 14 are "special" (never split, skipped on decode).
 QWEN3_ADDED_TOKENS = [
@@ -267,7 +267,8 @@ def _options(i, n_colours, chinese=False):
 def _benchmark_rows(kind, n, rng):
     """`n` rows of `kind`'s columns and features, and the gold answer of each question; question i asks
     about image i's colour (the questions are unique)."""
-    from datasets import Image as ImageFeature, Sequence
+    from datasets import Image as ImageFeature
+    from datasets import Sequence
 
     names = [list(COLOURS)[i % len(COLOURS)] for i in range(n)]
     images = [{"bytes": _colour_png(COLOURS[name], 32, rng), "path": None} for name in names]
@@ -493,9 +494,9 @@ def build_tiny_chat_model(stitched_dir, out_dir, image, question, thinking_token
     are varied text instead. Its generation config (sequence_bias, applied by generate() itself) makes it
     open a <think> block whenever thinking is on, and for `question` about `image` close that block after
     `thinking_tokens` tokens and go on to an answer."""
-    import infer  # not at the top: infer.py's imports are not needed by the rest of this module
+    from qwen3_smvl import inference
 
-    model, processor = infer.load_model(stitched_dir, device="cpu")
+    model, processor = inference.load_model(stitched_dir, device="cpu")
     norm = model.model.text_model.norm.weight
     with torch.no_grad():
         norm.copy_(torch.randn(norm.shape, generator=torch.Generator().manual_seed(seed)) * 4)
@@ -504,7 +505,7 @@ def build_tiny_chat_model(stitched_dir, out_dir, image, question, thinking_token
     # Thinking on, the prompt ends with the assistant header (infer.render_prompt).
     header = tokenizer.encode("assistant\n")
     model.generation_config.sequence_bias = [[header + [think_open], 100.0]]
-    prompt = infer.render_prompt(processor, infer.build_messages(question), think=True)
+    prompt = inference.render_prompt(processor, inference.build_messages(question), think=True)
     inputs = processor(text=[prompt], images=[[image]], return_tensors="pt")
     thought = model.generate(**inputs, do_sample=False, max_new_tokens=1 + thinking_tokens)[0, -2:].tolist()
     model.generation_config.sequence_bias.append([thought + [think_close], 100.0])

@@ -15,11 +15,12 @@ from pathlib import Path
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # web_page
 
-import infer  # noqa: E402
-import tiny  # noqa: E402
+from qwen3_smvl import inference, tiny
+from qwen3_smvl.graft import stitch
+
 import web_page  # noqa: E402
-from stitch import stitch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 QUESTION = "What colour is it?"
@@ -32,7 +33,7 @@ def tiny_chat_model(work, image):
     model, processor = stitch(tiny.build_tiny_smolvlm(work / "smolvlm"), tiny.build_tiny_qwen(work / "qwen", tokenizer))
     model.save_pretrained(work / "stitched")
     processor.save_pretrained(work / "stitched")
-    return tiny.build_tiny_chat_model(work / "stitched", work / "chat", infer.load_image(image), QUESTION)
+    return tiny.build_tiny_chat_model(work / "stitched", work / "chat", inference.load_image(image), QUESTION)
 
 
 def main(argv=None):

@@ -24,8 +24,8 @@ REPO = Path(__file__).resolve().parents[1]
 ASSETS = REPO.parent / "shared" / "assets"
 sys.path.insert(0, str(REPO))
 
-import tiny  # noqa: E402
-from stitch import stitch  # noqa: E402
+from qwen3_smvl import tiny
+from qwen3_smvl.graft import stitch
 
 
 def free_port():
@@ -94,7 +94,7 @@ def stitched(stitched_dir):
 @pytest.fixture(scope="session")
 def cauldron_dir(tmp_path_factory):
     """A small synthetic the_cauldron (colour naming) with two subsets, in the real on-disk layout."""
-    from tiny import write_synthetic_cauldron
+    from qwen3_smvl.tiny import write_synthetic_cauldron
 
     root = tmp_path_factory.mktemp("the_cauldron")
     write_synthetic_cauldron(root, subsets=("cocoqa", "ai2d"), rows_per_subset=48)

@@ -5,7 +5,7 @@ import math
 
 import torch
 
-import collate
+from qwen3_smvl.data import collate
 
 
 def plant_nan_batches(numbers, origins=None):

@@ -6,7 +6,8 @@ import re
 
 import pytest
 
-import tiny
+from qwen3_smvl import tiny
+
 from test_eval_bench import drop_split
 from test_train import config, losses, run, train_on_two_cpu_ranks, write_yaml  # noqa: F401  (config: a fixture)
 

@@ -13,9 +13,9 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from transformers import AutoProcessor, SmolVLMImageProcessorPil
 
-from collate import IGNORE_INDEX, SKIP_REASONS, Collator
-from the_cauldron import cauldron_messages
-from stitch import set_trainable, stitch
+from qwen3_smvl.data.collate import IGNORE_INDEX, SKIP_REASONS, Collator
+from qwen3_smvl.data.the_cauldron import cauldron_messages
+from qwen3_smvl.graft import set_trainable, stitch
 
 THINK = "<think>\n\n</think>\n\n"
 

@@ -1,7 +1,8 @@
-"""data.py: the_cauldron loading from the on-disk parquet layout, on a synthetic dataset."""
+"""qwen3_smvl/data/loading.py: the_cauldron loading from the on-disk parquet layout, on a synthetic dataset."""
 
 import glob
 import io
+import json
 import os
 import warnings
 
@@ -10,13 +11,11 @@ import pytest
 from datasets import Dataset
 from PIL import Image as PILImage
 
-import json
-
-from data import load_data
-from row_shape import ROW_FEATURES, DataError
-from the_cauldron import ALL_SUBSETS, FEATURES, resolve_subsets
-from tiny import COLOURS, write_synthetic_cauldron
-from train_config import DataArguments
+from qwen3_smvl.data.loading import load_data
+from qwen3_smvl.data.row_shape import ROW_FEATURES, DataError
+from qwen3_smvl.data.the_cauldron import ALL_SUBSETS, FEATURES, resolve_subsets
+from qwen3_smvl.tiny import COLOURS, write_synthetic_cauldron
+from qwen3_smvl.training.train_config import DataArguments
 
 ROWS = 40
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from the_cauldron import ALL_SUBSETS
+from qwen3_smvl.data.the_cauldron import ALL_SUBSETS
 
 SCRIPT = Path(__file__).resolve().parents[1] / "download_resource.sh"
 SYSTEM_PATH = "/usr/bin:/bin"

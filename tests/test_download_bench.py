@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from qwen3_smvl import tiny
+from qwen3_smvl.evaluation import benchmarks
+
 import eval_bench
-import tiny
 from hub_standin import install
 from test_download import SYSTEM_PATH, calls, run
 
@@ -51,12 +53,12 @@ FETCHED = {
 
 
 def test_bench_fetches_only_the_split_each_task_reads(hub, image_download):
-    fetched = image_download / eval_bench.DEFAULT_DATA_DIR
+    fetched = image_download / benchmarks.DEFAULT_DATA_DIR
     expected = {f"{repo}/{name}" for repo, names in FETCHED.items() for name in ["README.md", *names]}
-    expected |= {f"{tiny.BENCHMARK_COPIES[task][0]}/.complete.{task}" for task in eval_bench.DEFAULT_SUITE}
+    expected |= {f"{tiny.BENCHMARK_COPIES[task][0]}/.complete.{task}" for task in benchmarks.DEFAULT_SUITE}
     assert set(repo_files(fetched)) == expected
     assert any("train-" in name for name in repo_files(hub)) and (hub / "datasets/Lin-Chen/MMStar/MMStar.tsv").is_file()
-    assert [call[2] for call in calls(image_download)] == [tiny.BENCHMARK_COPIES[t][0] for t in eval_bench.DEFAULT_SUITE]
+    assert [call[2] for call in calls(image_download)] == [tiny.BENCHMARK_COPIES[t][0] for t in benchmarks.DEFAULT_SUITE]
 
 
 def test_every_image_task_opens_exactly_as_the_harness_opens_it(image_download):
@@ -64,9 +66,9 @@ def test_every_image_task_opens_exactly_as_the_harness_opens_it(image_download):
     reads the task's split from the download: MMBench's README lists cc first, which is not fetched."""
     import datasets
 
-    data_dir = image_download / eval_bench.DEFAULT_DATA_DIR
-    configs = eval_bench.task_configs(eval_bench.task_manager(), eval_bench.DEFAULT_SUITE, data_dir)
-    manager = eval_bench.task_manager()
+    data_dir = image_download / benchmarks.DEFAULT_DATA_DIR
+    configs = benchmarks.task_configs(benchmarks.task_manager(), benchmarks.DEFAULT_SUITE, data_dir)
+    manager = benchmarks.task_manager()
     for config in configs:
         base = manager._get_config(config["task"])
         loaded = datasets.load_dataset(config["dataset_path"], base.get("dataset_name"), **config["dataset_kwargs"])
@@ -80,9 +82,9 @@ def terse_dir(stitched_dir, tmp_path_factory):
 
 def test_every_default_image_task_scores_on_the_download(terse_dir, image_download):
     eval_bench.main(["--model", str(terse_dir), "--limit", "2", "--batch_size", "2",
-                     "--data_dir", str(image_download / eval_bench.DEFAULT_DATA_DIR)])
+                     "--data_dir", str(image_download / benchmarks.DEFAULT_DATA_DIR)])
     scores = json.loads((terse_dir / "bench_results.json").read_text())["scores"][terse_dir.name]
-    assert list(scores) == eval_bench.DEFAULT_SUITE
+    assert list(scores) == benchmarks.DEFAULT_SUITE
     assert all(isinstance(score, float) and 0 <= score <= 100 for score in scores.values()), scores
 
 
@@ -91,7 +93,7 @@ def text_download(tmp_path_factory):
     """A working directory after `bash download_resource.sh --text-bench` (the default text tasks) through
     the stand-in hub serving the four datasets in their full layouts (and the two models the script fetches
 first); nltk's punkt_tab already installed."""
-    import text_bench
+    from qwen3_smvl.evaluation import text_bench
 
     index = text_bench.task_index().task_index
     subjects = {name: [text_bench.task_config(index[leaf])["dataset_name"] for leaf in text_bench.leaf_tasks(index, name)]

@@ -1,4 +1,4 @@
-"""eval_bench.py and harness_model.py: lmms-eval's own task definitions and metrics on tiny copies of
+"""eval_bench.py and qwen3_smvl/evaluation/harness_model.py: lmms-eval's own task definitions and metrics on tiny copies of
 textvqa_val (VQA accuracy), docvqa_val (ANLS) and mmbench_cn_dev (multiple choice, Chinese) in
 their hub layout, answered by the tiny stitched checkpoint or by it with its generate() output
 replaced by gold (or wrong) answers wrapped in what the real path must strip."""
@@ -13,10 +13,11 @@ import pytest
 import torch
 from PIL import Image
 
+from qwen3_smvl import inference, tiny
+from qwen3_smvl.evaluation import benchmarks
+from qwen3_smvl.evaluation.harness_model import Qwen3SmVL
+
 import eval_bench
-import infer
-import tiny
-from harness_model import Qwen3SmVL
 from conftest import HF_CACHE
 from test_download import SYSTEM_PATH, calls, run
 
@@ -31,7 +32,7 @@ def bench_copies(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def configs(bench_copies):
-    return eval_bench.task_configs(eval_bench.task_manager(), TASKS, bench_copies[0])
+    return benchmarks.task_configs(benchmarks.task_manager(), TASKS, bench_copies[0])
 
 
 class ScriptedAnswers(Qwen3SmVL):
@@ -84,9 +85,9 @@ def wrong(answer):
 def test_gold_answers_score_100_and_wrong_answers_0_through_the_harness(stitched_dir, bench_copies, configs):
     gold = {question: answer for _, answers in bench_copies[1].values() for question, answer in answers.items()}
     right = ScriptedAnswers(stitched_dir, gold, batch_size=2)
-    scores, results = eval_bench.evaluate(right, configs, output_path=stitched_dir)
+    scores, results = benchmarks.evaluate(right, configs, output_path=stitched_dir)
     assert scores == {task: 100.0 for task in TASKS}, results
-    scores, _ = eval_bench.evaluate(ScriptedAnswers(stitched_dir, {q: wrong(a) for q, a in gold.items()}), configs,
+    scores, _ = benchmarks.evaluate(ScriptedAnswers(stitched_dir, {q: wrong(a) for q, a in gold.items()}), configs,
                                     output_path=stitched_dir)
     assert scores == {task: 0.0 for task in TASKS}
 
@@ -103,8 +104,8 @@ def test_two_copies_with_one_name_and_a_rewritten_copy_each_score_their_own_rows
     def asked(place):
         answers = {question: row["answers"][0] for copy in gold.values() for question, row in copy.items()}
         model = ScriptedAnswers(stitched_dir, answers, batch_size=2)
-        configs = eval_bench.task_configs(eval_bench.task_manager(), ["textvqa_val"], tmp_path / place)
-        scores, _ = eval_bench.evaluate(model, configs, output_path=tmp_path)
+        configs = benchmarks.task_configs(benchmarks.task_manager(), ["textvqa_val"], tmp_path / place)
+        scores, _ = benchmarks.evaluate(model, configs, output_path=tmp_path)
         return scores, model.asked
 
     for place in ("x", "y"):
@@ -157,7 +158,7 @@ def test_prompt_and_inputs_are_infer_py_s(stitched_dir):
     model = Qwen3SmVL(stitched_dir, device="cpu")
     image = Image.new("RGB", (32, 32), "green")
     question = "What colour is it?\nAnswer the question using a single word or phrase."
-    expected = infer.render_prompt(model.processor, infer.build_messages(question))
+    expected = inference.render_prompt(model.processor, inference.build_messages(question))
     assert model.prompt(question, 1) == expected
     assert expected.endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
     ours = model.inputs([question], [[image]])
@@ -198,7 +199,7 @@ def test_baseline_prints_both_columns_and_saves_them(stitched_dir, lively_dir, b
 
 
 def test_markdown_table_has_a_difference_column_per_later_checkpoint():
-    table = eval_bench.markdown_table({"graft": {"textvqa_val": 50.0, "mmlu": 40.0},
+    table = benchmarks.markdown_table({"graft": {"textvqa_val": 50.0, "mmlu": 40.0},
                                        "SmolVLM2": {"textvqa_val": 62.5, "mmlu": None}})
     assert table.splitlines() == ["| task | graft | SmolVLM2 | Δ SmolVLM2 |", "|---|---|---|---|",
                                   "| textvqa_val | 50.0 | 62.5 | +12.5 |", "| mmlu | 40.0 | - | - |"]
@@ -264,13 +265,13 @@ def test_download_resource_fetches_each_suite_task_s_dataset_where_eval_bench_re
     (bin_dir / "hf").chmod(0o755)
     result = run(tmp_path, "--bench", path=f"{bin_dir}:{SYSTEM_PATH}")
     assert result.returncode == 0, result.stderr
-    manager = eval_bench.task_manager()
-    for task, call in zip(eval_bench.DEFAULT_SUITE, calls(tmp_path), strict=True):
+    manager = benchmarks.task_manager()
+    for task, call in zip(benchmarks.DEFAULT_SUITE, calls(tmp_path), strict=True):
         source = manager._get_config(task)["dataset_path"]
         assert call[:5] == ["hf", "download", source, "--repo-type", "dataset"]
-        assert call[call.index("--local-dir") + 1] == str(eval_bench.local_copy(eval_bench.DEFAULT_DATA_DIR, source))
+        assert call[call.index("--local-dir") + 1] == str(benchmarks.local_copy(benchmarks.DEFAULT_DATA_DIR, source))
     mmbench = [call for call in calls(tmp_path) if call[2] == "lmms-lab-encoder/MMBench"]
     assert [call[call.index("--include") + 1] for call in mmbench] == ["en/dev-*", "cn/dev-*"]
-    assert (tmp_path / eval_bench.DEFAULT_DATA_DIR / "lmms-lab-encoder/MMBench/.complete.mmbench_cn_dev").is_file()
+    assert (tmp_path / benchmarks.DEFAULT_DATA_DIR / "lmms-lab-encoder/MMBench/.complete.mmbench_cn_dev").is_file()
     unknown = run(tmp_path, "--bench", "textvqa_vall", path=f"{bin_dir}:{SYSTEM_PATH}")
     assert unknown.returncode == 2 and "no download known for task textvqa_vall" in unknown.stderr

@@ -10,11 +10,13 @@ import pytest
 import torch
 import yaml
 
-import data
+from qwen3_smvl.data import loading
+from qwen3_smvl.data.collate import BadSample
+from qwen3_smvl.evaluation import vqa
+from qwen3_smvl.training.train_config import DataArguments
+
 import eval_vqa
-from collate import BadSample
 from conftest import REPO
-from train_config import DataArguments
 
 
 @pytest.mark.parametrize("answer, normalised", [
@@ -48,7 +50,7 @@ from train_config import DataArguments
     ("狗。", "狗"),
 ])
 def test_normalise(answer, normalised):
-    assert eval_vqa.normalise(answer) == normalised
+    assert vqa.normalise(answer) == normalised
 
 
 @pytest.mark.parametrize("prediction, reference, exact, contains", [
@@ -62,7 +64,7 @@ def test_normalise(answer, normalised):
     ("blue", "red", False, False),
 ])
 def test_score(prediction, reference, exact, contains):
-    assert eval_vqa.score(prediction, reference) == (exact, contains)
+    assert vqa.score(prediction, reference) == (exact, contains)
 
 
 def test_accuracy_contains_and_loss_on_hand_made_predictions(monkeypatch):
@@ -79,9 +81,9 @@ def test_accuracy_contains_and_loss_on_hand_made_predictions(monkeypatch):
             raise BadSample("unusable", reason="bad image")
         return losses[question]
 
-    monkeypatch.setattr(eval_vqa, "loss_of_row", loss_of_row)
-    monkeypatch.setattr(eval_vqa.infer, "reply_to", lambda model, processor, messages, images, **_: replies[messages[-1]["content"]])
-    results = eval_vqa.evaluate(torch.nn.Identity(), None, rows, collator=None)
+    monkeypatch.setattr(vqa, "loss_of_row", loss_of_row)
+    monkeypatch.setattr(vqa.inference, "reply_to", lambda model, processor, messages, images, **_: replies[messages[-1]["content"]])
+    results = vqa.evaluate(torch.nn.Identity(), None, rows, collator=None)
 
     summary = results["summary"]
     assert list(summary) == ["cocoqa", "ai2d", "overall"]
@@ -90,14 +92,14 @@ def test_accuracy_contains_and_loss_on_hand_made_predictions(monkeypatch):
     assert summary["overall"] == pytest.approx({"n": 4, "accuracy": 0.5, "contains": 0.75, "eval_loss": 10 / 8})
     assert results["skipped"] == 1 and "unusable" in results["samples"][-1]["skipped"]
     assert [record.get("correct") for record in results["samples"]] == [True, False, False, True, None]
-    assert "overall" in eval_vqa.format_table(summary)
+    assert "overall" in vqa.format_table(summary)
 
 
 def test_row_loss_is_the_models_mean_over_supervised_tokens(stitched):
     model, processor = stitched
     row = {"images": [], "messages": [{"role": "user", "content": "Colour?"}, {"role": "assistant", "content": "red"}]}
-    collator = eval_vqa.Collator(processor, padding="max_length", max_length=64, assistant_only_loss=True)
-    loss_sum, tokens = eval_vqa.loss_of_row(model, collator, row)
+    collator = vqa.Collator(processor, padding="max_length", max_length=64, assistant_only_loss=True)
+    loss_sum, tokens = vqa.loss_of_row(model, collator, row)
     with torch.no_grad():
         expected = model(**collator([row])).loss
     assert tokens == len(processor.tokenizer.encode("red", add_special_tokens=False)) + 1  # the answer and <|im_end|>
@@ -132,7 +134,7 @@ def test_cli_evaluates_the_held_out_rows(config_path, model_dir, cauldron_dir):
     saved = json.loads((model_dir / "eval_results.json").read_text())
     overall = saved["summary"]["overall"]
     assert overall["n"] == 4 and math.isfinite(overall["eval_loss"]) and 0 <= overall["accuracy"] <= 1
-    held_out = data.load_data(DataArguments(data_dir=str(cauldron_dir), train_data=["cocoqa", "ai2d"], test_size=4), 0).held_out
+    held_out = loading.load_data(DataArguments(data_dir=str(cauldron_dir), train_data=["cocoqa", "ai2d"], test_size=4), 0).held_out
     turns = [json.loads(row["messages"]) for row in held_out]
     assert [s["question"] for s in saved["samples"]] == [user["content"][-1]["text"] for user, _ in turns]
     assert [s["reference"] for s in saved["samples"]] == [answer["content"] for _, answer in turns]

@@ -9,6 +9,8 @@ import torch
 from PIL import Image
 from transformers.generation.streamers import BaseStreamer
 
+from qwen3_smvl import inference
+
 import infer
 from conftest import REPO
 
@@ -22,12 +24,12 @@ def run_cli(*args, stdin=None):
 
 @pytest.fixture(scope="module")
 def loaded(stitched_dir):
-    return infer.load_model(stitched_dir)
+    return inference.load_model(stitched_dir)
 
 
 @pytest.fixture(scope="module")
 def on_cpu(stitched_dir):
-    return infer.load_model(stitched_dir, device="cpu")
+    return inference.load_model(stitched_dir, device="cpu")
 
 
 class TokenRecorder(BaseStreamer):
@@ -51,7 +53,7 @@ def image_path(tmp_path):
 
 
 def test_load_model_in_eval_mode_bf16_on_a_gpu_float32_on_the_cpu(stitched_dir, loaded):
-    model, processor = infer.load_model(stitched_dir, device="cpu")
+    model, processor = inference.load_model(stitched_dir, device="cpu")
     assert model.device == torch.device("cpu") and model.dtype == torch.float32
     assert not model.training
     assert processor.image_token == "<|image_pad|>"
@@ -62,21 +64,21 @@ def test_load_model_in_eval_mode_bf16_on_a_gpu_float32_on_the_cpu(stitched_dir, 
 def test_build_messages_renders_a_two_turn_chat(loaded):
     _, processor = loaded
     history = [("What colour is it?", "Red.")]
-    messages = infer.build_messages("And the sky?", history=history)
-    assert infer.render_prompt(processor, messages) == (
+    messages = inference.build_messages("And the sky?", history=history)
+    assert inference.render_prompt(processor, messages) == (
         "<|im_start|>user\n<|image_pad|>What colour is it?<|im_end|>\n"
         "<|im_start|>assistant\nRed.<|im_end|>\n"
         "<|im_start|>user\nAnd the sky?<|im_end|>\n"
         "<|im_start|>assistant\n<think>\n\n</think>\n\n"
     )
     thought = [("What colour is it?", "<think>\nIt looks red.\n</think>\n\nRed.")]
-    thinking_prompt = infer.render_prompt(processor, infer.build_messages("And the sky?", history=thought), think=True)
+    thinking_prompt = inference.render_prompt(processor, inference.build_messages("And the sky?", history=thought), think=True)
     assert "It looks red" not in thinking_prompt  # Qwen3's template drops earlier turns' thinking
     assert thinking_prompt.endswith("<|im_start|>assistant\n")
 
 
 def test_build_messages_without_image():
-    assert infer.build_messages("Hi?", image=False) == [{"role": "user", "content": [{"type": "text", "text": "Hi?"}]}]
+    assert inference.build_messages("Hi?", image=False) == [{"role": "user", "content": [{"type": "text", "text": "Hi?"}]}]
 
 
 @pytest.mark.parametrize("reply, expected", [
@@ -87,20 +89,20 @@ def test_build_messages_without_image():
     ("", ("", "")),
 ])
 def test_split_thinking(reply, expected):
-    assert infer.split_thinking(reply) == expected
+    assert inference.split_thinking(reply) == expected
 
 
 def test_answer_is_the_greedy_continuation_decoded(on_cpu, image_path):
     """Each token of the reply is the model's most likely next token after the prompt and the reply so
     far (greedy), and the returned text is those tokens decoded without the prompt."""
     model, processor = on_cpu
-    image = infer.load_image(image_path)
+    image = inference.load_image(image_path)
     recorder = TokenRecorder()
-    reply = infer.answer(model, processor, image, "What colour?", max_new_tokens=4, streamer=recorder)
+    reply = inference.answer(model, processor, image, "What colour?", max_new_tokens=4, streamer=recorder)
     prompt_ids, new_ids = recorder.chunks[0], torch.cat(recorder.chunks[1:])
     assert len(new_ids) > 0
     assert reply == processor.decode(new_ids, skip_special_tokens=True)
-    inputs = processor(text=[infer.render_prompt(processor, infer.build_messages("What colour?"))], images=[[image]],
+    inputs = processor(text=[inference.render_prompt(processor, inference.build_messages("What colour?"))], images=[[image]],
                        return_tensors="pt")
     assert torch.equal(inputs["input_ids"][0], prompt_ids)
     full = torch.cat([prompt_ids, new_ids])[None]
@@ -115,7 +117,7 @@ def test_cli_streams_the_answer(stitched_dir, loaded, image_path):
     result = run_cli("--model", stitched_dir, "--image", image_path, "--question", "What colour?", "--max-new-tokens", 4)
     assert result.returncode == 0, result.stderr
     model, processor = loaded
-    reply = infer.answer(model, processor, infer.load_image(image_path), "What colour?", max_new_tokens=4)
+    reply = inference.answer(model, processor, inference.load_image(image_path), "What colour?", max_new_tokens=4)
     assert result.stdout == reply + "\n"
 
 
@@ -125,38 +127,38 @@ def test_main_prints_what_answer_returns(stitched_dir, loaded, image_path, capsy
     argv += ["--image", str(image_path)] * with_image + ["--think"] * think
     infer.main(argv)
     model, processor = loaded
-    image = infer.load_image(image_path) if with_image else None
-    reply = infer.answer(model, processor, image, "Colour?", think=think, max_new_tokens=4)
+    image = inference.load_image(image_path) if with_image else None
+    reply = inference.answer(model, processor, image, "Colour?", think=think, max_new_tokens=4)
     assert capsys.readouterr().out == reply + "\n"
 
 
 def test_chat_carries_the_history_until_eof(stitched_dir, image_path, monkeypatch, capsys):
-    asked, replies, real_answer = [], [], infer.answer
+    asked, replies, real_answer = [], [], inference.answer
 
     def recording_answer(model, processor, image, question, think, max_new_tokens, history, streamer, video=None):
         asked.append((question, list(history)))
         replies.append(real_answer(model, processor, image, question, think, max_new_tokens, history, streamer, video))
         return replies[-1]
 
-    monkeypatch.setattr(infer, "answer", recording_answer)
+    monkeypatch.setattr(inference, "answer", recording_answer)
     monkeypatch.setattr(sys, "stdin", io.StringIO("What colour?\nAnd the sky?\n"))
     infer.main(["--model", str(stitched_dir), "--image", str(image_path), "--chat", "--max-new-tokens", "4"])
-    first_answer = infer.split_thinking(replies[0])[1]
+    first_answer = inference.split_thinking(replies[0])[1]
     assert asked == [("What colour?", []), ("And the sky?", [("What colour?", first_answer)])]
     out = capsys.readouterr().out
     assert out.count("you> ") == 3 and out.count("model> ") == 2  # the third prompt met EOF
 
 
 def test_streamer_dims_the_think_block_on_a_terminal(loaded, capsys):
-    streamer = infer.ReplyStreamer(loaded[1].tokenizer)
+    streamer = inference.ReplyStreamer(loaded[1].tokenizer)
     streamer.dim = True
     streamer.on_finalized_text("<think>\nhm\n</think>\n\nRed.", stream_end=True)
-    assert capsys.readouterr().out == f"{infer.DIM}<think>\nhm\n</think>{infer.RESET}\n\nRed.\n"
+    assert capsys.readouterr().out == f"{inference.DIM}<think>\nhm\n</think>{inference.RESET}\n\nRed.\n"
 
 
 @pytest.mark.parametrize("exit_word", ["", "exit"])
 def test_chat_stops_at_an_empty_line_or_exit(stitched_dir, monkeypatch, exit_word):
-    monkeypatch.setattr(infer, "answer", lambda *args: pytest.fail("answered after the chat ended"))
+    monkeypatch.setattr(inference, "answer", lambda *args: pytest.fail("answered after the chat ended"))
     monkeypatch.setattr(sys, "stdin", io.StringIO(f"{exit_word}\nnever asked\n"))
     infer.main(["--model", str(stitched_dir), "--chat"])
 

@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor, pipeline
 
-from collate import IGNORE_INDEX, Collator
-from the_cauldron import cauldron_messages
+from qwen3_smvl.data.collate import IGNORE_INDEX, Collator
+from qwen3_smvl.data.the_cauldron import cauldron_messages
 
 ANSWERS = ("It is red.", "Yes, quite sure.")
 # Two questions of different lengths, so that a batch of them is padded.

@@ -1,4 +1,4 @@
-"""lengths.py: each row's token count from image headers and text equals the collator's encoding."""
+"""qwen3_smvl/data/lengths.py: each row's token count from image headers and text equals the collator's encoding."""
 
 import io
 import json
@@ -7,11 +7,12 @@ import pytest
 from datasets import Dataset
 from PIL import Image
 
-import data
-from collate import Collator, decode_image
-from lengths import LENGTH_COLUMN, TokenCounter, image_size, with_lengths
-from stitch import stitch
-from train_config import DataArguments
+from qwen3_smvl.data import loading
+from qwen3_smvl.data.collate import Collator, decode_image
+from qwen3_smvl.data.lengths import LENGTH_COLUMN, TokenCounter, image_size, with_lengths
+from qwen3_smvl.graft import stitch
+from qwen3_smvl.training.train_config import DataArguments
+
 from test_collate import make_row
 
 SIZES = [(1, 1), (300, 200), (640, 480), (1024, 768), (1700, 2200), (2200, 300), (512, 512), (513, 512),
@@ -67,7 +68,7 @@ def processor(stitched):
 
 
 def test_length_column_is_added_and_cached(processor, cauldron_dir):
-    train = data.load_data(DataArguments(data_dir=str(cauldron_dir), train_data=["cocoqa"], test_size=8), seed=0).train
+    train = loading.load_data(DataArguments(data_dir=str(cauldron_dir), train_data=["cocoqa"], test_size=8), seed=0).train
     collator = Collator(processor)
     counted = with_lengths(train, collator)
     assert counted[LENGTH_COLUMN] == [len(collator.encode(row).input_ids) for row in train]
@@ -79,6 +80,6 @@ def test_length_column_is_added_and_cached(processor, cauldron_dir):
 def test_a_bad_row_stops_the_count_or_counts_zero_when_skipping(processor, tmp_path):
     rows = [make_row(), make_row(answer=" ")]
     train = Dataset.from_list([{**row, "messages": json.dumps(row["messages"])} for row in rows])  # as stored
-    with pytest.raises(data.DataError, match="training row 1: turn 0 has an empty assistant answer"):
+    with pytest.raises(loading.DataError, match="training row 1: turn 0 has an empty assistant answer"):
         with_lengths(train, Collator(processor))
     assert with_lengths(train, Collator(processor, on_bad_sample="skip"))[LENGTH_COLUMN][1] == 0

@@ -8,8 +8,9 @@ import torch
 from PIL import Image
 from transformers import AutoProcessor
 
+from qwen3_smvl import inference
+
 import export_gguf
-import infer
 from conftest import ASSETS
 from export_gguf import ExportError
 
@@ -44,7 +45,7 @@ def sharp_split_dir(stitched_dir, tmp_path_factory):
     token steers the answer. Tiles: llama.cpp always adds the global view to them, as SmolVLM's
     processor does for any image bigger than one tile (README, "One-tile images")."""
     out = tmp_path_factory.mktemp("sharp_split")
-    model, processor = infer.load_model(stitched_dir)
+    model, processor = inference.load_model(stitched_dir)
     with torch.no_grad():
         for weight in model.model.text_model.parameters():
             if weight.ndim == 2:
@@ -73,8 +74,8 @@ def quadrants(sharp_split_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def transformers_answer(sharp_split_dir, quadrants):
     # llama-mtmd-cli renders the chat without Qwen3's empty think block: infer.py's --think prompt.
-    model, processor = infer.load_model(sharp_split_dir)
-    return lambda tokens: infer.answer(model, processor, infer.load_image(quadrants), QUESTION, think=True,
+    model, processor = inference.load_model(sharp_split_dir)
+    return lambda tokens: inference.answer(model, processor, inference.load_image(quadrants), QUESTION, think=True,
                                        max_new_tokens=tokens)
 
 

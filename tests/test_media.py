@@ -10,14 +10,12 @@ from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor, pipeline
 from transformers.image_utils import load_image
 
-import check_data
-import infer
-import lengths
-import media
-from collate import BadSample, Collator
-from the_cauldron import question_row
-from stitch import stitch
-from train_config import DataArguments
+from qwen3_smvl import inference
+from qwen3_smvl.data import check_data, lengths, media
+from qwen3_smvl.data.collate import BadSample, Collator
+from qwen3_smvl.data.the_cauldron import question_row
+from qwen3_smvl.graft import stitch
+from qwen3_smvl.training.train_config import DataArguments
 
 ORIENTATIONS = (3, 6, 8)  # 180 degrees, and the two quarter turns phones write for portrait shots
 
@@ -48,7 +46,7 @@ def test_decoding_equals_transformers_load_image(tmp_path, orientation):
     theirs = np.asarray(load_image(str(path)))
     assert theirs.shape[1::-1] == upright_size(orientation)
     for ours in (media.decode_image(str(path)), media.decode_image({"bytes": path.read_bytes(), "path": None}),
-                 Collator.decode_image({"bytes": None, "path": str(path)}), infer.load_image(path)):
+                 Collator.decode_image({"bytes": None, "path": str(path)}), inference.load_image(path)):
         assert np.array_equal(np.asarray(ours), theirs)
     # The header alone gives the upright size: what token counts are made from.
     assert media.image_size({"bytes": path.read_bytes(), "path": None}) == upright_size(orientation)
@@ -67,9 +65,9 @@ def test_collator_tiles_equal_the_pipelines_and_infer_py(tmp_path, stitched_dir,
 
     model = AutoModelForImageTextToText.from_pretrained(stitched_dir)
     pipe = pipeline("image-text-to-text", model=model, processor=processor)
-    prompt = infer.render_prompt(processor, infer.build_messages("What is in the top left corner?"))
+    prompt = inference.render_prompt(processor, inference.build_messages("What is in the top left corner?"))
     served = pipe.preprocess({"images": str(path), "text": prompt})["pixel_values"][0]
-    inferred = processor(text=[prompt], images=[[infer.load_image(path)]], return_tensors="pt")["pixel_values"][0]
+    inferred = processor(text=[prompt], images=[[inference.load_image(path)]], return_tensors="pt")["pixel_values"][0]
     assert torch.equal(training_tiles, served.to(training_tiles.dtype))
     assert torch.equal(training_tiles, inferred)
 
@@ -102,9 +100,8 @@ def test_truncated_images_are_refused_even_after_lmms_eval_is_imported():
     """lmms-eval tells PIL to fill truncated files in when imported (bench_tasks imports it into the
     training process); training must still refuse them, and leave lmms-eval's setting as it was."""
     pytest.importorskip("lmms_eval", reason="requirements-eval.txt brings lmms-eval")
-    from PIL import ImageFile
-
     import lmms_eval.api.task  # noqa: F401  (sets ImageFile.LOAD_TRUNCATED_IMAGES on import)
+    from PIL import ImageFile
 
     whole = phone_photo(1)
     truncated = {"bytes": whole[: whole.index(b"\xff\xda") + 20], "path": None}  # header intact, pixels cut off

@@ -13,14 +13,14 @@ import yaml
 from PIL import Image
 from transformers import AutoProcessor
 
-import check_data
-import sources
+from qwen3_smvl.data import check_data, sources
+from qwen3_smvl.data.collate import IGNORE_INDEX, Collator
+from qwen3_smvl.graft import stitch
+from qwen3_smvl.training import train_processor
+from qwen3_smvl.training.train_config import DataArguments, parse_config
+
 import train
-import train_processor
-from collate import IGNORE_INDEX, Collator
 from conftest import REPO
-from stitch import stitch
-from train_config import DataArguments, parse_config
 
 EXAMPLES = REPO / "examples"
 THINK = "<think>\n\n</think>\n\n"

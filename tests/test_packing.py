@@ -1,4 +1,4 @@
-"""packing.py: a packed row trains exactly like its samples unpacked, and no sample sees another."""
+"""qwen3_smvl/data/packing.py: a packed row trains exactly like its samples unpacked, and no sample sees another."""
 
 import collections
 
@@ -6,9 +6,10 @@ import pytest
 import torch
 from transformers import Trainer, TrainingArguments
 
-from collate import IGNORE_INDEX, Collator
-from packing import PER_SAMPLE_SDPA, PackedBatches, PackingCollator
-from stitch import set_trainable
+from qwen3_smvl.data.collate import IGNORE_INDEX, Collator
+from qwen3_smvl.data.packing import PER_SAMPLE_SDPA, PackedBatches, PackingCollator
+from qwen3_smvl.graft import set_trainable
+
 from test_collate import make_row, undecoded
 
 ROWS = [

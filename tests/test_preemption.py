@@ -14,8 +14,8 @@ import psutil
 import pytest
 from transformers import TrainerControl, TrainerState, TrainingArguments
 
-import preemption
-import safe_resume
+from qwen3_smvl.training import preemption, safe_resume
+
 from conftest import REPO, free_port
 from test_resume import assert_same_weights, connector_of
 from test_train import config, run, write_yaml  # noqa: F401  (the `config` fixture)
@@ -129,7 +129,7 @@ def fake_slurm(bin_dir):
         (bin_dir / name).chmod(0o755)
     return {"PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_SLURM": str(bin_dir), "SLURM_JOB_ID": "4242",
             "SLURM_JOB_NODELIST": "node1", "SLURM_NNODES": "1", "SLURM_GPUS_ON_NODE": "2",
-            "ACCELERATE": str(Path(sys.executable).with_name("accelerate")), "ACCELERATE_CONFIG": "accelerate/ddp.yaml",
+            "ACCELERATE": str(Path(sys.executable).with_name("accelerate")), "ACCELERATE_CONFIG": "accelerate_configs/ddp.yaml",
             "MAIN_PROCESS_PORT": str(free_port())}
 
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-import infer
+from qwen3_smvl import inference
+
 from conftest import REPO
 
 bnb = pytest.importorskip("bitsandbytes", reason="bitsandbytes is in requirements-deploy.txt")
@@ -21,11 +22,11 @@ def image():
 
 @pytest.fixture(scope="module")
 def float_model(stitched_dir):
-    return infer.load_model(stitched_dir)
+    return inference.load_model(stitched_dir)
 
 
 def first_token_logits(model, processor, image):
-    prompt = infer.render_prompt(processor, infer.build_messages("What colour is it?"))
+    prompt = inference.render_prompt(processor, inference.build_messages("What colour is it?"))
     inputs = processor(text=[prompt], images=[[image]], return_tensors="pt").to(model.device)
     with torch.no_grad():
         return model(**inputs).logits[0, -1].float()
@@ -33,7 +34,7 @@ def first_token_logits(model, processor, image):
 
 @pytest.mark.parametrize("bits", ["4bit", "8bit"])
 def test_quantized_text_model_answers_like_the_float_model(stitched_dir, float_model, image, bits):
-    model, processor = infer.load_model(stitched_dir, quantize=bits)
+    model, processor = inference.load_model(stitched_dir, quantize=bits)
     linears = [m for m in model.model.text_model.modules() if isinstance(m, torch.nn.Linear)]
     assert linears and all(isinstance(m, QUANTIZED_LINEAR[bits]) for m in linears)
     kept = [model.model.connector.modality_projection.proj, *model.model.vision_model.modules()]
@@ -43,8 +44,8 @@ def test_quantized_text_model_answers_like_the_float_model(stitched_dir, float_m
     logits = first_token_logits(model, processor, image)
     assert logits.argmax() == expected.argmax()
     torch.testing.assert_close(logits, expected, atol=0.1, rtol=0)
-    assert infer.answer(model, processor, image, "What colour is it?", max_new_tokens=3) == \
-        infer.answer(*float_model, image, "What colour is it?", max_new_tokens=3)
+    assert inference.answer(model, processor, image, "What colour is it?", max_new_tokens=3) == \
+        inference.answer(*float_model, image, "What colour is it?", max_new_tokens=3)
 
 
 def test_cli_quantize_4bit_streams_an_answer(stitched_dir, tmp_path, image):
@@ -56,6 +57,6 @@ def test_cli_quantize_4bit_streams_an_answer(stitched_dir, tmp_path, image):
         capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    model, processor = infer.load_model(stitched_dir, quantize="4bit")
-    reply = infer.answer(model, processor, image, "What colour is it?", max_new_tokens=3)
+    model, processor = inference.load_model(stitched_dir, quantize="4bit")
+    reply = inference.answer(model, processor, image, "What colour is it?", max_new_tokens=3)
     assert reply and result.stdout == reply + "\n"

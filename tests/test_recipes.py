@@ -1,6 +1,6 @@
 """Every shipped recipe as written, with only paths, sizes and the device overridden on the command line
 (as users do), runs a few steps on tiny checkpoints under each launch its comments and docs name: one
-process, two DDP ranks (`accelerate/ddp.yaml`, gloo on CPU) and FSDP2 (`accelerate/fsdp2.yaml`, through
+process, two DDP ranks (`accelerate_configs/ddp.yaml`, gloo on CPU) and FSDP2 (`accelerate_configs/fsdp2.yaml`, through
 tests/fsdp_on_cpu.py). The data mix puts an image row, a text-only row and a video row side by side,
 so that with batch 1 one rank draws a text-only row while the other draws an image or a video. Each
 launch is bounded: a hang fails the test, naming the recipe and the launch. Stage 2 starts from the
@@ -17,7 +17,8 @@ import pytest
 import torch
 from transformers import AutoModelForImageTextToText
 
-import tiny
+from qwen3_smvl import tiny
+
 import train
 from conftest import REPO, free_port
 
@@ -104,7 +105,7 @@ def changed(before, after):
 
 
 def test_stage1_recipe_on_two_ranks_trains_the_connector_alone(stage1, tiny_smolvlm_dir, tiny_qwen_dir):
-    from stitch import stitch
+    from qwen3_smvl.graft import stitch
 
     fresh, _ = stitch(tiny_smolvlm_dir, tiny_qwen_dir)
     fresh.to(torch.bfloat16).float()  # the recipe trains in bf16: frozen parts are the sources rounded to it

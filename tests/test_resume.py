@@ -11,7 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import safe_resume
+from qwen3_smvl.training import safe_resume
+
 from conftest import REPO
 from test_train import config, run, write_yaml  # noqa: F401  (the `config` fixture)
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-import infer
+from qwen3_smvl import inference
+
 from conftest import free_port
 
 openai = pytest.importorskip("openai", reason="transformers[serving] (requirements-deploy.txt) brings openai")
@@ -81,16 +82,16 @@ def test_chat_completion_with_a_base64_image_answers_as_infer_does(server, stitc
         model=str(stitched_dir), messages=image_chat(image), max_tokens=5,
         extra_body={"chat_template_kwargs": {"enable_thinking": False}},
     )
-    model, processor = infer.load_model(stitched_dir)
+    model, processor = inference.load_model(stitched_dir)
     assert reply.usage.completion_tokens == 5
-    assert reply.choices[0].message.content == infer.answer(model, processor, image, QUESTION, max_new_tokens=5)
+    assert reply.choices[0].message.content == inference.answer(model, processor, image, QUESTION, max_new_tokens=5)
 
 
 def test_streamed_chat_completion_arrives_in_pieces_that_make_the_answer(server, stitched_dir, image):
     client = openai.OpenAI(base_url=f"{server}/v1", api_key="unused")
     stream = client.chat.completions.create(model=str(stitched_dir), messages=image_chat(image), max_tokens=5, stream=True)
     pieces = [chunk.choices[0].delta.content for chunk in stream if chunk.choices and chunk.choices[0].delta.content]
-    model, processor = infer.load_model(stitched_dir)
+    model, processor = inference.load_model(stitched_dir)
     # Without chat_template_kwargs Qwen3's template leaves thinking on: infer.py's --think prompt.
     assert len(pieces) == 5
-    assert "".join(pieces) == infer.answer(model, processor, image, QUESTION, think=True, max_new_tokens=5)
+    assert "".join(pieces) == inference.answer(model, processor, image, QUESTION, think=True, max_new_tokens=5)

@@ -1,4 +1,4 @@
-"""sources.py and data.load_data on your own files: the LLaVA and messages readers, image references
+"""qwen3_smvl/data/sources.py and data.load_data on your own files: the LLaVA and messages readers, image references
 (relative paths, data: URLs, file://, http on 127.0.0.1), problems with file:line, and weighted mixtures."""
 
 import base64
@@ -11,12 +11,10 @@ from pathlib import Path
 import datasets
 import pytest
 
-import data
-import own_files
-import sources
-import the_cauldron
+from qwen3_smvl.data import loading, own_files, sources, the_cauldron
+from qwen3_smvl.training.train_config import ConfigError, DataArguments, check_config, parse_config
+
 from conftest import REPO
-from train_config import ConfigError, DataArguments, check_config, parse_config
 
 EXAMPLES = REPO / "examples"
 PNG = (EXAMPLES / "images" / "red.png").read_bytes()
@@ -136,8 +134,8 @@ def test_http_images_are_fetched_once_before_training_and_failures_listed(tmp_pa
 
 def test_problems_name_file_and_line_and_refuse_or_are_skipped(tmp_path):
     args = DataArguments(train_data=[{"path": str(EXAMPLES / "planted")}], test_size=0)
-    with pytest.raises(data.DataError) as refused, pytest.warns(UserWarning, match="ignoring key"):
-        data.load_data(args, 0)
+    with pytest.raises(loading.DataError) as refused, pytest.warns(UserWarning, match="ignoring key"):
+        loading.load_data(args, 0)
     message = str(refused.value)
     assert "4 unusable row(s)" in message
     for planted in ("llava_problems.json#1: placeholder mismatch: 2 <image> placeholder(s) for 1 image(s)",
@@ -147,7 +145,7 @@ def test_problems_name_file_and_line_and_refuse_or_are_skipped(tmp_path):
         assert planted in message
     args.on_bad_sample = "skip"
     with pytest.warns(UserWarning) as warned:
-        loaded = data.load_data(args, 0)
+        loaded = loading.load_data(args, 0)
     assert len(loaded.train) == 5
     assert loaded.problems == {str(EXAMPLES / "planted"): {"placeholder mismatch": 1, "missing video": 1, "invalid JSON": 1,
                                                            "missing image": 1}}
@@ -166,14 +164,14 @@ def mixture(tmp_path, weights, sizes=(1500, 600)):
 
 def test_weighted_mixture_draws_in_proportion(tmp_path):
     args = DataArguments(train_data=mixture(tmp_path, (3.0, 1.0)), test_size=20)
-    loaded = data.load_data(args, seed=7)
+    loaded = loading.load_data(args, seed=7)
     drawn = Counter(Path(source).stem for source in loaded.train.select(range(2000))["source"])
     assert abs(drawn["a"] - 1500) < 60 and abs(drawn["b"] - 500) < 60  # 3 standard deviations
     held = Counter(Path(source).stem for source in loaded.held_out["source"])
     assert held == {"a": 14, "b": 6}  # test_size split in proportion to the sources' sizes
     assert not set(loaded.held_out["messages"]) & set(loaded.train["messages"])
-    again = data.load_data(args, seed=7).train.select(range(50))["messages"]
-    other = data.load_data(args, seed=8).train.select(range(50))["messages"]
+    again = loading.load_data(args, seed=7).train.select(range(50))["messages"]
+    other = loading.load_data(args, seed=8).train.select(range(50))["messages"]
     assert again == loaded.train.select(range(50))["messages"] != other
 
 
@@ -181,7 +179,7 @@ def test_max_samples_caps_a_source_and_eval_data_replaces_the_held_out_rows(tmp_
     a, b = mixture(tmp_path, (None, None), sizes=(30, 10))
     args = DataArguments(train_data=[{**a, "max_samples": 12}, b], eval_data=[{"path": str(EXAMPLES / "llava.json")}],
                          test_size=5)
-    loaded = data.load_data(args, seed=0)
+    loaded = loading.load_data(args, seed=0)
     assert len(loaded.train) == 22 and len(loaded.held_out) == 5
     assert set(loaded.held_out["source"]) == {str(EXAMPLES / "llava.json")}
 

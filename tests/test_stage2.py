@@ -14,15 +14,12 @@ from peft import PeftModel
 from safetensors import safe_open
 from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor
 
-import data
-import low_rank
-import param_groups
-import text_replay
-import the_cauldron
-import tiny
+from qwen3_smvl import tiny
+from qwen3_smvl.data import loading, text_replay, the_cauldron
+from qwen3_smvl.data.collate import Collator
+from qwen3_smvl.training import low_rank, param_groups, train_config
+
 import train
-import train_config
-from collate import Collator
 from conftest import REPO, free_port
 from faults import plant_nan_batches
 from test_train import config, losses, run, write_yaml  # noqa: F401 (config is a fixture)
@@ -36,7 +33,7 @@ TINY_RUN = ["--use_cpu", "true", "--bf16", "false", "--report_to", "none", "--da
 
 def cauldron_rows(cauldron_dir, subsets, test_size):
     """(train, held-out, problems) as train.py loads a config naming these the_cauldron subsets."""
-    return data.load_data(train_config.DataArguments(data_dir=str(cauldron_dir), train_data=subsets, test_size=test_size), 0)
+    return loading.load_data(train_config.DataArguments(data_dir=str(cauldron_dir), train_data=subsets, test_size=test_size), 0)
 
 def tensors(module):
     return {name: tensor.clone() for name, tensor in module.state_dict().items()}
@@ -309,8 +306,8 @@ def test_stage2_recipes_replay_text_at_smolvlm2s_share(tmp_path, monkeypatch):
     replay = tmp_path / "data/text_replay/sharegpt_zh_en.jsonl"
     text_replay.convert(tiny.write_tiny_sharegpt_zh_en(tmp_path / "data/text_replay/ShareGPT-Chinese-English-90k"), replay)
 
-    loaded = data.load_data(data_args, seed=0)
-    counts = data.rows_per_source(loaded.train)
+    loaded = loading.load_data(data_args, seed=0)
+    counts = loading.rows_per_source(loaded.train)
     replay_name = "data/text_replay/sharegpt_zh_en.jsonl"
     assert set(counts) == {*the_cauldron.ALL_SUBSETS, replay_name}
     share = counts[replay_name] / len(loaded.train)

@@ -43,10 +43,10 @@ def assert_equal(before, after):
 def test_nan_batches_are_skipped_named_and_stop_the_run_when_in_a_row(tmp_path, config, nan_batches, caplog):
     nan_batches["numbers"].update({3, 5, 6})
     out = tmp_path / "run"
-    with caplog.at_level(logging.WARNING, logger="step_guard"), pytest.raises(SystemExit) as stop:
+    with caplog.at_level(logging.WARNING, logger="qwen3_smvl.training.step_guard"), pytest.raises(SystemExit) as stop:
         run(tmp_path, {**config, "max_steps": 8, "save_strategy": "steps", "save_steps": 1, "max_nonfinite_steps": 2})
 
-    warnings = [record.getMessage() for record in caplog.records if record.name == "step_guard"]
+    warnings = [record.getMessage() for record in caplog.records if record.name == "qwen3_smvl.training.step_guard"]
     assert len(warnings) == 3, warnings
     assert warnings[0].startswith("step 3: non-finite loss and gradient norm: skipped without updating the weights "
                                   "(1 in a row, 1 in this run); rows: ")

@@ -17,8 +17,8 @@ from transformers import (
     pipeline,
 )
 
-import infer
-import stitch
+from qwen3_smvl import graft, inference
+
 from conftest import ASSETS, REPO
 
 
@@ -33,10 +33,10 @@ def solid(colour, size=48):
 
 
 def test_saved_graft_reloads_with_plain_transformers(stitched_dir, tiny_smolvlm_dir, tiny_qwen_dir):
-    model, processor = stitch.stitch(tiny_smolvlm_dir, tiny_qwen_dir)
+    model, processor = graft.stitch(tiny_smolvlm_dir, tiny_qwen_dir)
     reloaded = AutoModelForImageTextToText.from_pretrained(stitched_dir)
     reloaded_processor = AutoProcessor.from_pretrained(stitched_dir)
-    stitch.verify_graft(reloaded, reloaded_processor)
+    graft.verify_graft(reloaded, reloaded_processor)
 
     inputs = ask(reloaded_processor, solid("red"))
     with torch.no_grad():
@@ -67,7 +67,7 @@ def test_backbones_are_copied_bit_for_bit(stitched, tiny_smolvlm_dir, tiny_qwen_
 
 
 def test_graft_holds_each_weight_once(tiny_smolvlm_dir, tiny_qwen_dir):
-    model, _ = stitch.stitch(tiny_smolvlm_dir, tiny_qwen_dir)
+    model, _ = graft.stitch(tiny_smolvlm_dir, tiny_qwen_dir)
     assert model.lm_head.weight is model.get_input_embeddings().weight  # Qwen3 ties them
     assert model.model.text_model.config is model.config.text_config
     assert model.model.vision_model.config is model.config.vision_config
@@ -92,28 +92,28 @@ def test_pipeline_answers_as_infer_does(stitched_dir):
         max_new_tokens=3,
     )
     reply = answer[0]["generated_text"][-1]
-    model, processor = infer.load_model(stitched_dir, device="cpu")
+    model, processor = inference.load_model(stitched_dir, device="cpu")
     assert reply["role"] == "assistant"
-    assert reply["content"] == infer.answer(model, processor, solid("green"), "Colour?", think=True, max_new_tokens=3)
+    assert reply["content"] == inference.answer(model, processor, solid("green"), "Colour?", think=True, max_new_tokens=3)
 
 
 def test_verify_catches_an_unpatched_nested_id(stitched):
     model, processor = stitched
     model.model.image_token_id = 0  # the original recipe's silent bug: one nested copy left behind
-    with pytest.raises(stitch.GraftError, match="model.model.image_token_id"):
-        stitch.verify_graft(model, processor)
+    with pytest.raises(graft.GraftError, match="model.model.image_token_id"):
+        graft.verify_graft(model, processor)
 
 
 def test_verify_catches_a_vocab_mismatch(stitched):
     model, processor = stitched
     model.lm_head = torch.nn.Linear(model.lm_head.in_features, 10, bias=False)
-    with pytest.raises(stitch.GraftError, match="lm_head rows"):
-        stitch.verify_graft(model, processor)
+    with pytest.raises(graft.GraftError, match="lm_head rows"):
+        graft.verify_graft(model, processor)
 
 
 def test_real_geometry_image_block(real_geometry_smolvlm_dir, tiny_qwen_dir):
     """SmolVLM2's own geometry: 512 px tiles of 64 features plus a global view."""
-    model, processor = stitch.stitch(real_geometry_smolvlm_dir, tiny_qwen_dir)
+    model, processor = graft.stitch(real_geometry_smolvlm_dir, tiny_qwen_dir)
     photo = ASSETS / "images" / "dog.png"
     image = Image.open(photo).convert("RGB") if photo.is_file() else Image.fromarray(
         np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
@@ -159,7 +159,7 @@ def counted(text):
 
 @pytest.mark.skipif(not (ASSETS / "qwen3-0.6b" / "config.json").is_file(), reason="needs ../shared/assets")
 def test_dry_run_on_real_configs_prints_the_original_figure():
-    report = stitch.dry_run(ASSETS / "smolvlm2-256m-video-instruct", ASSETS / "qwen3-0.6b")
+    report = graft.dry_run(ASSETS / "smolvlm2-256m-video-instruct", ASSETS / "qwen3-0.6b")
     assert "trainable params: 12.00M || all params: 662.87M || trainable %: 1.81" in report
     assert "12288 -> 1024" in report
     assert "<|image_pad|>    id 151655" in report
@@ -169,22 +169,22 @@ def test_dry_run_needs_no_weights(tmp_path, tiny_smolvlm_dir, tiny_qwen_dir):
     smol, qwen = tmp_path / "smol", tmp_path / "qwen"
     shutil.copytree(tiny_smolvlm_dir, smol, ignore=shutil.ignore_patterns("*.safetensors"))
     shutil.copytree(tiny_qwen_dir, qwen, ignore=shutil.ignore_patterns("*.safetensors"))
-    report = stitch.dry_run(smol, qwen)
-    model, _ = stitch.stitch(tiny_smolvlm_dir, tiny_qwen_dir)
-    stitch.set_trainable(model)
-    assert report.splitlines()[-1] == stitch.trainable_summary(model)
-    with pytest.raises(stitch.GraftError, match="has no weights"):
-        stitch.stitch(smol, qwen)
+    report = graft.dry_run(smol, qwen)
+    model, _ = graft.stitch(tiny_smolvlm_dir, tiny_qwen_dir)
+    graft.set_trainable(model)
+    assert report.splitlines()[-1] == graft.trainable_summary(model)
+    with pytest.raises(graft.GraftError, match="has no weights"):
+        graft.stitch(smol, qwen)
 
 
 def test_missing_directory_is_named(tmp_path, tiny_qwen_dir):
-    with pytest.raises(stitch.GraftError, match="nowhere.*no config.json"):
-        stitch.stitch(tmp_path / "nowhere", tiny_qwen_dir)
+    with pytest.raises(graft.GraftError, match="nowhere.*no config.json"):
+        graft.stitch(tmp_path / "nowhere", tiny_qwen_dir)
 
 
 def test_text_model_must_be_a_causal_lm(tiny_smolvlm_dir):
-    with pytest.raises(stitch.GraftError, match="not a causal language model"):
-        stitch.stitch(tiny_smolvlm_dir, tiny_smolvlm_dir)
+    with pytest.raises(graft.GraftError, match="not a causal language model"):
+        graft.stitch(tiny_smolvlm_dir, tiny_smolvlm_dir)
 
 
 def test_tokenizer_without_vision_tokens_is_refused(tmp_path, tiny_smolvlm_dir, tiny_qwen_dir):
@@ -195,8 +195,8 @@ def test_tokenizer_without_vision_tokens_is_refused(tmp_path, tiny_smolvlm_dir, 
     plain = Tokenizer(models.BPE(vocab={chr(c): i for i, c in enumerate(range(32, 127))}, merges=[]))
     plain.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     PreTrainedTokenizerFast(tokenizer_object=plain, eos_token="~").save_pretrained(qwen)
-    with pytest.raises(stitch.GraftError, match=r"lacks Qwen's vision tokens"):
-        stitch.stitch(tiny_smolvlm_dir, qwen)
+    with pytest.raises(graft.GraftError, match=r"lacks Qwen's vision tokens"):
+        graft.stitch(tiny_smolvlm_dir, qwen)
 
 
 def test_cli_reports_errors_in_one_line(tmp_path, tiny_qwen_dir):

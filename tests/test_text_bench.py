@@ -1,4 +1,4 @@
-"""Forgetting through eval_bench.py (text_bench.py) on tiny checkpoints: lm-eval tasks read from a tiny
+"""Forgetting through eval_bench.py (qwen3_smvl/evaluation/text_bench.py) on tiny checkpoints: lm-eval tasks read from a tiny
 local copy in its hub layout, the graft (whole model, no image) against a Qwen3, beside an image task in
 the same command, both tables, and the refusals of both kinds before any model loads."""
 
@@ -10,10 +10,10 @@ import torch
 from lm_eval.api.instance import Instance
 from transformers import AutoProcessor, AutoTokenizer
 
+from qwen3_smvl import inference, tiny
+from qwen3_smvl.evaluation import text_bench
+
 import eval_bench
-import infer
-import text_bench
-import tiny
 from conftest import REPO
 from test_eval_bench import drop_split, relabel
 
@@ -110,7 +110,7 @@ def test_the_graft_scores_as_its_qwen3_would(stitched_dir, tiny_qwen_dir):
     chat = [{"role": "user", "content": "What is 2 + 3?\nA. 4\nB. 5\nAnswer:"}]
     prompt = graft.apply_chat_template(chat)
     processor = AutoProcessor.from_pretrained(stitched_dir)
-    assert prompt == infer.render_prompt(processor, infer.build_messages(chat[0]["content"], image=False))
+    assert prompt == inference.render_prompt(processor, inference.build_messages(chat[0]["content"], image=False))
     assert prompt.endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n") and prompt == qwen.apply_chat_template(chat)
     requests = [Instance("loglikelihood", {}, (prompt, choice), idx) for idx, choice in enumerate([" A", " B"])]
     mine, theirs = graft.loglikelihood(requests), qwen.loglikelihood(requests)

@@ -1,12 +1,11 @@
-"""text_replay.py: ShareGPT-Chinese-English-90k's Firefly rows become messages rows that sources.py reads."""
+"""qwen3_smvl/data/text_replay.py: ShareGPT-Chinese-English-90k's Firefly rows become messages rows that qwen3_smvl/data/sources.py reads."""
 
 import json
 
 import pytest
 
-import sources
-import text_replay
-import tiny
+from qwen3_smvl import tiny
+from qwen3_smvl.data import sources, text_replay
 
 
 def test_conversion_reads_back_through_the_messages_reader(tmp_path):

@@ -9,15 +9,15 @@ import pytest
 from conftest import REPO
 
 BENCHES = {
-    "bench_flops": ([], "TFLOP/sample"),
-    "bench_stage_memory": ([], "weights+grads+AdamW GiB"),
-    "bench_train_step": (["--steps", "1"], "packed"),
-    "bench_deploy": (["--routes", "fp32", "--new-tokens", "2"], "| transformers fp32 |"),
-    "bench_collate": (["--seconds", "0.1"], "samples/s per thread"),
-    "bench_packing": (["--rows", "16", "--step-rows", "4", "--rounds", "1"], "packing / longest:"),
-    "bench_load_jsonl": (["--rows", "500"], "cached load: 500 rows"),
+    "measure_flops": ([], "TFLOP/sample"),
+    "measure_stage_memory": ([], "weights+grads+AdamW GiB"),
+    "measure_train_step": (["--steps", "1"], "packed"),
+    "measure_deploy": (["--routes", "fp32", "--new-tokens", "2"], "| transformers fp32 |"),
+    "measure_collate": (["--seconds", "0.1"], "samples/s per thread"),
+    "measure_packing": (["--rows", "16", "--step-rows", "4", "--rounds", "1"], "packing / longest:"),
+    "measure_load_jsonl": (["--rows", "500"], "cached load: 500 rows"),
 }
-TAKES_CHECKPOINTS = {"bench_flops", "bench_stage_memory", "bench_train_step", "bench_deploy"}
+TAKES_CHECKPOINTS = {"measure_flops", "measure_stage_memory", "measure_train_step", "measure_deploy"}
 
 
 @pytest.mark.parametrize("name", BENCHES)
@@ -25,9 +25,9 @@ def test_benchmark_runs_and_prints_its_table(name, tiny_smolvlm_dir, tiny_qwen_d
     args, table_text = BENCHES[name]
     if name in TAKES_CHECKPOINTS:
         args = [*args, "--smolvlm", str(tiny_smolvlm_dir), "--qwen", str(tiny_qwen_dir)]
-    if name == "bench_deploy":
+    if name == "measure_deploy":
         args = [*args, "--model-dir", str(tmp_path / "model")]
-    result = subprocess.run([sys.executable, str(REPO / "bench" / f"{name}.py"), *args], cwd=tmp_path,
+    result = subprocess.run([sys.executable, str(REPO / "throughput" / f"{name}.py"), *args], cwd=tmp_path,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert table_text in result.stdout, result.stdout[-3000:]

@@ -14,16 +14,14 @@ import yaml
 from safetensors import safe_open
 from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor
 
-import data
-import infer
-import stitch
-import the_cauldron
-import tiny
+from qwen3_smvl import graft, inference, tiny
+from qwen3_smvl.data import loading, the_cauldron
+from qwen3_smvl.data.collate import Collator
+from qwen3_smvl.training import train_config
+from qwen3_smvl.training.train_config import DataArguments
+
 import train
-import train_config
-from collate import Collator
 from conftest import REPO, free_port
-from train_config import DataArguments
 
 
 @pytest.fixture
@@ -90,15 +88,15 @@ def test_trains_saves_standalone_and_runs_the_demo(tmp_path, config, tiny_qwen_d
     for name, tensor in smol.model.vision_model.state_dict().items():
         assert torch.equal(model.model.vision_model.state_dict()[name], tensor), name
     # the connector starts from the same seeded init as a fresh graft, and training moved it
-    fresh, _ = stitch.stitch(tiny_smolvlm_dir, tiny_qwen_dir)
+    fresh, _ = graft.stitch(tiny_smolvlm_dir, tiny_qwen_dir)
     assert not torch.equal(model.model.connector.modality_projection.proj.weight, fresh.model.connector.modality_projection.proj.weight)
 
     assert not list(out.glob("checkpoint-*"))  # save_strategy "no": only the final standalone model
     # The saved model is the one that answered the demo: same question, first held-out image, same reply.
     demo_reply = printed.split("demo answer:\n", 1)[1].split("\nsubset ", 1)[0]
     data_args = DataArguments(data_dir=config["data_dir"], train_data=config["train_data"], test_size=config["test_size"])
-    held_out = data.load_data(data_args, config["seed"]).held_out
-    reply = infer.answer(model, processor, Collator.decode_image(held_out[0]["images"][0]), "图中有什么动物？", think=True,
+    held_out = loading.load_data(data_args, config["seed"]).held_out
+    reply = inference.answer(model, processor, Collator.decode_image(held_out[0]["images"][0]), "图中有什么动物？", think=True,
                          max_new_tokens=config["demo_max_new_tokens"])
     assert reply == demo_reply
 
@@ -183,7 +181,7 @@ def test_learns_a_task_that_needs_the_image(tmp_path, config):
     })
     model = AutoModelForImageTextToText.from_pretrained(tmp_path / "run")
     processor = AutoProcessor.from_pretrained(tmp_path / "run")
-    held_out = data.load_data(DataArguments(data_dir=str(demo / "the_cauldron"), test_size=16), config["seed"]).held_out
+    held_out = loading.load_data(DataArguments(data_dir=str(demo / "the_cauldron"), test_size=16), config["seed"]).held_out
     rows = [held_out[i] for i in range(len(held_out))]
     seeing = answer_loss_per_sample(model, processor, rows, [row["images"][0] for row in rows])
     shuffled = answer_loss_per_sample(model, processor, rows, [row["images"][0] for row in rows[1:] + rows[:1]])
@@ -243,7 +241,7 @@ def test_what_the_first_save_would_die_of_is_refused_before_training(tmp_path, c
     and an output_dir that cannot be made stop the run in one line before any step; nothing is left behind."""
     from transformers.image_utils import SizeDict
 
-    import train_processor
+    from qwen3_smvl.training import train_processor
 
     set_sampling = train_processor.set_video_sampling
 
@@ -285,7 +283,7 @@ def test_cli_and_two_cpu_ranks_train_together(tmp_path, config, cauldron_dir, st
 
     # Tokens seen are summed over ranks: six samples' worth, more than one rank's three could hold.
     collator = Collator(AutoProcessor.from_pretrained(stitched_dir), padding="longest")
-    train_rows = data.load_data(DataArguments(data_dir=str(cauldron_dir), train_data=["cocoqa", "ai2d"], test_size=8), 0).train
+    train_rows = loading.load_data(DataArguments(data_dir=str(cauldron_dir), train_data=["cocoqa", "ai2d"], test_size=8), 0).train
     lengths = [int(collator([row])["attention_mask"].sum()) for row in train_rows]
     seen = [int(line.split(" tokens seen")[0].split()[-1]) for line in result.stdout.splitlines() if " tokens seen" in line]
     assert len(seen) == 2 and seen[0] == seen[1]
@@ -305,7 +303,7 @@ def test_bf16_sources_train_in_every_precision(tmp_path, config, bf16_smolvlm_di
     out = tmp_path / "run"
     assert stored_dtypes(out) == {"BF16"}  # saved in the sources' dtype
     trained = AutoModelForImageTextToText.from_pretrained(out).model.connector.modality_projection.proj.weight
-    fresh, _ = stitch.stitch(bf16_smolvlm_dir, bf16_qwen_dir)
+    fresh, _ = graft.stitch(bf16_smolvlm_dir, bf16_qwen_dir)
     assert torch.isfinite(trained).all()
     assert not torch.equal(trained, fresh.model.connector.modality_projection.proj.weight)
 
@@ -354,7 +352,7 @@ def test_unexpected_errors_keep_their_traceback(tmp_path, config, monkeypatch):
     def broken_library(*args, **kwargs):
         raise ValueError("a bug deep inside a library")
 
-    monkeypatch.setattr(data, "load_data", broken_library)
+    monkeypatch.setattr(loading, "load_data", broken_library)
     with pytest.raises(ValueError, match="a bug deep inside a library"):
         run(tmp_path, config)
 

@@ -13,16 +13,15 @@ import torch
 from transformers import AutoProcessor
 from transformers.video_utils import read_video_pyav
 
-import lengths
-import media
-import sources
-import tiny
-import train_processor
-from check_data import RowMeasure
-from collate import IGNORE_INDEX, BadSample, Collator
+from qwen3_smvl import tiny
+from qwen3_smvl.data import lengths, media, sources
+from qwen3_smvl.data.check_data import RowMeasure
+from qwen3_smvl.data.collate import IGNORE_INDEX, BadSample, Collator
+from qwen3_smvl.data.packing import PackingCollator
+from qwen3_smvl.training import train_processor
+from qwen3_smvl.training.train_config import DataArguments, ModelArguments
+
 from conftest import REPO
-from packing import PackingCollator
-from train_config import DataArguments, ModelArguments
 
 RGB = {"red": (220, 20, 20), "green": (20, 160, 20), "blue": (20, 40, 220)}
 
@@ -321,17 +320,22 @@ def save_with_transformers(smolvlm_dir, tokenizer_dir, out, sampling=True):
     """A SmolVLM source as transformers 5's own save_pretrained writes it (one processor_config.json holding
     the image and video processors); sampling=False: its video processor carries no sampling settings,
     only the image processor has a `video_sampling` (as in the hub's preprocessor_config.json)."""
-    from transformers import (AutoImageProcessor, AutoModelForImageTextToText, AutoVideoProcessor, SmolVLMProcessor,
-                              SmolVLMVideoProcessor)
+    from transformers import (
+        AutoImageProcessor,
+        AutoModelForImageTextToText,
+        AutoVideoProcessor,
+        SmolVLMProcessor,
+        SmolVLMVideoProcessor,
+    )
 
-    import stitch
+    from qwen3_smvl import graft
 
     image = AutoImageProcessor.from_pretrained(smolvlm_dir)
     video = AutoVideoProcessor.from_pretrained(smolvlm_dir)
     if not sampling:
         video = SmolVLMVideoProcessor(size=dict(video.size), max_image_size=video.max_image_size)
         image.video_sampling = {"fps": 2, "max_frames": 6, "video_size": dict(video.size)}
-    SmolVLMProcessor(image_processor=image, video_processor=video, tokenizer=stitch.load_tokenizer(tokenizer_dir),
+    SmolVLMProcessor(image_processor=image, video_processor=video, tokenizer=graft.load_tokenizer(tokenizer_dir),
                      image_seq_len=4).save_pretrained(out)
     AutoModelForImageTextToText.from_pretrained(smolvlm_dir).save_pretrained(out)
     return out

@@ -9,7 +9,8 @@ import datasets
 import numpy as np
 import yaml
 
-import tiny
+from qwen3_smvl import tiny
+
 import train
 
 COLOURS = ("red", "green", "blue", "yellow")

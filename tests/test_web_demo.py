@@ -13,8 +13,8 @@ import gradio as gr
 import pytest
 from PIL import Image
 
-import infer
-import tiny
+from qwen3_smvl import inference, tiny
+
 import web_demo
 import web_page
 
@@ -47,34 +47,34 @@ def clips(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def chat_model_dir(stitched_dir, tmp_path_factory, red_png):
-    return tiny.build_tiny_chat_model(stitched_dir, tmp_path_factory.mktemp("chat_model"), infer.load_image(red_png),
+    return tiny.build_tiny_chat_model(stitched_dir, tmp_path_factory.mktemp("chat_model"), inference.load_image(red_png),
                                       QUESTION)
 
 
 @pytest.fixture(scope="module")
 def loaded(chat_model_dir):
-    return infer.load_model(chat_model_dir)
+    return inference.load_model(chat_model_dir)
 
 
 def infer_reply(loaded, image_path, question, **settings):
     """infer.py's reply, as `infer.py --question` prints it."""
     model, processor = loaded
-    return infer.answer(model, processor, infer.load_image(image_path), question, max_new_tokens=MAX_NEW_TOKENS,
+    return inference.answer(model, processor, inference.load_image(image_path), question, max_new_tokens=MAX_NEW_TOKENS,
                         **settings)
 
 
 def infer_video_answer(loaded, video_path, question, **settings):
     """The answer part of `infer.py --video video_path --question question`'s reply."""
     model, processor = loaded
-    reply = infer.answer(model, processor, None, question, max_new_tokens=MAX_NEW_TOKENS,
-                         video=infer.load_video(video_path, processor), **settings)
-    return infer.split_thinking(reply)[1]
+    reply = inference.answer(model, processor, None, question, max_new_tokens=MAX_NEW_TOKENS,
+                         video=inference.load_video(video_path, processor), **settings)
+    return inference.split_thinking(reply)[1]
 
 
 def infer_answer(loaded, image_path, question, **settings):
     """The answer part of infer.py's reply, as its chat keeps it (infer.split_thinking: no think block,
     surrounding whitespace trimmed): what the page shows in the answer bubble."""
-    return infer.split_thinking(infer_reply(loaded, image_path, question, **settings))[1]
+    return inference.split_thinking(infer_reply(loaded, image_path, question, **settings))[1]
 
 
 @pytest.fixture(scope="module")
@@ -108,25 +108,25 @@ def assert_non_blank_png(path):
 
 
 def test_a_single_image_conversation_is_infer_pys(red_png):
-    image = infer.load_image(red_png)
+    image = inference.load_image(red_png)
     first = web_demo.Turn("What colour?", [str(red_png)], [image], answer="Red.")
     follow_up = web_demo.Turn("And the sky?", [], [])
-    assert web_demo.conversation_messages([first, follow_up]) == infer.build_messages(
+    assert web_demo.conversation_messages([first, follow_up]) == inference.build_messages(
         "And the sky?", history=[("What colour?", "Red.")])
 
 
 def test_a_video_conversation_is_infer_pys(loaded, clips):
-    video = infer.load_video(clips / "rgb.webm", loaded[1])
+    video = inference.load_video(clips / "rgb.webm", loaded[1])
     first = web_demo.Turn(VIDEO_QUESTION, [str(clips / "rgb.webm")], [], video, answer="Blue.")
     follow_up = web_demo.Turn("And the first?", [], [])
-    assert web_demo.conversation_messages([first, follow_up]) == infer.build_messages(
+    assert web_demo.conversation_messages([first, follow_up]) == inference.build_messages(
         "And the first?", history=[(VIDEO_QUESTION, "Blue.")], kind="video")
 
 
 def test_read_video_upload_samples_as_infer_py_and_names_bad_files(loaded, clips):
     video_processor = loaded[1].video_processor
     frames, metadata = web_demo.read_video_upload(clips / "rgb.webm", video_processor, max_pixels=10_000)
-    theirs, their_metadata = infer.load_video(clips / "rgb.webm", loaded[1])
+    theirs, their_metadata = inference.load_video(clips / "rgb.webm", loaded[1])
     assert (frames == theirs).all() and list(metadata.frames_indices) == list(their_metadata.frames_indices) == [0, 11, 23]
     with pytest.raises(web_demo.UploadError, match=r"^rgb\.webm: its frames are 16x16"):
         web_demo.read_video_upload(clips / "rgb.webm", video_processor, max_pixels=100)
@@ -151,10 +151,10 @@ def test_what_training_refuses_beside_a_video_is_refused_naming_the_upload(loade
     assert refusal(demo, [red_png, clip]).startswith(
         "red.png, rgb.webm: 1 image(s) and a video in one conversation; SmolVLM's processor encodes either")
     assert refusal(demo, [clip, clip]).startswith("rgb.webm, rgb.webm: 2 videos in one conversation")
-    with_video = web_demo.Turn(VIDEO_QUESTION, [str(clip)], [], infer.load_video(clip, loaded[1]), answer="Blue.")
+    with_video = web_demo.Turn(VIDEO_QUESTION, [str(clip)], [], inference.load_video(clip, loaded[1]), answer="Blue.")
     assert refusal(demo, [red_png], [with_video]).startswith("red.png: 1 image(s) and a video in one conversation")
     assert refusal(demo, [clip], [with_video]).startswith("rgb.webm: 2 videos in one conversation")
-    with_image = web_demo.Turn(QUESTION, [str(red_png)], [infer.load_image(red_png)], answer="Red.")
+    with_image = web_demo.Turn(QUESTION, [str(red_png)], [inference.load_image(red_png)], answer="Red.")
     assert refusal(demo, [clip], [with_image]).endswith("press Clear to start a new conversation")
 
 
@@ -260,7 +260,7 @@ def test_thinking_on_shows_the_think_block_apart_and_collapsible(page, loaded, r
     page.set_thinking(True)
     page.ask(QUESTION, [red_png])
     page.wait_for_reply(1)
-    thinking, answer = infer.split_thinking(infer_reply(loaded, red_png, QUESTION, think=True))
+    thinking, answer = inference.split_thinking(infer_reply(loaded, red_png, QUESTION, think=True))
     assert thinking and answer  # the tiny model thinks about this question, then answers
     assert page.answers() == [answer]
     [section] = page.thinking_sections()

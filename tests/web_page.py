@@ -22,7 +22,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
-REPO = Path(__file__).resolve().parent
+REPO = Path(__file__).resolve().parents[1]
 WINDOW = (1280, 900)
 FINAL_STATUS = re.compile(r"reply (\d+): (\d+) tokens in [\d.]+ s( · stopped)?")
 # Keeps every text the last reply bubble showed, so a test can see the answer arrive in pieces.

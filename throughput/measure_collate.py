@@ -1,9 +1,9 @@
 """Collator throughput and padding waste at SmolVLM2's real image geometry (no model weights needed).
 
-    python bench/bench_collate.py [--seconds 6]
+    python throughput/measure_collate.py [--seconds 6]
 
 Processor: SmolVLM2's image processor config and the real Qwen3 tokenizer from ../shared/assets when
-present, else tiny.py's real-geometry processor and the stand-in tokenizer at Qwen3's ids. Rows: a
+present, else qwen3_smvl/tiny.py's real-geometry processor and the stand-in tokenizer at Qwen3's ids. Rows: a
 cocoqa-like mix (short questions, 1-3 word answers) on the real photo when present, else synthetic
 images at the_cauldron-like sizes, all given undecoded ({"bytes", "path"}) as the trainer feeds them.
 Targets (not asserted): >= 6 samples/s per CPU thread, >= 99% real tokens at batch 1 with "longest".
@@ -26,10 +26,9 @@ REPO = Path(__file__).resolve().parents[1]
 ASSETS = REPO.parent / "shared" / "assets"
 sys.path.insert(0, str(REPO))
 
-import stitch  # noqa: E402
-import tiny  # noqa: E402
-from collate import Collator  # noqa: E402
-from the_cauldron import question_row  # noqa: E402
+from qwen3_smvl import graft, tiny
+from qwen3_smvl.data.collate import Collator
+from qwen3_smvl.data.the_cauldron import question_row
 
 QA = [
     ("What is the color of the dog?", "brown"), ("How many dogs are there?", "three"),
@@ -46,7 +45,7 @@ def build_processor(workdir):
     origin = []
     if not (smolvlm / "preprocessor_config.json").is_file():
         smolvlm = tiny.build_tiny_smolvlm(workdir / "smolvlm", geometry="real")
-        origin.append("tiny.py real geometry")
+        origin.append("qwen3_smvl/tiny.py real geometry")
     else:
         origin.append("SmolVLM2 image processor config")
     if not (qwen / "vocab.json").is_file():
@@ -55,8 +54,8 @@ def build_processor(workdir):
         origin.append("stand-in tokenizer")
     else:
         origin.append("Qwen3 tokenizer")
-    tokenizer = stitch.load_tokenizer(qwen)
-    processor = stitch.build_processor(smolvlm, tokenizer, AutoConfig.from_pretrained(smolvlm))
+    tokenizer = graft.load_tokenizer(qwen)
+    processor = graft.build_processor(smolvlm, tokenizer, AutoConfig.from_pretrained(smolvlm))
     return processor, " + ".join(origin)
 
 

@@ -1,7 +1,7 @@
 """Peak memory and seconds per answer of the deployment routes on the real-shaped model (random weights;
 a benchmark, not a test).
 
-    python bench/bench_deploy.py [--routes fp32,8bit,4bit,gguf] [--new-tokens 16] [--ctx 1024] [--llama-threads N]
+    python throughput/measure_deploy.py [--routes fp32,8bit,4bit,gguf] [--new-tokens 16] [--ctx 1024] [--llama-threads N]
 
 Builds once, under .cache/real_shaped_random, the grafted model from the real configs
 (../shared/assets, or the downloaded checkpoints' configs) with random weights, saved in bf16 as
@@ -28,9 +28,9 @@ from transformers import GenerationConfig, SmolVLMForConditionalGeneration
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from qwen3_smvl import graft, inference
+
 import export_gguf  # noqa: E402
-import infer  # noqa: E402
-import stitch  # noqa: E402
 
 ASSETS = REPO.parent / "shared" / "assets"
 MODEL_DIR = REPO / ".cache" / "real_shaped_random"
@@ -52,14 +52,14 @@ def photo_path(scratch):
 
 def build_real_shaped(smolvlm_path, qwen_path, out_dir):
     """stitch.py's graft from configs alone, random weights, saved in bf16 with the real processor."""
-    smol_config, qwen_config = stitch.load_source_configs(smolvlm_path, qwen_path)
-    tokenizer = stitch.load_tokenizer(qwen_path)
-    config = stitch.build_config(smol_config, qwen_config, tokenizer)
+    smol_config, qwen_config = graft.load_source_configs(smolvlm_path, qwen_path)
+    tokenizer = graft.load_tokenizer(qwen_path)
+    config = graft.build_config(smol_config, qwen_config, tokenizer)
     torch.manual_seed(0)
     model = SmolVLMForConditionalGeneration(config).to(torch.bfloat16)
     model.generation_config = GenerationConfig.from_pretrained(qwen_path)
-    processor = stitch.build_processor(smolvlm_path, tokenizer, config)
-    stitch.verify_graft(model, processor)
+    processor = graft.build_processor(smolvlm_path, tokenizer, config)
+    graft.verify_graft(model, processor)
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
 
@@ -71,10 +71,10 @@ def peak_rss_mib(who=resource.RUSAGE_SELF):
 def transformers_worker(model_dir, route, image_path, new_tokens):
     """One answer with infer.py's functions; prints a JSON line of figures."""
     start = time.perf_counter()
-    model, processor = infer.load_model(model_dir, device="cpu", quantize=None if route == "fp32" else route)
+    model, processor = inference.load_model(model_dir, device="cpu", quantize=None if route == "fp32" else route)
     loaded = time.perf_counter()
-    prompt = infer.render_prompt(processor, infer.build_messages(QUESTION))
-    inputs = processor(text=[prompt], images=[[infer.load_image(image_path)]], return_tensors="pt")
+    prompt = inference.render_prompt(processor, inference.build_messages(QUESTION))
+    inputs = processor(text=[prompt], images=[[inference.load_image(image_path)]], return_tensors="pt")
     model.generation_config.eos_token_id = None  # exactly new_tokens tokens
     with torch.no_grad():
         model.generate(**inputs, do_sample=False, max_new_tokens=new_tokens)
@@ -134,8 +134,8 @@ def print_table(rows, args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--smolvlm", default=default_source("smolvlm2-256m-video-instruct", stitch.DEFAULT_SMOLVLM))
-    parser.add_argument("--qwen", default=default_source("qwen3-0.6b", stitch.DEFAULT_QWEN))
+    parser.add_argument("--smolvlm", default=default_source("smolvlm2-256m-video-instruct", graft.DEFAULT_SMOLVLM))
+    parser.add_argument("--qwen", default=default_source("qwen3-0.6b", graft.DEFAULT_QWEN))
     parser.add_argument("--model-dir", default=str(MODEL_DIR))
     parser.add_argument("--routes", default="fp32,8bit,4bit,gguf")
     parser.add_argument("--new-tokens", type=int, default=16)

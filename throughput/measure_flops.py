@@ -1,7 +1,7 @@
 """FLOPs and bytes saved for backward per training sample at the real model size (a benchmark that
 prints, not a test).
 
-    python bench/bench_flops.py [--smolvlm DIR --qwen DIR]
+    python throughput/measure_flops.py [--smolvlm DIR --qwen DIR]
 
 The grafted model is built from the real configs (../shared/assets, or the downloaded checkpoints'
 configs) with random weights, frozen as the recipe freezes it (only the connector trains), in float32
@@ -39,12 +39,13 @@ from transformers import SmolVLMForConditionalGeneration
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import stitch  # noqa: E402
+from qwen3_smvl import graft
+from qwen3_smvl.data.collate import Collator
+from qwen3_smvl.data.packing import PER_SAMPLE_SDPA, PackingCollator
+from qwen3_smvl.data.the_cauldron import question_row
+from qwen3_smvl.training import train_config
+
 import train  # noqa: E402
-import train_config  # noqa: E402
-from collate import Collator  # noqa: E402
-from packing import PER_SAMPLE_SDPA, PackingCollator  # noqa: E402
-from the_cauldron import question_row  # noqa: E402
 
 ASSETS = REPO.parent / "shared" / "assets"
 QUESTIONS = ["What is the color of the dog?", "How many dogs are there?", "What are the dogs lying on?",
@@ -65,16 +66,16 @@ def default_source(asset, download):
 
 def build(smolvlm_path, qwen_path):
     """The graft with one text and one vision layer; returns (model, processor, real layer counts)."""
-    smol_config, qwen_config = stitch.load_source_configs(smolvlm_path, qwen_path)
+    smol_config, qwen_config = graft.load_source_configs(smolvlm_path, qwen_path)
     layers = {"text": qwen_config.num_hidden_layers, "vision": smol_config.vision_config.num_hidden_layers}
     qwen_config.num_hidden_layers = 1
     smol_config.vision_config.num_hidden_layers = 1
-    tokenizer = stitch.load_tokenizer(qwen_path)
-    config = stitch.build_config(smol_config, qwen_config, tokenizer)
+    tokenizer = graft.load_tokenizer(qwen_path)
+    config = graft.build_config(smol_config, qwen_config, tokenizer)
     model = SmolVLMForConditionalGeneration(config).float()
     model.set_attn_implementation("sdpa")
     train.prepare_trainable(model, train_config.ModelArguments(), {"connector": 1e-4})  # the connector only
-    return model, stitch.build_processor(smolvlm_path, tokenizer, config), layers
+    return model, graft.build_processor(smolvlm_path, tokenizer, config), layers
 
 
 def rows(count):
@@ -138,8 +139,8 @@ def recipes(processor):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--smolvlm", default=default_source("smolvlm2-256m-video-instruct", stitch.DEFAULT_SMOLVLM))
-    parser.add_argument("--qwen", default=default_source("qwen3-0.6b", stitch.DEFAULT_QWEN))
+    parser.add_argument("--smolvlm", default=default_source("smolvlm2-256m-video-instruct", graft.DEFAULT_SMOLVLM))
+    parser.add_argument("--qwen", default=default_source("qwen3-0.6b", graft.DEFAULT_QWEN))
     args = parser.parse_args()
     model, processor, layers = build(args.smolvlm, args.qwen)
     print(f"real configs: {layers['text']} text layers, {layers['vision']} vision layers, counted on 1 + 1 and scaled; "

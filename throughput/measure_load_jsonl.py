@@ -1,6 +1,6 @@
 """First-load time and peak memory of a large JSONL of your own data (no images decoded or held).
 
-    python bench/bench_load_jsonl.py [--rows 1000000] [--format llava|messages]
+    python throughput/measure_load_jsonl.py [--rows 1000000] [--format llava|messages]
 
 Writes a JSONL of short text rows, each with a relative image path (a handful of small PNGs, so the
 existence checks are real), then loads it through data.load_data in a fresh process with an empty
@@ -50,8 +50,8 @@ def write_rows(folder, rows, fmt):
 def load_once(path, cache):
     """Runs in a child process: load, then report seconds and this process's peak RSS."""
     os.environ["HF_DATASETS_CACHE"] = cache
-    from data import load_data
-    from train_config import DataArguments
+    from qwen3_smvl.data.loading import load_data
+    from qwen3_smvl.training.train_config import DataArguments
 
     start = time.perf_counter()
     loaded = load_data(DataArguments(train_data=[{"path": path}], test_size=64), seed=0)

@@ -1,19 +1,19 @@
 """Image tokens per resolution, real-token fraction and CPU training samples/s: batch-8 `longest`
 padding vs packing (a benchmark that prints, not a test).
 
-    python bench/bench_packing.py [--rows 512] [--step-rows 32] [--rounds 2]
+    python throughput/measure_packing.py [--rows 512] [--step-rows 32] [--rounds 2]
 
 Processor: SmolVLM2's image processor config and the real Qwen3 tokenizer from ../shared/assets when
-present (else tiny.py's real geometry and the stand-in tokenizer). Rows: a mixed set shaped like
+present (else qwen3_smvl/tiny.py's real geometry and the stand-in tokenizer). Rows: a mixed set shaped like
 the_cauldron: one image of 300-2200 px per side (random aspect), a short question, answers of 1-200
-tokens. Token counts come from lengths.py (image headers, no decoding), as training computes them.
+tokens. Token counts come from qwen3_smvl/data/lengths.py (image headers, no decoding), as training computes them.
 
 - Image table: tiles and image-block tokens per image for common sizes at each `image_longest_edge`.
 - Real tokens: non-padding share of the positions computed, for batch-8 `longest` (random batches and
   transformers' group_by_length) and packing at an 8K budget (no padding at all; its figure is the
   share of the budget filled, which is what sets the number of steps).
 - samples/s: forward + backward + AdamW on the collated batches of the same `--step-rows` rows, on a
-  TINY-WIDTH model (tiny.py: 2 text layers of 64, 2 vision layers of 32) at SmolVLM2's real image
+  TINY-WIDTH model (qwen3_smvl/tiny.py: 2 text layers of 64, 2 vision layers of 32) at SmolVLM2's real image
   geometry, one CPU thread, LM head on supervised positions, SDPA (per sample when packing, as
   train.py sets it); the two recipes' steps interleaved, so that both see the same machine load.
   Collation is not timed: DataLoader workers do it in parallel.
@@ -34,13 +34,13 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import stitch  # noqa: E402
-import tiny  # noqa: E402
 from bench_collate import build_processor  # noqa: E402
-from collate import Collator  # noqa: E402
-from lengths import TokenCounter  # noqa: E402
-from packing import PER_SAMPLE_SDPA, PackedBatches, PackingCollator  # noqa: E402
-from the_cauldron import question_row  # noqa: E402
+
+from qwen3_smvl import graft, tiny
+from qwen3_smvl.data.collate import Collator
+from qwen3_smvl.data.lengths import TokenCounter
+from qwen3_smvl.data.packing import PER_SAMPLE_SDPA, PackedBatches, PackingCollator
+from qwen3_smvl.data.the_cauldron import question_row
 
 TABLE_SIZES = [(640, 480), (1024, 768), (1700, 2200), (300, 200)]
 LONGEST_EDGES = (2048, 1536, 1024, 512)
@@ -107,8 +107,8 @@ def tiny_model(workdir, processor):
     """A tiny-width model at the real image geometry, with `processor`'s tokenizer."""
     qwen = tiny.build_tiny_qwen(workdir / "qwen", processor.tokenizer.name_or_path)
     smolvlm = tiny.build_tiny_smolvlm(workdir / "smolvlm", geometry="real")
-    model, _ = stitch.stitch(smolvlm, qwen)
-    stitch.set_trainable(model)
+    model, _ = graft.stitch(smolvlm, qwen)
+    graft.set_trainable(model)
     return model.float()
 
 

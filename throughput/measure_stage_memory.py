@@ -1,12 +1,12 @@
 """Weights, gradients and AdamW state per GPU for each shipped recipe, counted at the real model size.
 
-    python bench/bench_stage_memory.py [--smolvlm DIR --qwen DIR] [--gpus N]
+    python throughput/measure_stage_memory.py [--smolvlm DIR --qwen DIR] [--gpus N]
 
 Builds the grafted model from the real configs on the `meta` device (no weights, no memory), applies
 each recipe's freezing, LoRA and per-part learning rates exactly as train.py does, and counts bytes:
 frozen weights in bf16, trained ones in float32 with a float32 gradient and two float32 AdamW
 moments. With --gpus N under FSDP2 all of it is divided by N. Activations are not counted (they
-depend on sequence length, batch and checkpointing); add them from bench_train_step.py's peak.
+depend on sequence length, batch and checkpointing); add them from throughput/measure_train_step.py's peak.
 """
 
 import argparse
@@ -19,10 +19,12 @@ from transformers import SmolVLMForConditionalGeneration
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import stitch  # noqa: E402
-import train  # noqa: E402
-import train_config  # noqa: E402
 from bench_train_step import default_source  # noqa: E402
+
+from qwen3_smvl import graft
+from qwen3_smvl.training import train_config
+
+import train  # noqa: E402
 
 RECIPES = ("full_train.yaml", "stage2_lora.yaml", "stage2_full.yaml")
 FROZEN_BYTES = 2  # bf16
@@ -30,8 +32,8 @@ TRAINED_BYTES = 4 + 4 + 8  # float32 weight, gradient, AdamW's two moments
 
 
 def meta_model(smolvlm_path, qwen_path):
-    smol_config, qwen_config = stitch.load_source_configs(smolvlm_path, qwen_path)
-    config = stitch.build_config(smol_config, qwen_config, stitch.load_tokenizer(qwen_path))
+    smol_config, qwen_config = graft.load_source_configs(smolvlm_path, qwen_path)
+    config = graft.build_config(smol_config, qwen_config, graft.load_tokenizer(qwen_path))
     with torch.device("meta"):
         return SmolVLMForConditionalGeneration(config).to(torch.bfloat16)
 
@@ -46,8 +48,8 @@ def static_memory(model):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--smolvlm", default=default_source("smolvlm2-256m-video-instruct", stitch.DEFAULT_SMOLVLM))
-    parser.add_argument("--qwen", default=default_source("qwen3-0.6b", stitch.DEFAULT_QWEN))
+    parser.add_argument("--smolvlm", default=default_source("smolvlm2-256m-video-instruct", graft.DEFAULT_SMOLVLM))
+    parser.add_argument("--qwen", default=default_source("qwen3-0.6b", graft.DEFAULT_QWEN))
     parser.add_argument("--gpus", type=int, default=1, help="FSDP2 ranks sharing the state (1: one GPU / DDP)")
     args = parser.parse_args()
     print(f"{args.qwen} + {args.smolvlm}; per GPU with {args.gpus} GPU(s); activations not included")

@@ -1,6 +1,6 @@
 """Training-step throughput and memory at the real model size, random weights (a benchmark, not a test).
 
-    python bench/bench_train_step.py [--steps 10] [--smolvlm DIR --qwen DIR]
+    python throughput/measure_train_step.py [--steps 10] [--smolvlm DIR --qwen DIR]
 
 Builds the grafted model from the real configs (../shared/assets, or the downloaded checkpoints'
 configs) with random weights, freezes all but the connector as the recipe does, and times
@@ -24,12 +24,13 @@ from transformers import SmolVLMForConditionalGeneration
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import stitch  # noqa: E402
+from qwen3_smvl import graft
+from qwen3_smvl.data.collate import Collator
+from qwen3_smvl.data.packing import PackingCollator
+from qwen3_smvl.data.the_cauldron import question_row
+from qwen3_smvl.training import train_config
+
 import train  # noqa: E402
-import train_config  # noqa: E402
-from collate import Collator  # noqa: E402
-from packing import PackingCollator  # noqa: E402
-from the_cauldron import question_row  # noqa: E402
 
 ASSETS = REPO.parent / "shared" / "assets"
 ON_GPU = torch.cuda.is_available()
@@ -48,17 +49,17 @@ def photo():
 
 
 def build(smolvlm_path, qwen_path, text_layers):
-    smol_config, qwen_config = stitch.load_source_configs(smolvlm_path, qwen_path)
+    smol_config, qwen_config = graft.load_source_configs(smolvlm_path, qwen_path)
     if text_layers:
         qwen_config.num_hidden_layers = text_layers
-    tokenizer = stitch.load_tokenizer(qwen_path)
-    config = stitch.build_config(smol_config, qwen_config, tokenizer)
+    tokenizer = graft.load_tokenizer(qwen_path)
+    config = graft.build_config(smol_config, qwen_config, tokenizer)
     with DEVICE:
         model = SmolVLMForConditionalGeneration(config)
     # bf16 backbone on a GPU (as the checkpoints are), connector trained in fp32, as train.py does
     model.to(torch.bfloat16 if ON_GPU else torch.float32)
     train.prepare_trainable(model, train_config.ModelArguments(), {"connector": 1e-4})  # the connector only
-    return model, stitch.build_processor(smolvlm_path, tokenizer, config)
+    return model, graft.build_processor(smolvlm_path, tokenizer, config)
 
 
 def time_steps(model, batch, steps):
@@ -89,8 +90,8 @@ def time_steps(model, batch, steps):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--smolvlm", default=default_source("smolvlm2-256m-video-instruct", stitch.DEFAULT_SMOLVLM))
-    parser.add_argument("--qwen", default=default_source("qwen3-0.6b", stitch.DEFAULT_QWEN))
+    parser.add_argument("--smolvlm", default=default_source("smolvlm2-256m-video-instruct", graft.DEFAULT_SMOLVLM))
+    parser.add_argument("--qwen", default=default_source("qwen3-0.6b", graft.DEFAULT_QWEN))
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--text-layers", type=int, default=0, help="truncate Qwen3 to this many layers (0: all)")
@@ -98,7 +99,7 @@ def main():
     args = parser.parse_args()
 
     model, processor = build(args.smolvlm, args.qwen, args.text_layers)
-    print(f"device: {torch.cuda.get_device_name() if ON_GPU else 'cpu'}; {stitch.trainable_summary(model)}")
+    print(f"device: {torch.cuda.get_device_name() if ON_GPU else 'cpu'}; {graft.trainable_summary(model)}")
     row = question_row([photo()], "How many dogs are in the picture?", "three", "cocoqa")
     print(f"{'padding':<12}{'LM head on':>14}{'batch':>6}{'tokens/sample':>15}{'s/step':>9}{'samples/s':>11}{'peak GiB':>10}")
     processor.image_processor.size = {"longest_edge": args.image_longest_edge}

@@ -15,12 +15,10 @@ from collections import Counter
 
 import numpy as np
 
-import lengths
-import row_shape
-import sources
-import stitch
-import train_processor
-from collate import BadSample, Collator
+from qwen3_smvl import graft
+from qwen3_smvl.data import lengths, row_shape, sources
+from qwen3_smvl.data.collate import BadSample, Collator
+from qwen3_smvl.training import train_processor
 
 MEASURES = {"tokens": "int64", "images": "int64", "frames": "int64", "video_tokens": "int64", "problem": "string",
             "over_max_length": "bool"}
@@ -134,7 +132,7 @@ def run(model_args, data_args):
                 print(f"{source.name}: cannot be read: {error}")
                 total += 1
                 continue
-            except stitch.GraftError as error:
+            except graft.GraftError as error:
                 print(f"{source.name}: its video rows cannot be encoded: {error}")
                 total += 1
                 continue

@@ -1,4 +1,4 @@
-"""Batches of rows in row_shape.py's shape (messages with image and video parts, undecoded media) for
+"""Batches of rows in qwen3_smvl/data/row_shape.py's shape (messages with image and video parts, undecoded media) for
 the Trainer.
 
 Each row's messages (system/user/assistant/tool, reasoning_content, tool calls, the row's tools) are
@@ -18,7 +18,7 @@ from typing import NamedTuple
 import torch
 from transformers.utils.chat_template_utils import render_jinja_template
 
-import media
+from qwen3_smvl.data import media
 
 IGNORE_INDEX = -100
 PADDING_CHOICES = ("longest", "max_length")
@@ -46,7 +46,7 @@ class Encoded(NamedTuple):
 
 
 def decode_image(image):
-    """The RGB image the model sees (media.py's rule: EXIF orientation, then RGB); a missing or
+    """The RGB image the model sees (qwen3_smvl/data/media.py's rule: EXIF orientation, then RGB); a missing or
     unreadable image is a BadSample."""
     try:
         return media.decode_image(image)
@@ -55,7 +55,7 @@ def decode_image(image):
 
 
 def conversation(row):
-    """(messages, tools) of a row in row_shape.py's shape; both may be JSON text (as stored) or lists."""
+    """(messages, tools) of a row in qwen3_smvl/data/row_shape.py's shape; both may be JSON text (as stored) or lists."""
     messages, tools = row.get("messages"), row.get("tools")
     messages = json.loads(messages) if isinstance(messages, str) else messages
     tools = json.loads(tools) if isinstance(tools, str) else tools
@@ -294,7 +294,7 @@ class Collator:
         return input_ids.masked_fill(ignored, IGNORE_INDEX)
 
     def conversation_of(self, row):
-        """(messages, tools) of a row in row_shape.py's shape, checked: answers present, images within max_images."""
+        """(messages, tools) of a row in qwen3_smvl/data/row_shape.py's shape, checked: answers present, images within max_images."""
         messages, tools = conversation(row)
         answers = [index for index, message in enumerate(messages) if message["role"] == "assistant"]
         if not answers:

@@ -15,9 +15,9 @@ from typing import NamedTuple
 from datasets.fingerprint import Hasher
 from transformers.models.smolvlm.processing_smolvlm import get_image_prompt_string
 
-import media
-from collate import BadSample, count_images, count_videos, video_metadata, video_prompt
-from row_shape import DataError
+from qwen3_smvl.data import media
+from qwen3_smvl.data.collate import BadSample, count_images, count_videos, video_metadata, video_prompt
+from qwen3_smvl.data.row_shape import DataError
 
 LENGTH_COLUMN = "length"  # TrainingArguments.length_column_name's default, read by group_by_length
 
@@ -37,7 +37,7 @@ def text_with_videos(collator, messages, tools, row, image_count):
 
 
 def image_size(image):
-    """(width, height) of the image as the collator will see it (media.py's rule), from the header alone."""
+    """(width, height) of the image as the collator will see it (qwen3_smvl/data/media.py's rule), from the header alone."""
     try:
         return media.image_size(image)
     except media.UnreadableImage as error:

@@ -1,4 +1,4 @@
-"""Training data: the sources of train_data / eval_data read (sources.py), problems refused or skipped,
+"""Training data: the sources of train_data / eval_data read (qwen3_smvl/data/sources.py), problems refused or skipped,
 rows held out across sources and the rest mixed by weight."""
 import json
 import logging
@@ -11,10 +11,8 @@ import numpy as np
 import pyarrow.compute as pc
 from datasets import Dataset, concatenate_datasets, interleave_datasets
 
-import row_shape
-import sources
-import the_cauldron
-from row_shape import DataError  # noqa: F401  (the project's data error type, raised from here)
+from qwen3_smvl.data import row_shape, sources, the_cauldron
+from qwen3_smvl.data.row_shape import DataError
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +115,7 @@ def load_text_rows(path):
 
 
 def load_data(data_args, seed):
-    """Training rows, held-out rows and the problems skipped, in the one row shape of row_shape.py with
+    """Training rows, held-out rows and the problems skipped, in the one row shape of qwen3_smvl/data/row_shape.py with
     images undecoded; training and evaluation read the same split through this.
 
     Without weights the sources are pooled and shuffled, and the first test_size rows held out (as

@@ -1,5 +1,5 @@
 """Readers for your own files: LLaVA JSON/JSONL and OpenAI-style `messages` JSONL (or parquet), each row
-turned into the one row shape of row_shape.py; image references resolved, http(s) URLs fetched into a
+turned into the one row shape of qwen3_smvl/data/row_shape.py; image references resolved, http(s) URLs fetched into a
 cache, and each file's rows parsed once into Arrow files under datasets' cache.
 """
 
@@ -20,7 +20,7 @@ import pyarrow as pa
 from datasets import Dataset, concatenate_datasets
 from tqdm.auto import tqdm
 
-from row_shape import ROW_FEATURES, DataError, RowProblem
+from qwen3_smvl.data.row_shape import ROW_FEATURES, DataError, RowProblem
 
 logger = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 from transformers.trainer_utils import seed_worker
 
-from collate import IGNORE_INDEX, Collator, Encoded, supervised_logits
-from lengths import LENGTH_COLUMN
+from qwen3_smvl.data.collate import IGNORE_INDEX, Collator, Encoded, supervised_logits
+from qwen3_smvl.data.lengths import LENGTH_COLUMN
 
 PER_SAMPLE_SDPA = "sdpa_per_sample"
 # Attention implementations that read the samples' boundaries (cu_seq_lens_*) instead of a dense mask.

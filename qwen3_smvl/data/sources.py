@@ -1,6 +1,6 @@
 """The entries of train_data / eval_data (a the_cauldron subset name, a path, or a file or directory with its
 format, data_root, weight and max_samples) and reading each one with its format's reader
-(the_cauldron.py, own_files.py) into the one row shape of row_shape.py.
+(qwen3_smvl/data/the_cauldron.py, qwen3_smvl/data/own_files.py) into the one row shape of qwen3_smvl/data/row_shape.py.
 """
 
 import logging
@@ -11,9 +11,8 @@ from pathlib import Path
 import yaml
 from datasets import Dataset, concatenate_datasets
 
-import own_files
-import the_cauldron
-from row_shape import DataError  # noqa: F401  (the project's data error type, raised from here)
+from qwen3_smvl.data import own_files, the_cauldron
+from qwen3_smvl.data.row_shape import DataError
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The stage-2 text-only replay source, converted once at download time into the messages JSONL that
-sources.py reads (docs/own-data.md), so that training reads it like any file of one's own.
+qwen3_smvl/data/sources.py reads (docs/own-data.md), so that training reads it like any file of one's own.
 
-    python text_replay.py SOURCE_DIR OUT.jsonl
+    python -m qwen3_smvl.data.text_replay SOURCE_DIR OUT.jsonl
 
 SOURCE_DIR is a download of ShareGPT-Chinese-English-90k (shareAI/ShareGPT-Chinese-English-90k on the
 Hugging Face hub, AI-ModelScope/ShareGPT-Chinese-English-90k on ModelScope; Apache-2.0): real user

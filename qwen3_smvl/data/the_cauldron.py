@@ -1,5 +1,5 @@
 """the_cauldron: its subset names, loading a subset from <data_dir>/<subset>/train-*.parquet
-(`images` and `texts` columns) and turning its rows into the one row shape of row_shape.py."""
+(`images` and `texts` columns) and turning its rows into the one row shape of qwen3_smvl/data/row_shape.py."""
 
 import glob
 import json
@@ -8,8 +8,7 @@ import os
 import pyarrow.compute as pc
 from datasets import Features, Image, List, Value, concatenate_datasets, load_dataset
 
-from row_shape import ROW_FEATURES, DataError
-
+from qwen3_smvl.data.row_shape import ROW_FEATURES, DataError
 
 # The original recipe's subsets. Left out because they failed to load for the original authors:
 # mimic_cgd, localized_narratives, okvqa, ocrvqa, clevr_math, nlvr2.

@@ -18,8 +18,8 @@ import torch
 from accelerate.utils import broadcast_object_list
 from transformers import TrainerCallback
 
-import eval_bench
-from train_config import ConfigError
+from qwen3_smvl.evaluation import benchmarks
+from qwen3_smvl.training.train_config import ConfigError
 
 LOG_PREFIX = "eval_bench_"
 
@@ -27,7 +27,7 @@ LOG_PREFIX = "eval_bench_"
 class BenchCallback(TrainerCallback):
     def __init__(self, trainer, tasks, data_dir, limit, every_steps):
         self.trainer, self.limit, self.every_steps = trainer, limit, every_steps
-        self.configs = eval_bench.checked_configs(tasks, data_dir)  # checked before training (train_config)
+        self.configs = benchmarks.checked_configs(tasks, data_dir)  # checked before training (train_config)
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.every_steps and state.global_step % self.every_steps == 0:
@@ -39,7 +39,7 @@ class BenchCallback(TrainerCallback):
 
     def scores(self):
         """{task: score} of the model as it is now, its training mode and the run's random state restored."""
-        from harness_model import Qwen3SmVL
+        from qwen3_smvl.evaluation.harness_model import Qwen3SmVL
 
         trainer, model = self.trainer, self.trainer.model
         was_training, rng = model.training, (random.getstate(), np.random.get_state())
@@ -50,7 +50,7 @@ class BenchCallback(TrainerCallback):
                     tempfile.TemporaryDirectory(prefix="bench_submissions_") as submissions:
                 harness = Qwen3SmVL(trainer.args.output_dir, batch_size=trainer.args.per_device_eval_batch_size,
                                     loaded=(model, trainer.processing_class))
-                scores, _ = eval_bench.evaluate(harness, self.configs, self.limit, eval_bench.task_manager(),
+                scores, _ = benchmarks.evaluate(harness, self.configs, self.limit, benchmarks.task_manager(),
                                                 output_path=submissions)
         finally:
             model.train(was_training)

@@ -1,7 +1,7 @@
 """Qwen3-SmVL (and SmolVLM2) as an lmms-eval model: the class eval_bench.py hands to lmms-eval.
 
     from lmms_eval.evaluator import simple_evaluate
-    from harness_model import Qwen3SmVL
+    from qwen3_smvl.evaluation.harness_model import Qwen3SmVL
     simple_evaluate(model=Qwen3SmVL("model/freeze_llm_vlm_cocoqa"), tasks=["textvqa_val"], limit=8)
 
 Importing this module also registers it with lmms-eval's model registry (a `ModelManifest`) as
@@ -21,14 +21,14 @@ import json
 from collections import defaultdict
 
 import torch
-from loguru import logger
 from lmms_eval.api.model import lmms
 from lmms_eval.models import MODEL_REGISTRY_V2
 from lmms_eval.models.registry_v2 import ModelManifest
+from loguru import logger
 from tqdm.auto import tqdm
 
-import infer
-import media
+from qwen3_smvl import inference
+from qwen3_smvl.data import media
 
 MODEL_NAME = "qwen3_smvl"
 DEFAULT_MAX_NEW_TOKENS = 128  # tasks that set no max_new_tokens (textvqa) ask for a short answer
@@ -47,7 +47,7 @@ class Qwen3SmVL(lmms):
         super().__init__()
         if ignored:
             logger.warning(f"{MODEL_NAME}: ignoring model_args {sorted(ignored)}")
-        self.model, self.processor = loaded or infer.load_model(pretrained, device=device)
+        self.model, self.processor = loaded or inference.load_model(pretrained, device=device)
         self.pretrained = str(pretrained)
         self.batch_size = int(batch_size)
         self.think = think in (True, "True", "true", "1")
@@ -65,7 +65,7 @@ class Qwen3SmVL(lmms):
 
     def prompt(self, context, images):
         """The prompt text for a task's context with `images` (how many) before it, as infer.py renders it."""
-        return infer.render_prompt(self.processor, infer.build_messages(context, image=images), think=self.think)
+        return inference.render_prompt(self.processor, inference.build_messages(context, image=images), think=self.think)
 
     def inputs(self, contexts, visuals):
         """Left-padded model inputs for a batch; each sample's images stay nested with it, in order."""
@@ -103,7 +103,7 @@ class Qwen3SmVL(lmms):
         block's own blank line would otherwise end)."""
         ids = new_tokens.tolist()
         end = next((i for i, token in enumerate(ids) if token in self.end_ids), len(ids))
-        text = infer.split_thinking(self.tokenizer.decode(ids[:end], skip_special_tokens=True))[1]
+        text = inference.split_thinking(self.tokenizer.decode(ids[:end], skip_special_tokens=True))[1]
         for stop in until:
             text = text.split(stop, 1)[0]
         return text.strip()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-import bench_data
+from qwen3_smvl.evaluation import bench_data
 
 # mmlu: English knowledge (57 subjects); ceval-valid: Chinese knowledge (52 subjects, the labelled split);
 # gsm8k: grade-school maths written out (generation); ifeval: following format instructions (generation).
@@ -98,7 +98,7 @@ def datasets_of(manager, names):
             dataset = task_config(manager.task_index[leaf]).get("dataset_path")
             if not dataset:
                 raise BenchError(f"{name}: task {leaf} builds its data in Python (no dataset_path); "
-                                 "text_bench.py runs tasks read from hub datasets only")
+                                 "qwen3_smvl/evaluation/text_bench.py runs tasks read from hub datasets only")
             found[name][leaf] = dataset
     return found
 

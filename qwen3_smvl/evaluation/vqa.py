@@ -12,10 +12,8 @@ per-row means instead). A table goes to stdout and the summary with every answer
 (`text_eval_file`, shipped: text_eval.jsonl) shows whether training damaged Qwen3's language.
 """
 
-import argparse
 import json
 import re
-import sys
 import time
 from pathlib import Path
 
@@ -24,12 +22,18 @@ import torch.nn.functional as F
 from num2words import num2words
 from tqdm.auto import tqdm
 
-import data
-import infer
-import row_shape
-import stitch
-from collate import IGNORE_INDEX, BadSample, Collator, content_text, conversation, count_images, count_videos, decode_video
-from train_config import ConfigError, parse_config, seed_of_data, use_offline_demo
+from qwen3_smvl import inference
+from qwen3_smvl.data import loading
+from qwen3_smvl.data.collate import (
+    IGNORE_INDEX,
+    BadSample,
+    Collator,
+    content_text,
+    conversation,
+    count_images,
+    count_videos,
+    decode_video,
+)
 
 ARTICLES = {"a", "an", "the"}
 # "twenty-one" is "twenty one" once punctuation is gone; "none" -> "0" as the official VQA evaluation maps it.
@@ -88,9 +92,9 @@ def evaluate_row(model, processor, row, collator, max_new_tokens, think):
     prompt, reference = messages[:last], content_text(messages[last]["content"])
     images = [Collator.decode_image(image) for image in row["images"][: count_images(prompt)]]
     videos = [decode_video(video, processor.video_processor) for video in (row.get("videos") or [])[: count_videos(prompt)]]
-    reply = infer.reply_to(model, processor, prompt, images, think=think, max_new_tokens=max_new_tokens, tools=tools,
+    reply = inference.reply_to(model, processor, prompt, images, think=think, max_new_tokens=max_new_tokens, tools=tools,
                            videos=videos)
-    prediction = infer.split_thinking(reply)[1]  # a reply cut off while thinking answers nothing
+    prediction = inference.split_thinking(reply)[1]  # a reply cut off while thinking answers nothing
     correct, contains = score(prediction, reference)
     question = next((content_text(m["content"]) for m in reversed(prompt) if m["role"] == "user"), "")
     return {
@@ -176,70 +180,7 @@ def evaluate_and_report(model, processor, rows, data_args, out_dir, max_new_toke
     collator = Collator.from_args(processor, data_args, padding="longest", on_bad_sample="raise", supervised_logits_only=False)
     results = evaluate(model, processor, rows, collator, max_new_tokens, think)
     if data_args.text_eval_file:
-        results["text_only"] = text_only_loss(model, processor, data.load_text_rows(data_args.text_eval_file))
+        results["text_only"] = text_only_loss(model, processor, loading.load_text_rows(data_args.text_eval_file))
     settings = {**(settings or {}), "max_new_tokens": max_new_tokens, "think": think}
     report(results, out_dir, settings, time.perf_counter() - started)
     return results
-
-
-def held_out_rows(config_argv):
-    """(rows, data_args, data seed): the rows train.py holds out for this config."""
-    # Only the data fields are used: use_cpu keeps a bf16 training config parseable without a GPU.
-    model_args, data_args, run_args, training_args = parse_config([*config_argv, "--use_cpu", "true"])
-    if run_args.offline_demo_dir:
-        use_offline_demo(model_args, data_args, run_args)
-    if data_args.test_size == 0 and not data_args.eval_data:
-        raise ConfigError("test_size is 0 and eval_data is not set: the config holds out no rows to evaluate on")
-    rows = data.load_data(data_args, seed_of_data(training_args)).held_out
-    return rows, data_args, seed_of_data(training_args)
-
-
-def parse_args(argv):
-    """-> (eval_vqa.py's options, the YAML and its overrides for train_config.parse_config)."""
-    parser = argparse.ArgumentParser(
-        prog="eval_vqa.py", allow_abbrev=False, usage="%(prog)s CONFIG.yaml --model DIR [options] [--key value ...]",
-        description="VQA accuracy and eval loss on the rows a train.py config holds out.",
-        epilog="Any other --key value overrides the YAML, as in train.py.",
-    )
-    parser.add_argument("--model", required=True, metavar="DIR", help="a model directory written by train.py or stitch.py")
-    parser.add_argument("--samples", type=int, metavar="N", help="evaluate the first N held-out rows only")
-    parser.add_argument("--max-new-tokens", "--max_new_tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS,
-                        metavar="N", help="answer length cap, thinking included (default %(default)s)")
-    parser.add_argument("--think", action="store_true", help="answer with thinking on (training used it off)")
-    config = argv[:1] if argv and not argv[0].startswith("-") else []
-    args, overrides = parser.parse_known_args(argv[len(config):])
-    return args, [*config, *overrides]
-
-
-def main(argv=None):
-    args, config_argv = parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        if not (Path(args.model) / "config.json").is_file():
-            raise ConfigError(f"--model {args.model} is not a model directory (no config.json)")
-        if (args.samples is not None and args.samples < 1) or args.max_new_tokens < 1:
-            raise ConfigError("--samples and --max-new-tokens must be positive")
-        rows, data_args, seed = held_out_rows(config_argv)
-        if data_args.text_eval_file:
-            data.load_text_rows(data_args.text_eval_file)  # refused now rather than after the VQA pass
-    except (ConfigError, data.DataError) as error:
-        raise SystemExit(f"eval_vqa.py: {error}")
-    if args.samples:
-        rows = rows.select(range(min(args.samples, len(rows))))
-    model, processor = infer.load_model(args.model)
-    try:
-        if row_shape.has_videos(rows):
-            stitch.check_renders_videos(processor, args.model)
-    except stitch.GraftError as error:
-        raise SystemExit(f"eval_vqa.py: {error}")
-    settings = {
-        "model": str(args.model), "config": config_argv, "data_dir": data_args.data_dir,
-        "train_data": data_args.train_data, "eval_data": data_args.eval_data, "test_size": data_args.test_size, "data_seed": seed,
-        "text_eval_file": data_args.text_eval_file,
-    }
-    evaluate_and_report(model, processor, rows, data_args, args.model, args.max_new_tokens, args.think, settings)
-    print(f"next:\n  python infer.py --model {args.model} --image PATH --question \"...\"\n"
-          f"  python export_gguf.py --model {args.model} --out gguf/    # for llama.cpp")
-
-
-if __name__ == "__main__":
-    main()

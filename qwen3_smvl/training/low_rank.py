@@ -11,7 +11,7 @@ import re
 import torch
 from peft import LoraConfig, get_peft_model
 
-from train_config import ConfigError, lora_parts
+from qwen3_smvl.training.train_config import ConfigError, lora_parts
 
 TEXT_LINEAR_LAYERS = r"model\.text_model\.layers\.\d+\.(self_attn|mlp)\.\w+_proj"
 VISION_LINEAR_LAYERS = r"model\.vision_model\.encoder\.layers\.\d+\.(self_attn\.\w+_proj|mlp\.fc\d+)"

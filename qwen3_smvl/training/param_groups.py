@@ -7,8 +7,8 @@ optimizer). Groups follow nanoGPT: matrices decay, 1-d tensors (norms, biases) d
 
 import torch
 
-import stitch
-from train_config import ConfigError
+from qwen3_smvl import graft
+from qwen3_smvl.training.train_config import ConfigError
 
 PEFT_PREFIX = "base_model.model."  # what peft puts in front of the wrapped model's parameter names
 
@@ -34,7 +34,7 @@ def optimizer_groups(model, part_lrs, weight_decay):
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
-        part = stitch.part_of(name.removeprefix(PEFT_PREFIX))
+        part = graft.part_of(name.removeprefix(PEFT_PREFIX))
         if part not in part_lrs:
             raise ValueError(f"{name} is trainable but its part '{part}' has no learning rate")
         decays = parameter.ndim >= 2

@@ -5,7 +5,7 @@ preempted, resume with the same command.
 The handler only notes the signal. After every optimizer step the ranks combine what they noted (one
 all-gather of one number), so a signal that reached any rank stops all of them after the same step,
 and they save that checkpoint together: no rank is left waiting in a collective. A checkpoint cut
-off by a later SIGKILL is set aside on the next start (safe_resume.py), which then resumes from the
+off by a later SIGKILL is set aside on the next start (qwen3_smvl/training/safe_resume.py), which then resumes from the
 last complete one.
 """
 

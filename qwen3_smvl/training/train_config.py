@@ -21,21 +21,19 @@ logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 from transformers import HfArgumentParser, TrainingArguments  # noqa: E402
 from transformers.models.smolvlm.image_processing_smolvlm import MAX_IMAGE_SIZE
 
-import data
-import infer
-import preemption
-import sources
-import stitch
-from collate import ON_BAD_SAMPLE_CHOICES, PADDING_CHOICES
+from qwen3_smvl import graft, inference
+from qwen3_smvl.data import loading, sources
+from qwen3_smvl.data.collate import ON_BAD_SAMPLE_CHOICES, PADDING_CHOICES
+from qwen3_smvl.training import preemption
 
 SAVE_DTYPES = ("auto", "bfloat16", "float16", "float32")
-SHIPPED_TEXT_EVAL = str(Path(__file__).with_name("text_eval.jsonl"))
+SHIPPED_TEXT_EVAL = str(Path(__file__).resolve().parents[2] / "text_eval.jsonl")
 
 
 @dataclass
 class ModelArguments:
-    smolvlm_path: str = field(default=stitch.DEFAULT_SMOLVLM, metadata={"help": "SmolVLM2 checkpoint (vision tower, processors)"})
-    qwen_path: str = field(default=stitch.DEFAULT_QWEN, metadata={"help": "Qwen3 checkpoint (text model, tokenizer)"})
+    smolvlm_path: str = field(default=graft.DEFAULT_SMOLVLM, metadata={"help": "SmolVLM2 checkpoint (vision tower, processors)"})
+    qwen_path: str = field(default=graft.DEFAULT_QWEN, metadata={"help": "Qwen3 checkpoint (text model, tokenizer)"})
     init_from: str | None = field(default=None, metadata={"help": "a directory written by `stitch.py` or by an earlier run; skips the graft"})
     # A part trains when its freeze_* is false or its *_lr above 0; unset, the connector trains, the
     # vision tower is frozen and the text model trains only under LoRA. Both set and disagreeing: refused.
@@ -190,7 +188,7 @@ def parse_config(argv):
 
 def use_offline_demo(model_args, data_args, run_args):
     """Point the run at tiny random checkpoints and synthetic data, built once under the cache dir."""
-    import tiny
+    from qwen3_smvl import tiny
 
     paths = tiny.prepare_offline_demo(run_args.offline_demo_dir)
     model_args.smolvlm_path, model_args.qwen_path = str(paths["smolvlm"]), str(paths["qwen"])
@@ -274,11 +272,11 @@ def check_bench_keys(run_args, training_args):
                           "set bench_steps or eval_strategy")
     if importlib.util.find_spec("lmms_eval") is None:
         raise ConfigError("bench_tasks needs lmms-eval: pip install -r requirements-eval.txt")
-    import eval_bench
+    from qwen3_smvl.evaluation import benchmarks
 
     try:
-        eval_bench.checked_configs(run_args.bench_tasks, run_args.bench_data_dir)
-    except eval_bench.BenchError as error:
+        benchmarks.checked_configs(run_args.bench_tasks, run_args.bench_data_dir)
+    except benchmarks.BenchError as error:
         raise ConfigError(f"bench_tasks: {error}")
 
 
@@ -302,7 +300,7 @@ def check_config(model_args, data_args, run_args, training_args):
         raise ConfigError("max_length and max_images must be positive and test_size not negative")
     check_throughput_keys(data_args, training_args)
     if run_args.run_evaluation and data_args.text_eval_file:
-        data.load_text_rows(data_args.text_eval_file)
+        loading.load_text_rows(data_args.text_eval_file)
     if (training_args.eval_strategy != "no" or run_args.run_evaluation) and data_args.test_size == 0 and not data_args.eval_data:
         raise ConfigError("eval_strategy or run_evaluation is set but test_size is 0 and eval_data is not set: "
                           "nothing to evaluate on")
@@ -318,13 +316,13 @@ def check_config(model_args, data_args, run_args, training_args):
         check_bench_keys(run_args, training_args)
     if run_args.demo_image:
         try:
-            infer.load_image(run_args.demo_image)
+            inference.load_image(run_args.demo_image)
         except (FileNotFoundError, ValueError) as error:
             raise ConfigError(f"demo_image: {error}")
     if model_args.init_from and not (Path(model_args.init_from) / "config.json").is_file():
         raise ConfigError(f"init_from: {model_args.init_from} is not a model directory (no config.json)")
     if not model_args.init_from:
-        stitch.check_source_dirs(model_args.smolvlm_path, model_args.qwen_path, need_weights=not run_args.check_data)
+        graft.check_source_dirs(model_args.smolvlm_path, model_args.qwen_path, need_weights=not run_args.check_data)
 
 
 def configure(argv):

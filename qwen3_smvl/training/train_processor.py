@@ -10,9 +10,9 @@ from pathlib import Path
 
 from transformers import AutoConfig, AutoProcessor
 
-import row_shape
-import stitch
-from train_config import ConfigError
+from qwen3_smvl import graft
+from qwen3_smvl.data import row_shape
+from qwen3_smvl.training.train_config import ConfigError
 
 
 def set_image_resolution(processor, data_args):
@@ -56,10 +56,10 @@ def processor_without_model(model_args, data_args):
     if model_args.init_from:
         processor = AutoProcessor.from_pretrained(model_args.init_from)
     else:
-        tokenizer = stitch.load_tokenizer(model_args.qwen_path)
-        smol_config, qwen_config = stitch.load_source_configs(model_args.smolvlm_path, model_args.qwen_path)
-        config = stitch.build_config(smol_config, qwen_config, tokenizer)
-        processor = stitch.build_processor(model_args.smolvlm_path, tokenizer, config)
+        tokenizer = graft.load_tokenizer(model_args.qwen_path)
+        smol_config, qwen_config = graft.load_source_configs(model_args.smolvlm_path, model_args.qwen_path)
+        config = graft.build_config(smol_config, qwen_config, tokenizer)
+        processor = graft.build_processor(model_args.smolvlm_path, tokenizer, config)
     set_image_resolution(processor, data_args)
     set_video_sampling(processor, data_args)
     return processor
@@ -68,7 +68,7 @@ def processor_without_model(model_args, data_args):
 def check_video_template(processor, model_args, datasets):
     """init_from's saved chat template must render the video parts of the rows, if there are any."""
     if model_args.init_from and any(row_shape.has_videos(ds) for ds in datasets):
-        stitch.check_renders_videos(processor, model_args.init_from)
+        graft.check_renders_videos(processor, model_args.init_from)
 
 
 def check_saves(processor, config, output_dir):
