@@ -34,7 +34,7 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench_collate import build_processor  # noqa: E402
+from measure_collate import build_processor  # noqa: E402
 
 from qwen3_smvl import graft, tiny
 from qwen3_smvl.data.collate import Collator

@@ -19,7 +19,7 @@ from transformers import SmolVLMForConditionalGeneration
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench_train_step import default_source  # noqa: E402
+from measure_train_step import default_source  # noqa: E402
 
 from qwen3_smvl import graft
 from qwen3_smvl.training import train_config
