@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from qwen3_smvl import graft
+from qwen3_smvl.training import trainable
 
 
 def short_count(count):
@@ -25,11 +26,11 @@ def short_count(count):
 
 def stitched_line(model, smolvlm_path, qwen_path, seconds, out):
     """The CLI's summary: what was grafted, the sizes (trainable as set on the model), time and where."""
-    trainable, total = graft.trainable_and_total(model)
+    trained, total = graft.trainable_and_total(model)
     projection = model.model.connector.modality_projection.proj
     return (f"stitched: {Path(qwen_path).name} text + {Path(smolvlm_path).name} vision, connector "
             f"{projection.in_features}->{projection.out_features} fresh, {short_count(total)} params "
-            f"({short_count(trainable)} trainable), verified, {seconds:.0f} s -> {out}")
+            f"({short_count(trained)} trainable), verified, {seconds:.0f} s -> {out}")
 
 
 def main(argv=None):
@@ -52,7 +53,7 @@ def main(argv=None):
         raise SystemExit(f"stitch.py: {error}")
     model.save_pretrained(args.out)
     processor.save_pretrained(args.out)
-    graft.set_trainable(model)  # the recipe's default trainable set, for the summary's count
+    trainable.set_trainable(model)  # the recipe's default trainable set, for the summary's count
     print(stitched_line(model, args.smolvlm, args.qwen, time.perf_counter() - started, args.out))
     print(f"next:\n  python train.py cocoqa_train.yaml --init_from {args.out}    # train the fresh connector\n"
           f"  python infer.py --model {args.out} --image PATH --question \"...\"")

@@ -25,9 +25,9 @@ from qwen3_smvl.data import check_data, lengths, loading
 from qwen3_smvl.data.collate import Collator
 from qwen3_smvl.data.packing import PER_SAMPLE_SDPA, VARLEN_ATTENTION, PackingCollator, PackingTrainer
 from qwen3_smvl.evaluation import bench_callback
-from qwen3_smvl.training import low_rank, param_groups, preemption, step_guard, text_only_batches, train_processor
+from qwen3_smvl.training import lora_merge, preemption, step_guard, train_processor, trainable
 from qwen3_smvl.training.safe_resume import CheckpointError, plan_output_dir
-from qwen3_smvl.training.train_config import ConfigError, configure, lora_parts, part_learning_rates, seed_of_data
+from qwen3_smvl.training.train_config import ConfigError, configure, seed_of_data
 
 logger = logging.getLogger("train")
 
@@ -81,20 +81,6 @@ def with_token_counts(train_dataset, collator, data_args, training_args):
         return lengths.with_lengths(train_dataset, collator)
 
 
-def prepare_trainable(model, model_args, part_lrs, seed=0):
-    """Freezes what does not train; with LoRA returns the model wrapped by peft. Trainable weights
-    are float32, the frozen backbone keeps its dtype."""
-    adapted = lora_parts(model_args)
-    full = {part for part in part_lrs if part not in adapted}
-    graft.set_trainable(model, vision="vision" in full, connector="connector" in full, text="text" in full)
-    if model_args.unfreeze_text_layers is not None:
-        param_groups.train_last_text_layers(model, model_args.unfreeze_text_layers)
-    if adapted:
-        model = low_rank.add_adapters(model, model_args, full, seed)
-    param_groups.upcast_trainable(model)
-    return text_only_batches.keep_vision_in_every_step(model)
-
-
 def demo_image_of(run_args, eval_dataset):
     """The demo's image: demo_image, else the first held-out row's; None to skip the demo."""
     if run_args.demo_max_new_tokens == 0:
@@ -129,7 +115,8 @@ def log_demo_to_swanlab(image, question, prompt, reply):
 
 class GraftTrainer(Trainer):
     """A Trainer that stops early on `guard` (non-finite steps, fed each training loss with its rows'
-    origins) and on `preemption_stop` (a signal). Text-only batches are qwen3_smvl/training/text_only_batches.py's concern."""
+    origins) and on `preemption_stop` (a signal). Text-only batches are
+    qwen3_smvl/training/text_only_batches.py's concern (trainable.prepare_trainable adds its hook)."""
 
     def __init__(self, *args, guard, preemption_stop, **kwargs):
         super().__init__(*args, **kwargs)
@@ -179,10 +166,10 @@ def merge_adapters(trainer, probe, output_dir):
     """Writes the adapter (and the parts trained in full) to output_dir/adapter, then returns the
     model with the adapters merged in, verified against the adapter model on `probe`."""
     if trainer.is_world_process_zero():
-        trainer.model.save_pretrained(Path(output_dir) / low_rank.ADAPTER_DIR)
+        trainer.model.save_pretrained(Path(output_dir) / lora_merge.ADAPTER_DIR)
     # Without accelerate's bf16 autocast around forward (bf16: true), which the merged model would not
     # have: the check compares float32 logits with float32 logits.
-    return low_rank.merge_verified(trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False), probe)
+    return lora_merge.merge_verified(trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False), probe)
 
 
 def check_fsdp_took_effect(trainer):
@@ -256,7 +243,7 @@ def main(argv=None):
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.INFO)
     try:  # everything that can refuse the run, before anything is deleted or trained
         argv = sys.argv[1:] if argv is None else argv
-        model_args, data_args, run_args, training_args = configure(argv)
+        model_args, data_args, run_args, training_args, parts = configure(argv)  # parts: what trains
         if run_args.check_data:
             raise SystemExit(check_data.run(model_args, data_args))
         output_plan = plan_output_dir(training_args.output_dir, run_args.overwrite_output_dir)
@@ -275,9 +262,8 @@ def main(argv=None):
         train_processor.check_saves(processor, model.config, training_args.output_dir)
         collator = build_collator(processor, data_args, model)
         train_dataset = with_token_counts(train_dataset, collator, data_args, training_args)
-        part_lrs = part_learning_rates(model_args, training_args)
-        model = prepare_trainable(model, model_args, part_lrs, training_args.seed)
-        optimizer_groups = param_groups.optimizer_groups(model, part_lrs, training_args.weight_decay)
+        model = trainable.prepare_trainable(model, model_args, parts, training_args.seed)
+        optimizer_groups = trainable.optimizer_groups(model, parts.rates, training_args.weight_decay)
         start_swanlab(training_args)
         trainer = build_trainer(model, processor, collator, training_args, data_args, run_args, train_dataset,
                                 eval_dataset, optimizer_groups)
@@ -290,10 +276,10 @@ def main(argv=None):
     if training_args.process_index == 0 and output_plan.describe():
         print("\n".join(output_plan.describe()))
     if trainer.is_world_process_zero():
-        print("\n".join([graft.trainable_summary(model), *param_groups.describe(optimizer_groups)]))
+        print("\n".join([graft.trainable_summary(model), *trainable.describe(optimizer_groups)]))
     trainer.train(resume_from_checkpoint=checkpoint and str(checkpoint))
     exit_if_cut_short(trainer)
-    if lora_parts(model_args):
+    if parts.adapted:
         probe = probe_batch(processor, data_args, (eval_dataset, train_dataset), trainer.model.device)
         trainer.model = merge_adapters(trainer, probe, training_args.output_dir)
     save_standalone(trainer, processor, save_dtype, training_args.output_dir)

@@ -27,6 +27,8 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_N
 from transformers.models.smolvlm.modeling_smolvlm import SmolVLMConnector
 from transformers.utils.chat_template_utils import render_jinja_template
 
+from qwen3_smvl.training import trainable
+
 CHAT_TEMPLATE_PATH = Path(__file__).resolve().parents[1] / "chat_template.jinja"
 DEFAULT_SMOLVLM = "model/SmolVLM2-256M-Video-Instruct"
 DEFAULT_QWEN = "model/Qwen3-0.6B"
@@ -41,8 +43,6 @@ VISION_TOKENS = {
     "video_token": "<|video_pad|>",
 }
 # The model's parts by parameter name prefix; the LM head belongs to the text model.
-PART_PREFIXES = {"model.vision_model.": "vision", "model.connector.": "connector", "model.text_model.": "text",
-                 "lm_head.": "text"}
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
 
@@ -278,22 +278,6 @@ def trainable_summary(model):
     return f"trainable params: {mebi(trainable)} || all params: {mebi(total)} || trainable %: {100 * trainable / total:.2f}"
 
 
-def part_of(name):
-    """The part ("vision", "connector" or "text") a parameter belongs to, by its name in the model."""
-    part = next((part for prefix, part in PART_PREFIXES.items() if name.startswith(prefix)), None)
-    if part is None:
-        raise GraftError(f"parameter {name} belongs to no known part ({', '.join(PART_PREFIXES)})")
-    return part
-
-
-def set_trainable(model, vision=False, connector=True, text=False):
-    """Choose which parts train; the recipe's default trains only the connector. A tied LM head
-    is the input embedding's weight, so it follows `text`."""
-    trains = {"vision": vision, "connector": connector, "text": text}
-    for name, parameter in model.named_parameters():
-        parameter.requires_grad = trains[part_of(name)]
-
-
 def dry_run(smolvlm_path, qwen_path):
     """What the graft yields, from configs and tokenizer alone (the model is built on `meta`)."""
     check_source_dirs(smolvlm_path, qwen_path, need_weights=False)
@@ -302,7 +286,7 @@ def dry_run(smolvlm_path, qwen_path):
     config = build_config(smol_config, qwen_config, tokenizer)
     with torch.device("meta"):
         model = SmolVLMForConditionalGeneration(config)
-    set_trainable(model)
+    trainable.set_trainable(model)  # the recipe's default trainable set, for the count
     lines = [f"graft: {smolvlm_path} (vision) + {qwen_path} (text)"]
     for part, count in parameter_counts(model).items():
         note = " (tied to the input embeddings)" if part == "lm_head" and config.tie_word_embeddings else ""

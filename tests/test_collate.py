@@ -15,7 +15,8 @@ from transformers import AutoProcessor, SmolVLMImageProcessorPil
 
 from qwen3_smvl.data.collate import IGNORE_INDEX, SKIP_REASONS, Collator
 from qwen3_smvl.data.the_cauldron import cauldron_messages
-from qwen3_smvl.graft import set_trainable, stitch
+from qwen3_smvl.graft import stitch
+from qwen3_smvl.training import trainable
 
 THINK = "<think>\n\n</think>\n\n"
 
@@ -218,7 +219,7 @@ def test_forward_pass_on_every_kind_of_batch(stitched):
 
 def test_supervised_logits_only_gives_the_same_loss_and_gradient(stitched):
     model, processor = stitched
-    set_trainable(model)
+    trainable.set_trainable(model)
     rows = [make_row(turns=[("And now?", "still red")]), make_row(answer="blue"), make_row(images=2)]
     results = []
     for supervised_only in (False, True):

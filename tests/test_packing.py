@@ -8,7 +8,7 @@ from transformers import Trainer, TrainingArguments
 
 from qwen3_smvl.data.collate import IGNORE_INDEX, Collator
 from qwen3_smvl.data.packing import PER_SAMPLE_SDPA, PackedBatches, PackingCollator
-from qwen3_smvl.graft import set_trainable
+from qwen3_smvl.training.trainable import set_trainable
 
 from test_collate import make_row, undecoded
 

@@ -17,7 +17,7 @@ from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, Auto
 from qwen3_smvl import tiny
 from qwen3_smvl.data import loading, text_replay, the_cauldron
 from qwen3_smvl.data.collate import Collator
-from qwen3_smvl.training import low_rank, param_groups, train_config
+from qwen3_smvl.training import lora_merge, train_config, trainable
 
 import train
 from conftest import REPO, free_port
@@ -112,14 +112,14 @@ def test_contradictory_or_impossible_settings_are_refused(tmp_path, config, bad,
 def test_merge_that_loses_the_adapters_is_an_error(stitched, cauldron_dir):
     model, processor = stitched
     model_args = train_config.ModelArguments(lora_r=4, lora_dropout=0.0)
-    adapted = low_rank.add_adapters(model, model_args, full_parts={"connector"})
+    adapted = trainable.add_adapters(model, model_args, trainable.decide(model_args, train_config.TrainingArguments(output_dir="unused")))
     for name, parameter in adapted.named_parameters():
         if "lora_B" in name:
             torch.nn.init.normal_(parameter)  # a trained adapter (peft starts B at zero)
     rows = cauldron_rows(cauldron_dir, ["cocoqa"], test_size=2).train
     adapted.merge_and_unload = adapted.unload  # the peer bug: "merged" by dropping the adapters
-    with pytest.raises(low_rank.MergeError, match="the merged model's logits differ from the adapter model's"):
-        low_rank.merge_verified(adapted, probe(processor, [rows[0]]))
+    with pytest.raises(lora_merge.MergeError, match="the merged model's logits differ from the adapter model's"):
+        lora_merge.merge_verified(adapted, probe(processor, [rows[0]]))
 
 
 def test_stage1_then_stage2_lora_recipe(tmp_path, config, cauldron_dir, tiny_qwen_dir):
@@ -170,13 +170,13 @@ def test_lora_on_the_vision_tower_too(stitched):
     model, _ = stitched
     model_args = train_config.ModelArguments(lora_r=4, lora_vision=True)
     training_args = train_config.TrainingArguments(output_dir="unused", learning_rate=1e-3)
-    rates = train_config.part_learning_rates(model_args, training_args)
-    adapted = train.prepare_trainable(model, model_args, rates)
-    trainable = [name for name, parameter in adapted.named_parameters() if parameter.requires_grad]
-    assert any(".vision_model.encoder." in name and "lora_A" in name for name in trainable)
-    assert any(".text_model.layers." in name and "lora_A" in name for name in trainable)
-    assert all("lora_" in name or ".connector." in name for name in trainable), trainable
-    groups = {group["name"]: group for group in param_groups.optimizer_groups(adapted, rates, 0.0)}
+    parts = trainable.decide(model_args, training_args)
+    adapted = trainable.prepare_trainable(model, model_args, parts)
+    trained = [name for name, parameter in adapted.named_parameters() if parameter.requires_grad]
+    assert any(".vision_model.encoder." in name and "lora_A" in name for name in trained)
+    assert any(".text_model.layers." in name and "lora_A" in name for name in trained)
+    assert all("lora_" in name or ".connector." in name for name in trained), trained
+    groups = {group["name"]: group for group in trainable.optimizer_groups(adapted, parts.rates, 0.0)}
     assert set(groups) == {"vision (decay)", "connector (decay)", "text (decay)"}
 
 
@@ -211,7 +211,7 @@ def test_activation_checkpointing_gives_the_same_gradients(stitched_dir, cauldro
     gradients = []
     for checkpointing in (False, True):
         model = AutoModelForImageTextToText.from_pretrained(stitched_dir)
-        model = train.prepare_trainable(model, model_args, train_config.part_learning_rates(model_args, training_args))
+        model = trainable.prepare_trainable(model, model_args, trainable.decide(model_args, training_args))
         if checkpointing:
             model.activation_checkpointing_enable()  # what the Trainer calls for activation_checkpointing: true
         model.train()(**batch).loss.backward()
@@ -229,9 +229,9 @@ def test_shipped_stage2_recipes_chain_from_stage1():
                                ("stage2_full.yaml", {"vision": 5e-6, "connector": 1e-4, "text": 2e-5})):
         model_args, data_args, _, training_args = train_config.parse_config([str(REPO / name), "--use_cpu", "true"])
         assert model_args.init_from == stage1.output_dir
-        assert train_config.part_learning_rates(model_args, training_args) == expected_lrs
+        assert trainable.decide(model_args, training_args).rates == expected_lrs
         assert data_args.assistant_only_loss and training_args.activation_checkpointing
-    assert train_config.lora_parts(model_args) == set()
+    assert trainable.decide(model_args, training_args).adapted == set()
 
 
 def test_fsdp2_on_two_cpu_ranks_matches_one_process(tmp_path, config):

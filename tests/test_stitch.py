@@ -18,6 +18,7 @@ from transformers import (
 )
 
 from qwen3_smvl import graft, inference
+from qwen3_smvl.training import trainable
 
 from conftest import ASSETS, REPO
 
@@ -171,7 +172,7 @@ def test_dry_run_needs_no_weights(tmp_path, tiny_smolvlm_dir, tiny_qwen_dir):
     shutil.copytree(tiny_qwen_dir, qwen, ignore=shutil.ignore_patterns("*.safetensors"))
     report = graft.dry_run(smol, qwen)
     model, _ = graft.stitch(tiny_smolvlm_dir, tiny_qwen_dir)
-    graft.set_trainable(model)
+    trainable.set_trainable(model)
     assert report.splitlines()[-1] == graft.trainable_summary(model)
     with pytest.raises(graft.GraftError, match="has no weights"):
         graft.stitch(smol, qwen)

@@ -7,12 +7,10 @@ import pytest
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from qwen3_smvl import graft
 from qwen3_smvl.data import loading
 from qwen3_smvl.data.collate import Collator
-from qwen3_smvl.training import param_groups, train_config
+from qwen3_smvl.training import train_config, trainable
 
-import train
 from conftest import REPO
 
 
@@ -23,12 +21,12 @@ from conftest import REPO
 ])
 def test_text_only_batch_reaches_every_trained_weight_and_changes_nothing(stitched_dir, setting):
     model_args = train_config.ModelArguments(**setting)
-    rates = train_config.part_learning_rates(model_args, train_config.TrainingArguments(output_dir="unused"))
+    parts = trainable.decide(model_args, train_config.TrainingArguments(output_dir="unused"))
     batch = Collator(AutoProcessor.from_pretrained(stitched_dir), padding="longest")(
         loading.load_text_rows(REPO / "text_eval.jsonl")[:2])
     assert "pixel_values" not in batch
 
-    model = train.prepare_trainable(AutoModelForImageTextToText.from_pretrained(stitched_dir), model_args, rates)
+    model = trainable.prepare_trainable(AutoModelForImageTextToText.from_pretrained(stitched_dir), model_args, parts)
     plain = copy.deepcopy(model)
     inner = plain.get_base_model().model if hasattr(plain, "get_base_model") else plain.model
     inner._forward_hooks.clear()  # the same weights without the blank image
@@ -41,7 +39,7 @@ def test_text_only_batch_reaches_every_trained_weight_and_changes_nothing(stitch
         gradients.append({name: p.grad for name, p in each.named_parameters() if p.requires_grad})
     with_blank, without = gradients
     assert losses[0] == losses[1]
-    vision_side = {name for name in with_blank if graft.part_of(name.removeprefix(param_groups.PEFT_PREFIX))
+    vision_side = {name for name in with_blank if trainable.part_of(name.removeprefix(trainable.PEFT_PREFIX))
                    in ("vision", "connector")}
     assert vision_side and all(without[name] is None for name in vision_side)  # what left DDP's ranks waiting
     for name, gradient in with_blank.items():

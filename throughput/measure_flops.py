@@ -43,9 +43,7 @@ from qwen3_smvl import graft
 from qwen3_smvl.data.collate import Collator
 from qwen3_smvl.data.packing import PER_SAMPLE_SDPA, PackingCollator
 from qwen3_smvl.data.the_cauldron import question_row
-from qwen3_smvl.training import train_config
-
-import train  # noqa: E402
+from qwen3_smvl.training import train_config, trainable
 
 ASSETS = REPO.parent / "shared" / "assets"
 QUESTIONS = ["What is the color of the dog?", "How many dogs are there?", "What are the dogs lying on?",
@@ -74,7 +72,7 @@ def build(smolvlm_path, qwen_path):
     config = graft.build_config(smol_config, qwen_config, tokenizer)
     model = SmolVLMForConditionalGeneration(config).float()
     model.set_attn_implementation("sdpa")
-    train.prepare_trainable(model, train_config.ModelArguments(), {"connector": 1e-4})  # the connector only
+    trainable.prepare_trainable(model, train_config.ModelArguments(), trainable.Trainable({"connector": 1e-4}))  # the connector only
     return model, graft.build_processor(smolvlm_path, tokenizer, config), layers
 
 

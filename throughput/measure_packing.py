@@ -41,6 +41,7 @@ from qwen3_smvl.data.collate import Collator
 from qwen3_smvl.data.lengths import TokenCounter
 from qwen3_smvl.data.packing import PER_SAMPLE_SDPA, PackedBatches, PackingCollator
 from qwen3_smvl.data.the_cauldron import question_row
+from qwen3_smvl.training import trainable
 
 TABLE_SIZES = [(640, 480), (1024, 768), (1700, 2200), (300, 200)]
 LONGEST_EDGES = (2048, 1536, 1024, 512)
@@ -108,7 +109,7 @@ def tiny_model(workdir, processor):
     qwen = tiny.build_tiny_qwen(workdir / "qwen", processor.tokenizer.name_or_path)
     smolvlm = tiny.build_tiny_smolvlm(workdir / "smolvlm", geometry="real")
     model, _ = graft.stitch(smolvlm, qwen)
-    graft.set_trainable(model)
+    trainable.set_trainable(model)
     return model.float()
 
 

@@ -22,9 +22,7 @@ sys.path.insert(0, str(REPO))
 from measure_train_step import default_source  # noqa: E402
 
 from qwen3_smvl import graft
-from qwen3_smvl.training import train_config
-
-import train  # noqa: E402
+from qwen3_smvl.training import train_config, trainable
 
 RECIPES = ("full_train.yaml", "stage2_lora.yaml", "stage2_full.yaml")
 FROZEN_BYTES = 2  # bf16
@@ -56,8 +54,8 @@ def main():
     print(f"{'recipe':<20}{'trained params':>16}{'weights+grads+AdamW GiB':>26}")
     for recipe in RECIPES:
         model_args, _, _, training_args = train_config.parse_config([str(REPO / recipe), "--use_cpu", "true"])
-        rates = train_config.part_learning_rates(model_args, training_args)
-        model = train.prepare_trainable(meta_model(args.smolvlm, args.qwen), model_args, rates)
+        parts = trainable.decide(model_args, training_args)
+        model = trainable.prepare_trainable(meta_model(args.smolvlm, args.qwen), model_args, parts)
         trained, total = static_memory(model)
         print(f"{recipe:<20}{trained / 1e6:>15.1f}M{total / args.gpus / 2**30:>26.2f}")
 

@@ -28,7 +28,7 @@ from qwen3_smvl import graft
 from qwen3_smvl.data.collate import Collator
 from qwen3_smvl.data.packing import PackingCollator
 from qwen3_smvl.data.the_cauldron import question_row
-from qwen3_smvl.training import train_config
+from qwen3_smvl.training import train_config, trainable
 
 import train  # noqa: E402
 
@@ -58,7 +58,7 @@ def build(smolvlm_path, qwen_path, text_layers):
         model = SmolVLMForConditionalGeneration(config)
     # bf16 backbone on a GPU (as the checkpoints are), connector trained in fp32, as train.py does
     model.to(torch.bfloat16 if ON_GPU else torch.float32)
-    train.prepare_trainable(model, train_config.ModelArguments(), {"connector": 1e-4})  # the connector only
+    trainable.prepare_trainable(model, train_config.ModelArguments(), trainable.Trainable({"connector": 1e-4}))  # the connector only
     return model, graft.build_processor(smolvlm_path, tokenizer, config)
 
 

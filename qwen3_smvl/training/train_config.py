@@ -24,7 +24,7 @@ from transformers.models.smolvlm.image_processing_smolvlm import MAX_IMAGE_SIZE
 from qwen3_smvl import graft, inference
 from qwen3_smvl.data import loading, sources
 from qwen3_smvl.data.collate import ON_BAD_SAMPLE_CHOICES, PADDING_CHOICES
-from qwen3_smvl.training import preemption
+from qwen3_smvl.training import ConfigError, preemption, trainable
 
 SAVE_DTYPES = ("auto", "bfloat16", "float16", "float32")
 SHIPPED_TEXT_EVAL = str(Path(__file__).resolve().parents[2] / "text_eval.jsonl")
@@ -105,10 +105,6 @@ PROJECT_DEFAULTS = {
     "report_to": "none",
     "output_dir": "output",
 }
-
-
-class ConfigError(ValueError):
-    """A config that must not start a run; the message names the file and key."""
 
 
 def read_yaml(path):
@@ -199,49 +195,6 @@ def seed_of_data(training_args):
     return training_args.seed if training_args.data_seed is None else training_args.data_seed
 
 
-def lora_parts(model_args):
-    """The parts that get LoRA adapters (their base weights stay frozen)."""
-    if not model_args.lora_r:
-        return set()
-    return {"text", "vision"} if model_args.lora_vision else {"text"}
-
-
-def part_learning_rates(model_args, training_args):
-    """{part: learning rate} for the parts that train; a frozen part is absent. freeze_* and *_lr say
-    the same thing (a learning rate of 0 freezes); a contradiction between them is refused."""
-    trained_by_default = {"vision": False, "connector": True, "text": False} | dict.fromkeys(lora_parts(model_args), True)
-    rates = {}
-    for part in ("vision", "connector", "text"):
-        frozen, lr = getattr(model_args, f"freeze_{part}"), getattr(model_args, f"{part}_lr")
-        if lr is not None and lr < 0:
-            raise ConfigError(f"{part}_lr: {lr} is negative")
-        if frozen is not None and lr is not None and frozen == (lr > 0):
-            raise ConfigError(f"freeze_{part}: {str(frozen).lower()} contradicts {part}_lr: {lr} "
-                              "(a learning rate of 0 freezes a part, any other trains it); drop one of the two")
-        trains = lr > 0 if lr is not None else not frozen if frozen is not None else trained_by_default[part]
-        if part in lora_parts(model_args) and not trains:
-            raise ConfigError(f"lora_r: {model_args.lora_r} puts adapters on the {part} model, which "
-                              f"freeze_{part}/{part}_lr freezes; unfreeze it or set lora_r: 0")
-        if trains:
-            rates[part] = lr or training_args.learning_rate
-    return rates
-
-
-def check_trainable_parts(model_args, training_args):
-    rates = part_learning_rates(model_args, training_args)
-    if not rates:
-        raise ConfigError("the vision tower, connector and text model are all frozen: nothing would train")
-    if model_args.lora_r < 0 or not 0 <= model_args.lora_dropout < 1:
-        raise ConfigError(f"lora_r must not be negative and lora_dropout must be in [0, 1) "
-                          f"(got {model_args.lora_r}, {model_args.lora_dropout})")
-    if model_args.lora_target and not model_args.lora_r:
-        raise ConfigError("lora_target is set but lora_r is 0 (LoRA off)")
-    if model_args.unfreeze_text_layers is not None:
-        if "text" not in rates or "text" in lora_parts(model_args):
-            raise ConfigError("unfreeze_text_layers needs the text model trained in full (freeze_text: false, "
-                              "no LoRA); with LoRA narrow lora_target instead")
-
-
 def check_throughput_keys(data_args, training_args):
     if data_args.max_tokens_per_batch < 1 or data_args.packing_window < 1:
         raise ConfigError("max_tokens_per_batch and packing_window must be positive")
@@ -281,7 +234,8 @@ def check_bench_keys(run_args, training_args):
 
 
 def check_config(model_args, data_args, run_args, training_args):
-    """Refuse what would fail (or silently mislead) only after hours of GPU time."""
+    """Refuse what would fail (or silently mislead) only after hours of GPU time. Returns what trains
+    (trainable.decide's answer, which refuses parts that cannot train as asked)."""
     choices = {"padding": PADDING_CHOICES, "on_bad_sample": ON_BAD_SAMPLE_CHOICES}
     for key, allowed in choices.items():
         if getattr(data_args, key) not in allowed:
@@ -311,7 +265,7 @@ def check_config(model_args, data_args, run_args, training_args):
             sources.parse_sources(getattr(data_args, key), data_args.data_dir, key)
         except sources.DataError as error:
             raise ConfigError(str(error))
-    check_trainable_parts(model_args, training_args)
+    parts = trainable.decide(model_args, training_args)
     if run_args.bench_tasks:
         check_bench_keys(run_args, training_args)
     if run_args.demo_image:
@@ -323,12 +277,14 @@ def check_config(model_args, data_args, run_args, training_args):
         raise ConfigError(f"init_from: {model_args.init_from} is not a model directory (no config.json)")
     if not model_args.init_from:
         graft.check_source_dirs(model_args.smolvlm_path, model_args.qwen_path, need_weights=not run_args.check_data)
+    return parts
 
 
 def configure(argv):
-    """Parsed and checked arguments, with the offline demo's paths filled in when asked for."""
+    """Parsed and checked arguments, with the offline demo's paths filled in when asked for, and what
+    trains (a trainable.Trainable)."""
     model_args, data_args, run_args, training_args = parse_config(argv)
     if run_args.offline_demo_dir:
         use_offline_demo(model_args, data_args, run_args)
-    check_config(model_args, data_args, run_args, training_args)
-    return model_args, data_args, run_args, training_args
+    parts = check_config(model_args, data_args, run_args, training_args)
+    return model_args, data_args, run_args, training_args, parts
