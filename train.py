@@ -259,11 +259,12 @@ def main(argv=None):
         train_processor.check_video_template(processor, model_args, (train_dataset, eval_dataset))
         train_processor.set_image_resolution(processor, data_args)
         train_processor.set_video_sampling(processor, data_args)
-        train_processor.check_saves(processor, model.config, training_args.output_dir)
         collator = build_collator(processor, data_args, model)
         train_dataset = with_token_counts(train_dataset, collator, data_args, training_args)
         model = trainable.prepare_trainable(model, model_args, parts, training_args.seed)
         optimizer_groups = trainable.optimizer_groups(model, parts.rates, training_args.weight_decay)
+        # last of the model's checks: it makes output_dir, which a later refusal would leave behind
+        train_processor.check_saves(processor, model.config, training_args.output_dir)
         start_swanlab(training_args)
         trainer = build_trainer(model, processor, collator, training_args, data_args, run_args, train_dataset,
                                 eval_dataset, optimizer_groups)
