@@ -18,6 +18,7 @@ from qwen3_smvl import graft, inference, tiny
 from qwen3_smvl.data import loading, the_cauldron
 from qwen3_smvl.data.collate import Collator
 from qwen3_smvl.training import train_config
+from qwen3_smvl.training.run import load_model
 from qwen3_smvl.training.train_config import DataArguments
 
 import train
@@ -317,7 +318,7 @@ def test_save_dtype_overrides_the_sources_dtype(tmp_path, config, bf16_smolvlm_d
 def test_seed_seeds_the_fresh_connector(tmp_path, config):
     def connector(seed):
         model_args, _, _, training_args = train_config.parse_config([write_yaml(tmp_path / "c.yaml", {**config, "seed": seed})])
-        model, _ = train.load_model(model_args, training_args)
+        model, _ = load_model(model_args, training_args)
         return model.model.connector.modality_projection.proj.weight
 
     assert torch.equal(connector(1), connector(1))

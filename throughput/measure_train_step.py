@@ -28,9 +28,7 @@ from qwen3_smvl import graft
 from qwen3_smvl.data.collate import Collator
 from qwen3_smvl.data.packing import PackingCollator
 from qwen3_smvl.data.the_cauldron import question_row
-from qwen3_smvl.training import train_config, trainable
-
-import train  # noqa: E402
+from qwen3_smvl.training import run, train_config, trainable
 
 ASSETS = REPO.parent / "shared" / "assets"
 ON_GPU = torch.cuda.is_available()
@@ -105,7 +103,7 @@ def main():
     processor.image_processor.size = {"longest_edge": args.image_longest_edge}
     for padding, supervised_only in (("max_length", False), ("longest", False), ("longest", True), ("packed", True)):
         if padding == "packed":  # as train.py packs: per-sample SDPA, sample boundaries in the batch
-            attention = train.attention_for_packing(model)
+            attention = run.attention_for_packing(model)
             collator = PackingCollator(processor, attn_implementation=attention, supervised_logits_only=True)
         else:
             collator = Collator(processor, padding=padding, supervised_logits_only=supervised_only)

@@ -1,0 +1,238 @@
+"""A training run's building blocks, in the order train.py's main() uses them: the model and its
+dtypes, the collator, the Trainer (stops on non-finite steps and preemption, packs when asked), the
+LoRA merge, the standalone save under DDP or FSDP, and the demo after training.
+
+train.py is the command (`python train.py CONFIG.yaml`); this module holds what its main() calls.
+"""
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor, Trainer
+
+from qwen3_smvl import graft, inference
+from qwen3_smvl.data import lengths
+from qwen3_smvl.data.collate import Collator
+from qwen3_smvl.data.packing import PER_SAMPLE_SDPA, VARLEN_ATTENTION, PackingCollator, PackingTrainer
+from qwen3_smvl.training import lora_merge, preemption, step_guard
+from qwen3_smvl.training.train_config import ConfigError, seed_of_data
+
+logger = logging.getLogger(__name__)
+
+
+def training_dtype(training_args):
+    """The dtype the backbone is loaded in: bf16 when training in bf16; otherwise float32, which
+    fp16 autocast also computes from (Qwen3's activations overflow float16 weights)."""
+    return torch.bfloat16 if training_args.bf16 else torch.float32
+
+
+def source_dtype(model_args):
+    """The dtype the source checkpoint is stored in (bf16 for the real ones)."""
+    config = AutoConfig.from_pretrained(model_args.init_from or model_args.qwen_path)
+    return config.dtype or torch.float32
+
+
+def save_dtype_of(model_args, run_args):
+    """The dtype the trained model is saved in: save_dtype, or with "auto" the source checkpoint's."""
+    return source_dtype(model_args) if run_args.save_dtype == "auto" else getattr(torch, run_args.save_dtype)
+
+
+def load_model(model_args, training_args):
+    dtype = training_dtype(training_args)
+    if model_args.init_from:
+        model = AutoModelForImageTextToText.from_pretrained(model_args.init_from, dtype=dtype)
+        processor = AutoProcessor.from_pretrained(model_args.init_from)
+        graft.verify_graft(model, processor)
+        return model, processor
+    return graft.stitch(model_args.smolvlm_path, model_args.qwen_path, dtype=dtype, seed=training_args.seed)
+
+
+def attention_for_packing(model):
+    """Switch SDPA to per-sample SDPA (same result, without attention over the whole packed row under a
+    dense mask) and return the implementation the packed batches are built for."""
+    full_attention_only = set(getattr(model.config.text_config, "layer_types", None) or []) <= {"full_attention"}
+    if model.config._attn_implementation == "sdpa" and full_attention_only:
+        model.set_attn_implementation(PER_SAMPLE_SDPA)
+    attention = model.config._attn_implementation
+    if attention not in VARLEN_ATTENTION:
+        logger.info(f"packing with {attention} attention: it runs over the whole packed row (the mask is block-diagonal "
+                    "but dense, cost grows with max_tokens_per_batch squared); sdpa and flash_attention_2 attend per sample")
+    return attention
+
+
+def build_collator(processor, data_args, model):
+    if not data_args.packing:
+        return Collator.from_args(processor, data_args)
+    return PackingCollator.from_args(processor, data_args, attn_implementation=attention_for_packing(model))
+
+
+def with_token_counts(train_dataset, collator, data_args, training_args):
+    """The rows with their token counts (a `length` column), which packing and group_by_length read."""
+    if not (data_args.packing or training_args.train_sampling_strategy == "group_by_length"):
+        return train_dataset
+    with training_args.main_process_first(desc="counting tokens"):  # ranks > 0 reuse rank 0's cache
+        return lengths.with_lengths(train_dataset, collator)
+
+
+def demo_image_of(run_args, eval_dataset):
+    """The demo's image: demo_image, else the first held-out row's; None to skip the demo."""
+    if run_args.demo_max_new_tokens == 0:
+        return None
+    if run_args.demo_image:
+        return inference.load_image(run_args.demo_image)
+    if len(eval_dataset) and eval_dataset[0]["images"]:
+        return Collator.decode_image(eval_dataset[0]["images"][0])
+    return None
+
+
+def start_swanlab(training_args):
+    """Start the SwanLab run on the main process before the Trainer does: transformers'
+    SwanLabCallback asks `swanlab.get_run()`, which raises in swanlab 0.10 when no run is active."""
+    if "swanlab" not in training_args.report_to or training_args.process_index != 0:
+        return
+    import swanlab
+
+    if not swanlab.has_run():
+        swanlab.init(project=os.getenv("SWANLAB_PROJECT", "Qwen3-SmVL"), experiment_name=training_args.run_name)
+
+
+def log_demo_to_swanlab(image, question, prompt, reply):
+    import swanlab
+
+    if not swanlab.has_run():
+        return
+    table = swanlab.echarts.Table()
+    table.add(["question", "answer"], [[question, reply]])
+    swanlab.log({"demo/image": swanlab.Image(image), "demo/qa": table, "demo/context": swanlab.Text(prompt + reply)})
+
+
+class GraftTrainer(Trainer):
+    """A Trainer that stops early on `guard` (non-finite steps, fed each training loss with its rows'
+    origins) and on `preemption_stop` (a signal). Text-only batches are
+    qwen3_smvl/training/text_only_batches.py's concern (trainable.prepare_trainable adds its hook)."""
+
+    def __init__(self, *args, guard, preemption_stop, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.guard, self.preemption_stop = guard, preemption_stop
+        self.add_callback(guard)
+        self.add_callback(preemption_stop)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        origins = inputs.pop(step_guard.ORIGINS, [])
+        result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        if model.training:
+            self.guard.record(result[0] if return_outputs else result, origins)
+        return result
+
+
+class PackedGraftTrainer(PackingTrainer, GraftTrainer):
+    """PackingTrainer's packed batches with GraftTrainer's guards."""
+
+
+def build_trainer(model, processor, collator, training_args, data_args, run_args, train_dataset, eval_dataset,
+                  optimizer_groups):
+    # The optimizer class and settings that `optim` names, over our per-part groups; the Trainer builds
+    # it itself, so resume, DDP and FSDP (which must see the optimizer at prepare time) work unchanged.
+    optimizer_cls, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(training_args, model)
+    settings = dict(model=model, args=training_args, train_dataset=train_dataset,
+                    data_collator=step_guard.WithOrigins(collator),
+                    guard=step_guard.NonFiniteGuard(run_args.max_nonfinite_steps),
+                    preemption_stop=preemption.Preemption(run_args.preempt_signals),
+                    eval_dataset=eval_dataset if len(eval_dataset) else None, processing_class=processor,
+                    optimizer_cls_and_kwargs=(optimizer_cls, {**optimizer_kwargs, "params": optimizer_groups}))
+    if data_args.packing:
+        return PackedGraftTrainer(**settings, max_tokens_per_batch=data_args.max_tokens_per_batch,
+                                  packing_window=data_args.packing_window, packing_seed=seed_of_data(training_args))
+    return GraftTrainer(**settings)
+
+
+def probe_batch(processor, data_args, datasets, device):
+    """One collated row: the first held-out (else training) row with an image, else the first row."""
+    rows = [row for dataset in datasets for row in dataset.select(range(min(len(dataset), 64)))]
+    row = next((row for row in rows if row["images"]), rows[0])
+    batch = Collator.from_args(processor, data_args, padding="longest", supervised_logits_only=False)([row])
+    batch.pop("labels")
+    return {key: value.to(device) for key, value in batch.items()}
+
+
+def merge_adapters(trainer, probe, output_dir):
+    """Writes the adapter (and the parts trained in full) to output_dir/adapter, then returns the
+    model with the adapters merged in, verified against the adapter model on `probe`."""
+    if trainer.is_world_process_zero():
+        trainer.model.save_pretrained(Path(output_dir) / lora_merge.ADAPTER_DIR)
+    # Without accelerate's bf16 autocast around forward (bf16: true), which the merged model would not
+    # have: the check compares float32 logits with float32 logits.
+    return lora_merge.merge_verified(trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False), probe)
+
+
+def check_fsdp_took_effect(trainer):
+    """accelerate runs FSDP on accelerators only: launched with an FSDP config and use_cpu, the run
+    would silently hold the whole model on every rank (DDP)."""
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" and not trainer.is_fsdp_enabled:
+        raise ConfigError(f"launched with an FSDP accelerate config, but accelerate enables FSDP only on GPUs "
+                          f"(it would run as {trainer.accelerator.distributed_type}); drop use_cpu or the FSDP config")
+
+
+def save_standalone(trainer, processor, dtype, output_dir):
+    """Model + processor in output_dir, in `dtype`, loadable without this repo. Under FSDP every
+    rank helps gather the shards and the main process writes the whole model."""
+    if not trainer.is_fsdp_enabled:
+        trainer.model.to(dtype)
+        trainer.save_model(output_dir)
+    else:
+        state_dict = trainer.accelerator.get_state_dict(trainer.model)
+        if trainer.is_world_process_zero():
+            save_gathered(trainer.accelerator.unwrap_model(trainer.model), state_dict, dtype, output_dir)
+    if trainer.is_world_process_zero():
+        processor.save_pretrained(output_dir)
+
+
+def save_gathered(model, state_dict, dtype, output_dir):
+    """Writes the gathered FSDP weights as a one-process model's save_pretrained writes them. The gather
+    gives each name its own copy, so tied names (lm_head.weight and the input embeddings) would no
+    longer share storage and both be written: they share one tensor again. config.json records the
+    dtype of the model's parameters (float32 shards), so it is set to the dtype written."""
+    state_dict = {name: tensor.to(dtype) for name, tensor in state_dict.items()}
+    for tied, source in model.all_tied_weights_keys.items():
+        if tied in state_dict and source in state_dict:
+            state_dict[tied] = state_dict[source]
+    model.save_pretrained(output_dir, state_dict=state_dict)
+    model.config.dtype = dtype
+    model.config.save_pretrained(output_dir)
+
+
+def exit_if_cut_short(trainer):
+    """After max_nonfinite_steps non-finite steps in a row, or a preemption signal, the Trainer saved a
+    checkpoint and returned early: the run exits there instead of saving the standalone model."""
+    guard, preempted = trainer.guard, trainer.preemption_stop
+    if not (guard.error or preempted.signal_name):
+        return
+    trainer.accelerator.wait_for_everyone()  # torchrun stops every rank as soon as one exits
+    checkpoint = Path(trainer.args.output_dir) / f"checkpoint-{trainer.state.global_step}"
+    if guard.error:
+        raise SystemExit(f"train.py: {guard.error}; {checkpoint} holds the weights from before them")
+    sys.stderr.write(f"train.py: {preempted.signal_name} received: stopped after step {trainer.state.global_step} "
+                     f"with the complete checkpoint {checkpoint}; run the same command to resume\n")  # one write per rank
+    raise SystemExit(preemption.PREEMPTED_EXIT_STATUS)
+
+
+def standalone_model(trainer, dtype, output_dir):
+    """The trained model for the demo and evaluation on the main process alone; a sharded one would
+    wait for the other ranks, so under FSDP it is read back from output_dir."""
+    if not trainer.is_fsdp_enabled:
+        return trainer.model
+    return AutoModelForImageTextToText.from_pretrained(output_dir, dtype=dtype).to(trainer.args.device)
+
+
+def post_training_demo(model, processor, demo_image, run_args, training_args):
+    """The demo question on the trained model (main process), logged to SwanLab when it reports there."""
+    if demo_image is None:
+        print("demo: skipped (demo_max_new_tokens: 0)" if run_args.demo_max_new_tokens == 0
+              else "demo: skipped (no demo_image and no held-out row with an image)")
+        return
+    prompt, reply = inference.demo(model, processor, demo_image, run_args.demo_question, run_args.demo_max_new_tokens)
+    if "swanlab" in training_args.report_to:
+        log_demo_to_swanlab(demo_image, run_args.demo_question, prompt, reply)
