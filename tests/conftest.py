@@ -24,8 +24,8 @@ REPO = Path(__file__).resolve().parents[1]
 ASSETS = REPO.parent / "shared" / "assets"
 sys.path.insert(0, str(REPO))
 
-from qwen3_smvl import tiny
-from qwen3_smvl.graft import stitch
+from qwen3_smvl import tiny  # noqa: E402
+from qwen3_smvl.graft import stitch  # noqa: E402
 
 
 def free_port():

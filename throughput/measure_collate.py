@@ -26,9 +26,9 @@ REPO = Path(__file__).resolve().parents[1]
 ASSETS = REPO.parent / "shared" / "assets"
 sys.path.insert(0, str(REPO))
 
-from qwen3_smvl import graft, tiny
-from qwen3_smvl.data.collate import Collator
-from qwen3_smvl.data.the_cauldron import question_row
+from qwen3_smvl import graft, tiny  # noqa: E402
+from qwen3_smvl.data.collate import Collator  # noqa: E402
+from qwen3_smvl.data.the_cauldron import question_row  # noqa: E402
 
 QA = [
     ("What is the color of the dog?", "brown"), ("How many dogs are there?", "three"),

@@ -28,7 +28,7 @@ from transformers import GenerationConfig, SmolVLMForConditionalGeneration
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from qwen3_smvl import graft, inference
+from qwen3_smvl import graft, inference  # noqa: E402
 
 import export_gguf  # noqa: E402
 

@@ -39,11 +39,11 @@ from transformers import SmolVLMForConditionalGeneration
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from qwen3_smvl import graft
-from qwen3_smvl.data.collate import Collator
-from qwen3_smvl.data.packing import PER_SAMPLE_SDPA, PackingCollator
-from qwen3_smvl.data.the_cauldron import question_row
-from qwen3_smvl.training import train_config, trainable
+from qwen3_smvl import graft  # noqa: E402
+from qwen3_smvl.data.collate import Collator  # noqa: E402
+from qwen3_smvl.data.packing import PER_SAMPLE_SDPA, PackingCollator  # noqa: E402
+from qwen3_smvl.data.the_cauldron import question_row  # noqa: E402
+from qwen3_smvl.training import train_config, trainable  # noqa: E402
 
 ASSETS = REPO.parent / "shared" / "assets"
 QUESTIONS = ["What is the color of the dog?", "How many dogs are there?", "What are the dogs lying on?",

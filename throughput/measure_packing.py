@@ -34,14 +34,14 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from measure_collate import build_processor  # noqa: E402
+from qwen3_smvl import graft, tiny  # noqa: E402
+from qwen3_smvl.data.collate import Collator  # noqa: E402
+from qwen3_smvl.data.lengths import TokenCounter  # noqa: E402
+from qwen3_smvl.data.packing import PER_SAMPLE_SDPA, PackedBatches, PackingCollator  # noqa: E402
+from qwen3_smvl.data.the_cauldron import question_row  # noqa: E402
+from qwen3_smvl.training import trainable  # noqa: E402
 
-from qwen3_smvl import graft, tiny
-from qwen3_smvl.data.collate import Collator
-from qwen3_smvl.data.lengths import TokenCounter
-from qwen3_smvl.data.packing import PER_SAMPLE_SDPA, PackedBatches, PackingCollator
-from qwen3_smvl.data.the_cauldron import question_row
-from qwen3_smvl.training import trainable
+from measure_collate import build_processor  # noqa: E402
 
 TABLE_SIZES = [(640, 480), (1024, 768), (1700, 2200), (300, 200)]
 LONGEST_EDGES = (2048, 1536, 1024, 512)

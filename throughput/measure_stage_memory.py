@@ -19,10 +19,10 @@ from transformers import SmolVLMForConditionalGeneration
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from measure_train_step import default_source  # noqa: E402
+from qwen3_smvl import graft  # noqa: E402
+from qwen3_smvl.training import train_config, trainable  # noqa: E402
 
-from qwen3_smvl import graft
-from qwen3_smvl.training import train_config, trainable
+from measure_train_step import default_source  # noqa: E402
 
 RECIPES = ("full_train.yaml", "stage2_lora.yaml", "stage2_full.yaml")
 FROZEN_BYTES = 2  # bf16

@@ -24,11 +24,11 @@ from transformers import SmolVLMForConditionalGeneration
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from qwen3_smvl import graft
-from qwen3_smvl.data.collate import Collator
-from qwen3_smvl.data.packing import PackingCollator
-from qwen3_smvl.data.the_cauldron import question_row
-from qwen3_smvl.training import run, train_config, trainable
+from qwen3_smvl import graft  # noqa: E402
+from qwen3_smvl.data.collate import Collator  # noqa: E402
+from qwen3_smvl.data.packing import PackingCollator  # noqa: E402
+from qwen3_smvl.data.the_cauldron import question_row  # noqa: E402
+from qwen3_smvl.training import run, train_config, trainable  # noqa: E402
 
 ASSETS = REPO.parent / "shared" / "assets"
 ON_GPU = torch.cuda.is_available()
