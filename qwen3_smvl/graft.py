@@ -1,4 +1,7 @@
-"""Graft a Qwen3 causal LM into SmolVLM2 as the text model, giving an ordinary transformers checkpoint.
+"""The graft: a Qwen3 causal LM in SmolVLM2 as its text model, giving an ordinary transformers checkpoint.
+
+Configs, tokenizer, processor, the fresh connector, the checks that the graft agrees with itself
+(`verify_graft`), parameter counts and the dry run. The command is stitch.py:
 
     python stitch.py --smolvlm model/SmolVLM2-256M-Video-Instruct --qwen model/Qwen3-0.6B --out DIR
     python stitch.py --dry-run      # configs and tokenizer only: parameter counts and token ids

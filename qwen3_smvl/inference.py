@@ -1,4 +1,6 @@
-"""Ask a stitched Qwen3-SmVL checkpoint about an image or a video, streaming the answer to the terminal.
+"""Asking a Qwen3-SmVL checkpoint about an image, a video or text: loading it (quantized or not), the
+prompt as training renders it, the answer (streamed, thinking split off) and the post-training demo.
+The command is infer.py, which streams the answer to the terminal:
 
     python infer.py --model DIR --image PATH --question "What is in the picture?" [--think] [--max-new-tokens N]
     python infer.py --model DIR --video clip.mp4 --question "What happens?"   # frames sampled as in training

@@ -1,5 +1,6 @@
-"""Standard VLM benchmarks through lmms-eval and, for forgetting, text benchmarks through lm-eval
-against base Qwen3, offline from local copies, baselines side by side: one command.
+"""Standard VLM benchmarks through lmms-eval: the tasks, their local data files, the scores and their
+markdown tables. The command is eval_bench.py, which adds text benchmarks through lm-eval against
+base Qwen3 (text_bench.py), offline from local copies, baselines side by side:
 
     bash download_resource.sh --bench; bash download_resource.sh --text-bench   # the default suites' data (once)
     python eval_bench.py --model DIR [--tasks textvqa_val,docvqa_val] [--limit N] [--batch_size N] [--baseline DIR ...]

@@ -1,4 +1,6 @@
-"""VQA accuracy and eval loss of a trained Qwen3-SmVL on the rows its training config held out.
+"""VQA accuracy and eval loss of a trained Qwen3-SmVL: answer normalisation, scoring, the loss over the
+supervised tokens, the table and eval_results.json, used by eval_vqa.py and by train.py's
+run_evaluation. The command is eval_vqa.py, on the rows a training config held out:
 
     python eval_vqa.py cocoqa_train.yaml --model model/freeze_llm_vlm_cocoqa [--samples 200] [--max-new-tokens 128] [--think]
 
