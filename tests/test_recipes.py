@@ -60,7 +60,7 @@ def launch(recipe, how, args, cwd):
     returns stdout. A launch still running after LAUNCH_TIMEOUT is killed with its ranks and fails."""
     config, script = {"DDP": ("ddp.yaml", REPO / "train.py"),
                       "FSDP2": ("fsdp2.yaml", REPO / "tests" / "fsdp_on_cpu.py")}[how]
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO / "accelerate" / config),
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO / "accelerate_configs" / config),
                "--num_processes", "2", "--main_process_port", str(free_port()), str(script), str(REPO / recipe), *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_DATASETS_CACHE": str(cwd / "hf_cache")}
     process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

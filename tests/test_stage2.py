@@ -244,7 +244,7 @@ def test_fsdp2_on_two_cpu_ranks_matches_one_process(tmp_path, config):
             "save_dtype": "bfloat16", "output_dir": str(tmp_path / "fsdp")}
     path = write_yaml(tmp_path / "fsdp.yaml", fsdp)
     result = subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO / "accelerate" / "fsdp2.yaml"),
+        [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO / "accelerate_configs" / "fsdp2.yaml"),
          "--main_process_port", str(free_port()),
          "--num_processes", "2", str(REPO / "tests" / "fsdp_on_cpu.py"), path],
         capture_output=True, text=True, cwd=tmp_path, timeout=600,
