@@ -99,3 +99,13 @@ def cauldron_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("the_cauldron")
     write_synthetic_cauldron(root, subsets=("cocoqa", "ai2d"), rows_per_subset=48)
     return root
+
+
+@pytest.fixture(autouse=True)
+def restore_environment():
+    """Commands called in-process (eval_bench.main sets HF_HUB_OFFLINE, as a run should) must not change
+    the environment of later tests or of the processes they launch."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)

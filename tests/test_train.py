@@ -256,7 +256,7 @@ def test_what_the_first_save_would_die_of_is_refused_before_training(tmp_path, c
     message = str(stop.value)
     assert message.startswith("train.py: the processor or config cannot be saved and reloaded") and "\n" not in message
     assert "TypeError: Object of type SizeDict is not JSON serializable" in message
-    assert os.listdir(tmp_path / "run") == []  # no checkpoint, no trial folder left
+    assert not (tmp_path / "run").exists()  # no checkpoint, no trial folder, not even an empty output_dir
     monkeypatch.undo()
     (tmp_path / "a_file").write_text("")
     with pytest.raises(SystemExit, match=f"output_dir {tmp_path / 'a_file' / 'run'} cannot be written"):

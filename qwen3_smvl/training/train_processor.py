@@ -5,6 +5,7 @@ that save before the first step); the data check measures with the same processo
 tokenizer alone (no weights are loaded).
 """
 
+import os
 import tempfile
 from pathlib import Path
 
@@ -72,22 +73,25 @@ def check_video_template(processor, model_args, datasets):
 
 
 def check_saves(processor, config, output_dir):
-    """What every checkpoint writes besides the weights (processor, config), written and reloaded now in a
-    temporary folder inside output_dir, removed after: a processor or config that cannot be saved or read
+    """What every checkpoint writes besides the weights (processor, config), saved and reloaded now in a
+    temporary folder, and output_dir's writability: a processor or config that cannot be saved or read
     back, or an output_dir that cannot be written, is refused before the first step (every rank checks,
-    so all refuse together), and output_dir is left as it was (a rerun is not refused as non-empty)."""
-    try:
-        Path(output_dir).mkdir(parents=True, exist_ok=True)
-        trial = tempfile.TemporaryDirectory(dir=output_dir, prefix=".save-check-")
-    except OSError as error:
-        raise ConfigError(f"output_dir {output_dir} cannot be written: {error}") from None
-    with trial:
+    so all refuse together). Nothing is created in output_dir: a refused run leaves it as it was."""
+    check_writable(Path(output_dir))
+    with tempfile.TemporaryDirectory(prefix="save-check-") as trial:
         try:
-            processor.save_pretrained(trial.name)
-            config.save_pretrained(trial.name)
-            AutoProcessor.from_pretrained(trial.name)
-            AutoConfig.from_pretrained(trial.name)
+            processor.save_pretrained(trial)
+            config.save_pretrained(trial)
+            AutoProcessor.from_pretrained(trial)
+            AutoConfig.from_pretrained(trial)
         except Exception as error:  # what the first checkpoint would die of, whatever the library raises
             cause = str(error).strip().splitlines()[0] if str(error).strip() else ""
             raise ConfigError(f"the processor or config cannot be saved and reloaded, as every checkpoint does "
                               f"({type(error).__name__}: {cause}); nothing was trained") from None
+
+
+def check_writable(output_dir):
+    """output_dir, or the folder the Trainer will create it in, takes new files."""
+    existing = next(folder for folder in (output_dir, *output_dir.absolute().parents) if folder.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"output_dir {output_dir} cannot be written: {existing} is not a writable folder")
