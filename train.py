@@ -37,6 +37,12 @@ def main(argv=None):
         model_args, data_args, run_args, training_args, parts = configure(argv)  # parts: what trains
         if run_args.check_data:
             raise SystemExit(check_data.run(model_args, data_args))
+        if run_args.stage == "grpo":  # TRL's GRPOTrainer: qwen3_smvl/training/grpo.py holds that run
+            from qwen3_smvl.training import grpo
+
+            return grpo.train(argv, model_args, data_args, run_args, training_args, parts)
+        if run_args.stage != "sft":
+            raise ConfigError(f"stage: '{run_args.stage}' is not built in this version")
         output_plan = plan_output_dir(training_args.output_dir, run_args.overwrite_output_dir)
         started = time.perf_counter()
         with training_args.main_process_first(desc="loading data"):  # ranks > 0 reuse rank 0's cache

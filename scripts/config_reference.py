@@ -14,7 +14,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from qwen3_smvl.training import train_config  # noqa: E402
+from qwen3_smvl.training import grpo, train_config  # noqa: E402
 
 REFERENCE, README = REPO / "docs" / "configuration.md", REPO / "README.md"
 BEGIN, END = "<!-- config-reference: begin (scripts/config_reference.py) -->", "<!-- config-reference: end -->"
@@ -37,12 +37,36 @@ def default_of(field):
     return f"`{value}`"
 
 
+def row(field, default=None):
+    meaning = " ".join(field.metadata["help"].split()).replace("|", "\\|")
+    return f"| `{field.name}` | {default or default_of(field)} | {meaning} |"
+
+
+def grpo_fields():
+    """Stage grpo's keys: the project's reward keys, then the TRL GRPOConfig keys its recipes set."""
+    own = [field for field in dataclasses.fields(grpo.GRPOArguments) if field.name in grpo.GRPOArguments.__annotations__]
+    trl_fields = {field.name: field for field in dataclasses.fields(grpo.GRPOArguments)}
+    return own + [trl_fields[name] for name in grpo.TRL_KEYS]
+
+
+def grpo_table():
+    stage_defaults = train_config.STAGE_DEFAULTS["grpo"]
+    rows = ["| key | default | meaning |", "|---|---|---|"]
+    for field in grpo_fields():
+        default = f"`{stage_defaults[field.name]}`" if field.name in stage_defaults else None
+        rows.append(row(field, default))
+    return "\n".join(rows)
+
+
 def table():
     rows = ["| key | default | meaning |", "|---|---|---|"]
     for arguments in PROJECT_CLASSES:
         for field in dataclasses.fields(arguments):
-            rows.append(f"| `{field.name}` | {default_of(field)} | {field.metadata['help']} |")
-    return "\n".join(rows)
+            rows.append(row(field))
+    grpo_intro = ("With `stage: grpo` the keys of TRL's [`GRPOConfig`](https://huggingface.co/docs/trl/grpo_trainer) "
+                  "replace `TrainingArguments` (a superset of it); the project's reward keys and the TRL keys a GRPO "
+                  "recipe sets most (help texts are TRL's; see [Preference and RL](preference-and-rl.md#grpo)):")
+    return "\n".join(rows) + f"\n\n{grpo_intro}\n\n{grpo_table()}"
 
 
 def key_index():
@@ -52,6 +76,7 @@ def key_index():
         part = arguments.__name__.removesuffix("Arguments").lower()
         keys = " ".join(f"`{field.name}`" for field in dataclasses.fields(arguments))
         lines.append(f"- {part}: {keys}")
+    lines.append("- grpo (`stage: grpo`): " + " ".join(f"`{field.name}`" for field in grpo_fields()))
     return "\n".join(lines)
 
 

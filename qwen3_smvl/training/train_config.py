@@ -27,6 +27,7 @@ from qwen3_smvl.data.collate import ON_BAD_SAMPLE_CHOICES, PADDING_CHOICES
 from qwen3_smvl.training import ConfigError, preemption, trainable
 
 SAVE_DTYPES = ("auto", "bfloat16", "float16", "float32")
+STAGES = ("sft", "grpo", "dpo")
 SHIPPED_TEXT_EVAL = str(Path(__file__).resolve().parents[2] / "text_eval.jsonl")
 
 
@@ -78,6 +79,7 @@ class DataArguments:
 
 @dataclass
 class RunArguments:
+    stage: str = field(default="sft", metadata={"help": "what the run trains: `sft` (supervised answers, stages 1 and 2), `grpo` (reinforcement learning from verifiable rewards, TRL's GRPOTrainer, whose keys then apply) or `dpo` (preference pairs, TRL's DPOTrainer); see [Preference and RL](preference-and-rl.md)"})
     overwrite_output_dir: bool = field(default=False, metadata={"help": "start afresh instead of resuming from `output_dir`'s last checkpoint"})
     save_dtype: str = field(default="auto", metadata={"help": "dtype of the final standalone model: `auto` (the source checkpoints' dtype, bf16 for the real ones), `bfloat16`, `float16` or `float32`"})
     demo_image: str | None = field(default=None, metadata={"help": "image for the post-training demo (none: the first held-out row's image)"})
@@ -105,6 +107,9 @@ PROJECT_DEFAULTS = {
     "report_to": "none",
     "output_dir": "output",
 }
+# A stage's own defaults: GRPO thinks (the prompt leaves the think block to the model instead of closing it
+# empty); bf16 stays off unless a recipe sets it, as in every stage (TRL's configs turn it on by default).
+STAGE_DEFAULTS = {"grpo": {"chat_template_kwargs": {"enable_thinking": True}, "bf16": False}}
 
 
 def read_yaml(path):
@@ -130,8 +135,24 @@ def rename_old_keys(config, source):
     return config
 
 
-def check_known_keys(config, source):
-    known = {f.name for cls in ARGUMENT_CLASSES for f in fields(cls)}
+def stage_of(config, overrides):
+    """The run's stage, read before parsing: it decides which training arguments the keys are parsed into."""
+    values = overrides.get("stage") or [config.get("stage", "sft")]
+    return values[0] if values else "sft"
+
+
+def argument_classes(stage):
+    """The dataclasses a stage's keys are parsed into: for `grpo`, TRL's GRPOConfig (with the project's
+    reward keys, qwen3_smvl/training/grpo.py) in place of transformers' TrainingArguments."""
+    if stage == "grpo":
+        from qwen3_smvl.training.grpo import GRPOArguments
+
+        return (*ARGUMENT_CLASSES[:-1], GRPOArguments)
+    return ARGUMENT_CLASSES
+
+
+def check_known_keys(config, source, classes=ARGUMENT_CLASSES):
+    known = {f.name for cls in classes for f in fields(cls)}
     for key in config:
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)
@@ -162,21 +183,25 @@ def parse_config(argv):
         config = rename_old_keys(read_yaml(source), source)
         argv = argv[1:]
     overrides = rename_old_keys(split_cli_overrides(argv), "command line")
-    check_known_keys(config, source)
-    check_known_keys(overrides, "command line")
-    parser = HfArgumentParser(ARGUMENT_CLASSES)
+    stage = stage_of(config, overrides)
+    if stage not in STAGES:
+        raise ConfigError(f"{source}: stage: '{stage}' is not one of {STAGES}")
+    classes = argument_classes(stage)
+    check_known_keys(config, source, classes)
+    check_known_keys(overrides, "command line", classes)
+    parser = HfArgumentParser(classes)
 
     def refuse(message):  # argparse would print the usage of ~150 TrainingArguments first
         raise ConfigError(message)
 
     parser.error = refuse
-    parser.set_defaults(**{**PROJECT_DEFAULTS, **config})
+    parser.set_defaults(**{**PROJECT_DEFAULTS, **STAGE_DEFAULTS.get(stage, {}), **config})
     cli = [token for key, values in overrides.items() for token in (f"--{key}", *values)]
     try:
         model_args, data_args, run_args, training_args = parser.parse_args_into_dataclasses(args=cli)
     except (ValueError, TypeError) as error:
         raise ConfigError(f"{source}: {error}")
-    if "include_num_input_tokens_seen" not in {**config, **overrides}:
+    if stage == "sft" and "include_num_input_tokens_seen" not in {**config, **overrides}:
         # Set after parsing: argparse reads a string default of this str|bool field as a bool.
         training_args.include_num_input_tokens_seen = "non_padding"  # summed over ranks
     return model_args, data_args, run_args, training_args
@@ -240,6 +265,12 @@ def check_config(model_args, data_args, run_args, training_args):
     for key, allowed in choices.items():
         if getattr(data_args, key) not in allowed:
             raise ConfigError(f"{key}: '{getattr(data_args, key)}' is not one of {allowed}")
+    if run_args.stage not in STAGES:
+        raise ConfigError(f"stage: '{run_args.stage}' is not one of {STAGES}")
+    if run_args.stage == "grpo":
+        from qwen3_smvl.training import grpo
+
+        grpo.check_keys(data_args, run_args, training_args)
     if run_args.save_dtype not in SAVE_DTYPES:
         raise ConfigError(f"save_dtype: '{run_args.save_dtype}' is not one of {SAVE_DTYPES}")
     if run_args.demo_max_new_tokens < 0:

@@ -1,0 +1,191 @@
+"""Stage `grpo`: reinforcement learning from verifiable rewards on TRL's GRPOTrainer (`stage: grpo` in a
+training YAML; `python train.py grpo_train.yaml`).
+
+Each row's conversation up to its last assistant turn is the prompt (its images where they stand) and
+that turn's text the reference answer the rewards (qwen3_smvl/training/rewards.py) check completions
+against. The model is what every stage starts from (`init_from`, or a fresh graft), with the project's
+freezing, per-part learning rates and LoRA (qwen3_smvl/training/trainable.py); the Trainer carries the
+non-finite guard and the preemption stop as train.py's SFT path does; the run ends with a standalone
+checkpoint (adapters merged and verified, as in stage 2).
+
+The keys are TRL's `GRPOConfig` (num_generations, max_completion_length, temperature, beta,
+num_iterations, reward_weights, loss_type, use_vllm, vllm_mode, vllm_model_impl, chat_template_kwargs,
+...) plus the reward keys of `GRPOArguments` below. Thinking is on by default (`chat_template_kwargs:
+{enable_thinking: true}`: the prompt ends at the assistant's header, so the model opens its think block
+itself, as it does at inference with --think, instead of the prompt closing it empty).
+"""
+
+from dataclasses import dataclass, field
+
+from trl import GRPOConfig, GRPOTrainer
+from transformers import Trainer
+
+from qwen3_smvl.data.collate import Collator, content_text, conversation
+from qwen3_smvl.data.row_shape import DataError
+from qwen3_smvl.training import ConfigError, preemption, rewards, step_guard
+
+
+@dataclass
+class GRPOArguments(GRPOConfig):
+    rewards: list[str] = field(default_factory=lambda: ["correctness", "format"], metadata={"help": "stage grpo's reward functions, summed with `reward_weights` (same order): `correctness` (the final answer after the think block against the row's last assistant turn, normalised as evaluation does), `format` (one `<think>` block with reasoning in it, then an answer), or your own `module:function` (see [Preference and RL](preference-and-rl.md#writing-a-reward))"})
+    answer_tolerance: float = field(default=0.01, metadata={"help": "stage grpo: a numeric answer within this relative distance of a numeric reference counts as correct (0: exact)"})
+
+
+# TRL's keys a GRPO recipe sets most; the configuration reference lists them with TRL's help texts.
+TRL_KEYS = ("num_generations", "max_completion_length", "temperature", "beta", "num_iterations", "reward_weights",
+            "loss_type", "scale_rewards", "chat_template_kwargs", "generation_batch_size", "log_completions",
+            "use_vllm", "vllm_mode", "vllm_model_impl", "vllm_gpu_memory_utilization")
+
+
+def check_keys(data_args, run_args, training_args):
+    """What stage grpo refuses before anything loads: packing (GRPO builds its own batches), videos in no
+    way (TRL's GRPO reads images only; rows with a video are refused when read), rewards that name no
+    function, weights that do not match them."""
+    if data_args.packing:
+        raise ConfigError("packing does not apply to stage grpo: GRPOTrainer batches prompts and their completions itself")
+    try:
+        functions = rewards.reward_functions(training_args.rewards, training_args.answer_tolerance)
+    except rewards.RewardError as error:
+        raise ConfigError(str(error))
+    weights = training_args.reward_weights
+    if weights is not None and len(weights) != len(functions):
+        raise ConfigError(f"reward_weights has {len(weights)} value(s) for {len(functions)} rewards {training_args.rewards}")
+    if training_args.answer_tolerance < 0:
+        raise ConfigError(f"answer_tolerance: {training_args.answer_tolerance} must not be negative")
+    if training_args.use_vllm and training_args.vllm_model_impl != "transformers":
+        raise ConfigError("use_vllm: vLLM knows Idefics3/SmolVLM but not this graft's Qwen3 text model; set "
+                          "vllm_model_impl: transformers (vLLM then runs the model through transformers' code)")
+
+
+def prompt_of(row):
+    """(prompt messages, reference answer) of a row in the project's shape, or a DataError's cause."""
+    messages, _ = conversation(row)
+    answers = [index for index, message in enumerate(messages) if message["role"] == "assistant"]
+    if not answers:
+        raise ValueError("no assistant turn, so no reference answer")
+    last = answers[-1]
+    reference = content_text(messages[last]["content"]).strip()
+    if not reference:
+        raise ValueError("the last assistant turn (the reference answer) is empty")
+    if row.get("videos"):
+        raise ValueError("holds a video: TRL's GRPO reads images only")
+    return messages[:last], reference
+
+
+def prompt_rows(dataset, name, on_bad_sample):
+    """The rows as GRPOTrainer reads them: `prompt` (the conversation before the last assistant turn),
+    `answer` (that turn), `images` (decoded when read), `origin`, `source`. Rows without a usable
+    reference are refused with their file:line, or dropped and counted under on_bad_sample: skip."""
+    keep, bad = [], []
+    for index, row in enumerate(dataset.select_columns(["messages", "videos", "origin"])):
+        try:
+            prompt_of(row)
+            keep.append(index)
+        except ValueError as cause:
+            bad.append(f"{row['origin']}: {cause}")
+    if bad and on_bad_sample == "raise":
+        more = f"\n  ... and {len(bad) - 10} more" if len(bad) > 10 else ""
+        raise DataError(f"{name}: {len(bad)} row(s) unusable for GRPO (on_bad_sample: skip drops them):\n  "
+                        + "\n  ".join(bad[:10]) + more)
+    if bad:
+        print(f"{name}: skipping {len(bad)} row(s) unusable for GRPO, e.g. {bad[0]}")
+    rows = dataset.select(keep) if bad else dataset
+    return rows.with_transform(as_prompts), len(bad)
+
+
+def as_prompts(batch):
+    """with_transform's view: decoded when a row is read, so images are never held all at once."""
+    prompts = [prompt_of({"messages": messages}) for messages in batch["messages"]]
+    return {"prompt": [prompt for prompt, _ in prompts], "answer": [answer for _, answer in prompts],
+            "images": [[Collator.decode_image(image) for image in images] for images in batch["images"]],
+            "origin": batch["origin"], "source": batch["source"]}
+
+
+class GraftGRPOTrainer(GRPOTrainer):
+    """GRPOTrainer with the project's non-finite guard and preemption stop (run.exit_if_cut_short reads them)."""
+
+    def __init__(self, *args, guard, preemption_stop, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.guard, self.preemption_stop = guard, preemption_stop
+        self.add_callback(guard)
+        self.add_callback(preemption_stop)
+
+    def _generate_and_score_completions(self, inputs):
+        # Generation runs on the unwrapped model, outside the autocast accelerate puts around training forwards;
+        # under bf16 the trained parts are float32 (trainable.upcast_trainable) beside bf16 frozen ones.
+        with self.accelerator.autocast():
+            return super()._generate_and_score_completions(inputs)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        if model.training:  # GRPO's micro-batches carry token ids, not rows: a non-finite step names its step only
+            self.guard.record(loss, [])
+        return loss
+
+
+def build_trainer(model, processor, training_args, run_args, train_dataset, eval_dataset, optimizer_groups):
+    trainer = GraftGRPOTrainer(
+        model=model, args=training_args, processing_class=processor,
+        reward_funcs=rewards.reward_functions(training_args.rewards, training_args.answer_tolerance),
+        train_dataset=train_dataset, eval_dataset=eval_dataset if eval_dataset is not None and len(eval_dataset) else None,
+        guard=step_guard.NonFiniteGuard(run_args.max_nonfinite_steps),
+        preemption_stop=preemption.Preemption(run_args.preempt_signals),
+    )
+    # Our per-part groups under the optimizer `optim` names; the Trainer builds it at train(), so resume works.
+    optimizer_cls, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(training_args, model)
+    trainer.optimizer_cls_and_kwargs = (optimizer_cls, {**optimizer_kwargs, "params": optimizer_groups})
+    return trainer
+
+
+def describe_rewards(training_args):
+    weights = training_args.reward_weights or [1.0] * len(training_args.rewards)
+    return "rewards: " + ", ".join(f"{name} x{weight:g}" for name, weight in zip(training_args.rewards, weights))
+
+
+def train(argv, model_args, data_args, run_args, training_args, parts):
+    """train.py's run for stage grpo, in the same order: refusals first, then train, merge, save, demo."""
+    from qwen3_smvl import graft
+    from qwen3_smvl.data import loading
+    from qwen3_smvl.training import run, train_processor, trainable
+    from qwen3_smvl.training.safe_resume import CheckpointError, plan_output_dir
+    from qwen3_smvl.training.train_config import seed_of_data
+
+    try:
+        output_plan = plan_output_dir(training_args.output_dir, run_args.overwrite_output_dir)
+        with training_args.main_process_first(desc="loading data"):
+            loaded = loading.load_data(data_args, seed_of_data(training_args))
+        train_rows, held_out, load_problems = loaded
+        train_dataset, skipped = prompt_rows(train_rows, "train_data", data_args.on_bad_sample)
+        eval_dataset, _ = prompt_rows(held_out, "held-out rows", data_args.on_bad_sample)
+        if training_args.process_index == 0:
+            print(f"{loading.summary_line(loaded, 0)}; {skipped} without a reference answer skipped")
+        demo_image = run.demo_image_of(run_args, held_out)
+        save_dtype = run.save_dtype_of(model_args, run_args)
+        model, processor = run.load_model(model_args, training_args)
+        train_processor.set_image_resolution(processor, data_args)
+        model = trainable.prepare_trainable(model, model_args, parts, training_args.seed)
+        optimizer_groups = trainable.optimizer_groups(model, parts.rates, training_args.weight_decay)
+        train_processor.check_saves(processor, model.config, training_args.output_dir)
+        run.start_swanlab(training_args)
+        trainer = build_trainer(model, processor, training_args, run_args, train_dataset, eval_dataset, optimizer_groups)
+    except (ConfigError, CheckpointError, graft.GraftError, DataError) as error:
+        raise SystemExit(f"train.py: {error}")
+    with training_args.main_process_first(desc="output_dir"):
+        checkpoint = output_plan.apply(training_args.process_index == 0)
+    if trainer.is_world_process_zero():
+        print("\n".join([*output_plan.describe(), graft.trainable_summary(model), *trainable.describe(optimizer_groups),
+                         describe_rewards(training_args)]))
+    trainer.train(resume_from_checkpoint=checkpoint and str(checkpoint))
+    run.exit_if_cut_short(trainer)
+    if parts.adapted:
+        probe = run.probe_batch(processor, data_args, (held_out, train_rows), trainer.model.device)
+        trainer.model = run.merge_adapters(trainer, probe, training_args.output_dir)
+    run.save_standalone(trainer, processor, save_dtype, training_args.output_dir)
+    print(f"rank {training_args.process_index}/{training_args.world_size}: {trainer.state.global_step} steps, "
+          f"{trainer.guard.skipped} non-finite steps skipped")
+    for source, counts in load_problems.items():
+        print(f"rows of {source} skipped when loading: {counts}")
+    if not trainer.is_world_process_zero():
+        return
+    model = run.standalone_model(trainer, save_dtype, training_args.output_dir)
+    run.post_training_demo(model, processor, demo_image, run_args, training_args)

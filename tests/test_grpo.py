@@ -1,0 +1,105 @@
+"""Stage grpo (`stage: grpo`, TRL's GRPOTrainer) as users run it: train.py on a YAML, the saved checkpoint
+reloaded with plain transformers, bad rows refused before training, the rewards on their own."""
+
+import json
+
+import pytest
+import torch
+import yaml
+from PIL import Image
+from transformers import AutoModelForImageTextToText, AutoProcessor
+
+import train
+from conftest import REPO
+from qwen3_smvl import tiny
+from qwen3_smvl.training import rewards, run
+from qwen3_smvl.training.train_config import ConfigError, configure
+
+THINK = "<think>\nthe picture is red\n</think>\n\n"
+
+
+def grpo_config(tmp_path, init_from, data_dir, **overrides):
+    config = {"stage": "grpo", "init_from": str(init_from), "data_dir": str(data_dir), "train_data": "cocoqa",
+              "test_size": 4, "freeze_text": False, "seed": 0, "learning_rate": 1e-4, "num_generations": 4,
+              "temperature": 0.5, "max_completion_length": 8, "per_device_train_batch_size": 4, "max_steps": 2,
+              "logging_steps": 1, "gradient_checkpointing": False, "use_cpu": True, "save_strategy": "no",
+              "output_dir": str(tmp_path / "out"), "demo_max_new_tokens": 0, **overrides}
+    path = tmp_path / "grpo.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="module")
+def colours_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("colours")
+    tiny.write_synthetic_cauldron(root, subsets=("cocoqa",), rows_per_subset=24)
+    return root
+
+
+def test_correctness_reads_the_answer_after_the_think_block():
+    completions = [[{"role": "assistant", "content": THINK + "Red."}], THINK + "blue", "<think>red", "Two dogs",
+                   "3.14", "3.2"]
+    answers = ["red", "red", "red", "2 dogs", "3.1416", "3.1416"]
+    assert rewards.correctness(completions, answers, tolerance=0.01) == [1.0, 0.0, 0.0, 1.0, 1.0, 0.0]
+
+
+def test_format_wants_one_think_block_with_reasoning_then_an_answer():
+    completions = [THINK + "red", "<think>\n\n</think>\n\nred", THINK, "red", THINK + "red</think>",
+                   "<think>a</think><think>b</think>red"]
+    assert rewards.format(completions) == [1.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+
+
+def test_user_reward_by_import_path_and_refusals(tmp_path, monkeypatch, colours_dir, stitched_dir):
+    (tmp_path / "my_rewards.py").write_text("def short(completions, **columns):\n"
+                                            "    return [1.0 if len(c[-1]['content']) < 20 else 0.0 for c in completions]\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config = grpo_config(tmp_path, stitched_dir, colours_dir, rewards=["correctness", "my_rewards:short"],
+                         reward_weights=[1.0, 0.5])
+    _, _, run_args, training_args, _ = configure([str(config)])
+    assert run_args.stage == "grpo" and training_args.num_generations == 4
+    assert training_args.chat_template_kwargs == {"enable_thinking": True}  # thinking on by default
+    assert [f.__name__ for f in rewards.reward_functions(training_args.rewards, 0.0)] == ["correctness", "short"]
+    with pytest.raises(ConfigError, match="my_rewards:nothing"):
+        configure([str(config), "--rewards", "my_rewards:nothing", "--reward_weights", "1"])
+    with pytest.raises(ConfigError, match="reward_weights has 1 value"):
+        configure([str(config), "--reward_weights", "1"])
+    with pytest.raises(ConfigError, match="unknown key 'max_completion_length'"):  # a GRPO key under stage sft
+        configure([str(config), "--stage", "sft"])
+
+
+def test_bad_rows_are_named_before_training(tmp_path, stitched_dir):
+    image = REPO / "examples" / "images" / "red.png"
+    good = {"messages": [{"role": "user", "content": [{"type": "image", "image": str(image)}, {"type": "text", "text": "Colour?"}]},
+                         {"role": "assistant", "content": "red"}]}
+    no_answer = {"messages": [{"role": "user", "content": "What colour is it?"}]}
+    missing_image = {"messages": [{"role": "user", "content": [{"type": "image", "image": str(tmp_path / "gone.png")}]},
+                                  {"role": "assistant", "content": "red"}]}
+    for name, bad, expected in (("no_answer", no_answer, "no assistant turn"), ("missing", missing_image, "missing image")):
+        data = tmp_path / f"{name}.jsonl"
+        data.write_text("".join(json.dumps(row) + "\n" for row in [good] * 6 + [bad]))
+        config = grpo_config(tmp_path, stitched_dir, tmp_path, train_data=[str(data)], test_size=1)
+        with pytest.raises(SystemExit, match=rf"{data}:7: {expected}"):
+            train.main([str(config)])
+    assert not (tmp_path / "out").exists()
+
+
+def test_grpo_with_lora_saves_a_checkpoint_that_reloads_with_identical_logits(tmp_path, colours_dir, stitched_dir,
+                                                                              monkeypatch):
+    """LoRA merged at the end as in stage 2; the KL term on (beta > 0), so the adapter-free reference runs too."""
+    seen = {}
+    standalone_model = run.standalone_model
+    monkeypatch.setattr(run, "standalone_model", lambda trainer, *args: seen.setdefault(
+        "model", standalone_model(seen.setdefault("trainer", trainer), *args)))
+    config = grpo_config(tmp_path, stitched_dir, colours_dir, lora_r=4, beta=0.01, demo_max_new_tokens=4)
+    train.main([str(config)])
+    out = tmp_path / "out"
+    assert (out / "adapter" / "adapter_config.json").is_file()
+    logged = {key for entry in seen["trainer"].state.log_history for key in entry}
+    assert {"rewards/correctness/mean", "rewards/format/mean", "completions/mean_length", "kl"} <= logged
+    model = AutoModelForImageTextToText.from_pretrained(out).eval()
+    processor = AutoProcessor.from_pretrained(out)
+    question = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Colour?"}]}]
+    prompt = processor.apply_chat_template(question, add_generation_prompt=True, enable_thinking=True)
+    batch = processor(text=[prompt], images=[[Image.open(REPO / "examples" / "images" / "red.png")]], return_tensors="pt")
+    with torch.no_grad():
+        assert torch.equal(model(**batch).logits, seen["model"].eval()(**batch).logits)
