@@ -2,7 +2,11 @@
 reloaded with plain transformers, bad rows refused before training, the rewards on their own."""
 
 import json
+import os
+import subprocess
+import sys
 
+import psutil
 import pytest
 import torch
 import yaml
@@ -10,11 +14,12 @@ from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 import train
-from conftest import REPO
+from conftest import REPO, free_port
 from qwen3_smvl import tiny
 from qwen3_smvl.training import rewards, run
 from qwen3_smvl.training.train_config import ConfigError, configure
 
+LAUNCH_TIMEOUT = 300  # seconds; the two-rank launch of the tiny graft takes well under a minute
 THINK = "<think>\nthe picture is red\n</think>\n\n"
 
 
@@ -103,3 +108,45 @@ def test_grpo_with_lora_saves_a_checkpoint_that_reloads_with_identical_logits(tm
     batch = processor(text=[prompt], images=[[Image.open(REPO / "examples" / "images" / "red.png")]], return_tensors="pt")
     with torch.no_grad():
         assert torch.equal(model(**batch).logits, seen["model"].eval()(**batch).logits)
+
+
+@pytest.mark.skip(reason="hangs (no result after 300 s) when one rank's prompt is text-only; two image rows finish "
+                         "on two ranks; not yet diagnosed (issue 26)")
+def test_two_ddp_ranks_finish_with_a_text_only_prompt_on_one(tmp_path, stitched_dir):
+    """accelerate launch with the shipped DDP config on two CPU ranks: each step one rank's prompt has an
+    image and the other's none (GRPO gives each rank one prompt's group here); both finish and save."""
+    image = REPO / "examples" / "images" / "red.png"
+    with_image = {"messages": [{"role": "user", "content": [{"type": "image", "image": str(image)}, {"type": "text", "text": "Colour?"}]},
+                               {"role": "assistant", "content": "red"}]}
+    text_only = {"messages": [{"role": "user", "content": "Say red."}, {"role": "assistant", "content": "red"}]}
+    (tmp_path / "train.jsonl").write_text(json.dumps(with_image) + "\n" + json.dumps(text_only) + "\n")
+    (tmp_path / "eval.jsonl").write_text(json.dumps(with_image) + "\n")
+    config = grpo_config(tmp_path, stitched_dir, tmp_path, train_data=[str(tmp_path / "train.jsonl")],
+                         eval_data=[str(tmp_path / "eval.jsonl")], per_device_train_batch_size=2, num_generations=2,
+                         freeze_text=True)  # the connector alone: its gradient comes only through images
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO / "accelerate_configs" / "ddp.yaml"),
+               "--num_processes", "2", "--main_process_port", str(free_port()), str(REPO / "train.py"), str(config)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        stdout, stderr = process.communicate(timeout=LAUNCH_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        launcher = psutil.Process(process.pid)
+        for child in [*launcher.children(recursive=True), launcher]:  # torchrun puts each rank in its own session
+            child.kill()
+        stdout, stderr = process.communicate()
+        pytest.fail(f"stage grpo under DDP on two CPU ranks: no result after {LAUNCH_TIMEOUT} s (ranks hung?)\n{stderr[-3000:]}")
+    assert process.returncode == 0, stderr[-3000:]
+    for rank in (0, 1):
+        assert f"rank {rank}/2: 2 steps" in stdout
+    assert (tmp_path / "out" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("recipe", ["grpo_train.yaml", "demo_grpo.yaml"])
+def test_shipped_grpo_recipes_pass_the_config_checks(recipe, stitched_dir, colours_dir):
+    """Parsed and checked as written, with only the model and data pointed at tiny local copies."""
+    _, data_args, run_args, training_args, parts = configure(
+        [str(REPO / recipe), "--init_from", str(stitched_dir), "--data_dir", str(colours_dir), "--use_cpu", "true",
+         "--offline_demo_dir", ""])
+    assert run_args.stage == "grpo" and training_args.chat_template_kwargs == {"enable_thinking": True}
+    assert len(training_args.reward_weights or training_args.rewards) == len(training_args.rewards)

@@ -16,6 +16,7 @@ itself, as it does at inference with --think, instead of the prompt closing it e
 """
 
 from dataclasses import dataclass, field
+from functools import partial
 
 from trl import GRPOConfig, GRPOTrainer
 from transformers import Trainer
@@ -57,13 +58,14 @@ def check_keys(data_args, run_args, training_args):
                           "vllm_model_impl: transformers (vLLM then runs the model through transformers' code)")
 
 
-def prompt_of(row):
-    """(prompt messages, reference answer) of a row in the project's shape, or a DataError's cause."""
+def prompt_of(row, first_turn_only=False):
+    """(prompt messages, reference answer) of a row in the project's shape: the last assistant turn (the
+    first with first_turn_only) and what comes before it; a ValueError says why a row has none."""
     messages, _ = conversation(row)
     answers = [index for index, message in enumerate(messages) if message["role"] == "assistant"]
     if not answers:
         raise ValueError("no assistant turn, so no reference answer")
-    last = answers[-1]
+    last = answers[0] if first_turn_only else answers[-1]
     reference = content_text(messages[last]["content"]).strip()
     if not reference:
         raise ValueError("the last assistant turn (the reference answer) is empty")
@@ -72,30 +74,30 @@ def prompt_of(row):
     return messages[:last], reference
 
 
-def prompt_rows(dataset, name, on_bad_sample):
+def prompt_rows(dataset, name, data_args):
     """The rows as GRPOTrainer reads them: `prompt` (the conversation before the last assistant turn),
     `answer` (that turn), `images` (decoded when read), `origin`, `source`. Rows without a usable
     reference are refused with their file:line, or dropped and counted under on_bad_sample: skip."""
     keep, bad = [], []
     for index, row in enumerate(dataset.select_columns(["messages", "videos", "origin"])):
         try:
-            prompt_of(row)
+            prompt_of(row, data_args.first_turn_only)
             keep.append(index)
         except ValueError as cause:
             bad.append(f"{row['origin']}: {cause}")
-    if bad and on_bad_sample == "raise":
+    if bad and data_args.on_bad_sample == "raise":
         more = f"\n  ... and {len(bad) - 10} more" if len(bad) > 10 else ""
         raise DataError(f"{name}: {len(bad)} row(s) unusable for GRPO (on_bad_sample: skip drops them):\n  "
                         + "\n  ".join(bad[:10]) + more)
     if bad:
         print(f"{name}: skipping {len(bad)} row(s) unusable for GRPO, e.g. {bad[0]}")
     rows = dataset.select(keep) if bad else dataset
-    return rows.with_transform(as_prompts), len(bad)
+    return rows.with_transform(partial(as_prompts, first_turn_only=data_args.first_turn_only)), len(bad)
 
 
-def as_prompts(batch):
+def as_prompts(batch, first_turn_only):
     """with_transform's view: decoded when a row is read, so images are never held all at once."""
-    prompts = [prompt_of({"messages": messages}) for messages in batch["messages"]]
+    prompts = [prompt_of({"messages": messages}, first_turn_only) for messages in batch["messages"]]
     return {"prompt": [prompt for prompt, _ in prompts], "answer": [answer for _, answer in prompts],
             "images": [[Collator.decode_image(image) for image in images] for images in batch["images"]],
             "origin": batch["origin"], "source": batch["source"]}
@@ -155,8 +157,8 @@ def train(argv, model_args, data_args, run_args, training_args, parts):
         with training_args.main_process_first(desc="loading data"):
             loaded = loading.load_data(data_args, seed_of_data(training_args))
         train_rows, held_out, load_problems = loaded
-        train_dataset, skipped = prompt_rows(train_rows, "train_data", data_args.on_bad_sample)
-        eval_dataset, _ = prompt_rows(held_out, "held-out rows", data_args.on_bad_sample)
+        train_dataset, skipped = prompt_rows(train_rows, "train_data", data_args)
+        eval_dataset, _ = prompt_rows(held_out, "held-out rows", data_args)
         if training_args.process_index == 0:
             print(f"{loading.summary_line(loaded, 0)}; {skipped} without a reference answer skipped")
         demo_image = run.demo_image_of(run_args, held_out)
