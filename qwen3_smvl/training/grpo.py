@@ -34,7 +34,7 @@ class GRPOArguments(GRPOConfig):
 
 # TRL's keys a GRPO recipe sets most; the configuration reference lists them with TRL's help texts.
 TRL_KEYS = ("num_generations", "max_completion_length", "temperature", "beta", "num_iterations", "reward_weights",
-            "loss_type", "scale_rewards", "chat_template_kwargs", "generation_batch_size", "log_completions",
+            "loss_type", "scale_rewards", "chat_template_kwargs", "generation_batch_size", "log_completions", "log_multimodal",
             "use_vllm", "vllm_mode", "vllm_model_impl", "vllm_gpu_memory_utilization")
 
 
@@ -53,6 +53,9 @@ def check_keys(data_args, run_args, training_args):
         raise ConfigError(f"reward_weights has {len(weights)} value(s) for {len(functions)} rewards {training_args.rewards}")
     if training_args.answer_tolerance < 0:
         raise ConfigError(f"answer_tolerance: {training_args.answer_tolerance} must not be negative")
+    if training_args.log_multimodal and training_args.world_size > 1:
+        raise ConfigError("log_multimodal: true hangs a multi-process run when one rank draws only text-only prompts "
+                          "(TRL 1.16 gathers the logged images on the ranks that have some); set it to false")
     if training_args.use_vllm and training_args.vllm_model_impl != "transformers":
         raise ConfigError("use_vllm: vLLM knows Idefics3/SmolVLM but not this graft's Qwen3 text model; set "
                           "vllm_model_impl: transformers (vLLM then runs the model through transformers' code)")

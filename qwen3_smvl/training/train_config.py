@@ -109,7 +109,9 @@ PROJECT_DEFAULTS = {
 }
 # A stage's own defaults: GRPO thinks (the prompt leaves the think block to the model instead of closing it
 # empty); bf16 stays off unless a recipe sets it, as in every stage (TRL's configs turn it on by default).
-STAGE_DEFAULTS = {"grpo": {"chat_template_kwargs": {"enable_thinking": True}, "bf16": False}}
+# log_multimodal off: TRL 1.16 gathers the images for its logs only on ranks that have some, so a rank
+# with text-only prompts never joins that collective and the run hangs (grpo.check_keys refuses it on).
+STAGE_DEFAULTS = {"grpo": {"chat_template_kwargs": {"enable_thinking": True}, "bf16": False, "log_multimodal": False}}
 
 
 def read_yaml(path):
