@@ -24,7 +24,7 @@ from transformers.models.smolvlm.image_processing_smolvlm import MAX_IMAGE_SIZE
 from qwen3_smvl import graft, inference
 from qwen3_smvl.data import loading, sources
 from qwen3_smvl.data.collate import ON_BAD_SAMPLE_CHOICES, PADDING_CHOICES
-from qwen3_smvl.training import ConfigError, attention, preemption, trainable
+from qwen3_smvl.training import ConfigError, attention, fused_kernels, preemption, trainable
 
 SAVE_DTYPES = ("auto", "bfloat16", "float16", "float32")
 SHIPPED_TEXT_EVAL = str(Path(__file__).resolve().parents[2] / "text_eval.jsonl")
@@ -255,6 +255,7 @@ def check_config(model_args, data_args, run_args, training_args):
         raise ConfigError("max_length and max_images must be positive and test_size not negative")
     check_throughput_keys(data_args, training_args)
     attention.check_attention(model_args.attn_implementation, training_args)
+    fused_kernels.configure_liger(training_args, data_args)
     if run_args.run_evaluation and data_args.text_eval_file:
         loading.load_text_rows(data_args.text_eval_file)
     if (training_args.eval_strategy != "no" or run_args.run_evaluation) and data_args.test_size == 0 and not data_args.eval_data:
