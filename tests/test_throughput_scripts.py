@@ -16,8 +16,9 @@ BENCHES = {
     "measure_collate": (["--seconds", "0.1"], "samples/s per thread"),
     "measure_packing": (["--rows", "16", "--step-rows", "4", "--rounds", "1"], "packing / longest:"),
     "measure_load_jsonl": (["--rows", "500"], "cached load: 500 rows"),
+    "gpu_benchmark": (["--steps", "1", "--rows", "6", "--edges", "32"], "edge 32 packed, per-sample sdpa    "),
 }
-TAKES_CHECKPOINTS = {"measure_flops", "measure_stage_memory", "measure_train_step", "measure_deploy"}
+TAKES_CHECKPOINTS = {"measure_flops", "measure_stage_memory", "measure_train_step", "measure_deploy", "gpu_benchmark"}
 
 
 @pytest.mark.parametrize("name", BENCHES)

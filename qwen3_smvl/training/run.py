@@ -16,8 +16,9 @@ from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor,
 from qwen3_smvl import graft, inference
 from qwen3_smvl.data import lengths
 from qwen3_smvl.data.collate import Collator
-from qwen3_smvl.data.packing import PER_SAMPLE_SDPA, VARLEN_ATTENTION, PackingCollator, PackingTrainer
+from qwen3_smvl.data.packing import PackingCollator, PackingTrainer
 from qwen3_smvl.training import lora_merge, preemption, step_guard
+from qwen3_smvl.training.attention import attention_for_packing, set_attention
 from qwen3_smvl.training.train_config import ConfigError, seed_of_data
 
 logger = logging.getLogger(__name__)
@@ -46,21 +47,11 @@ def load_model(model_args, training_args):
         model = AutoModelForImageTextToText.from_pretrained(model_args.init_from, dtype=dtype)
         processor = AutoProcessor.from_pretrained(model_args.init_from)
         graft.verify_graft(model, processor)
-        return model, processor
-    return graft.stitch(model_args.smolvlm_path, model_args.qwen_path, dtype=dtype, seed=training_args.seed)
-
-
-def attention_for_packing(model):
-    """Switch SDPA to per-sample SDPA (same result, without attention over the whole packed row under a
-    dense mask) and return the implementation the packed batches are built for."""
-    full_attention_only = set(getattr(model.config.text_config, "layer_types", None) or []) <= {"full_attention"}
-    if model.config._attn_implementation == "sdpa" and full_attention_only:
-        model.set_attn_implementation(PER_SAMPLE_SDPA)
-    attention = model.config._attn_implementation
-    if attention not in VARLEN_ATTENTION:
-        logger.info(f"packing with {attention} attention: it runs over the whole packed row (the mask is block-diagonal "
-                    "but dense, cost grows with max_tokens_per_batch squared); sdpa and flash_attention_2 attend per sample")
-    return attention
+    else:
+        model, processor = graft.stitch(model_args.smolvlm_path, model_args.qwen_path, dtype=dtype,
+                                        seed=training_args.seed)
+    set_attention(model, model_args.attn_implementation)
+    return model, processor
 
 
 def build_collator(processor, data_args, model):

@@ -24,7 +24,7 @@ from transformers.models.smolvlm.image_processing_smolvlm import MAX_IMAGE_SIZE
 from qwen3_smvl import graft, inference
 from qwen3_smvl.data import loading, sources
 from qwen3_smvl.data.collate import ON_BAD_SAMPLE_CHOICES, PADDING_CHOICES
-from qwen3_smvl.training import ConfigError, preemption, trainable
+from qwen3_smvl.training import ConfigError, attention, fused_kernels, preemption, trainable
 
 SAVE_DTYPES = ("auto", "bfloat16", "float16", "float32")
 SHIPPED_TEXT_EVAL = str(Path(__file__).resolve().parents[2] / "text_eval.jsonl")
@@ -49,6 +49,7 @@ class ModelArguments:
     lora_dropout: float = field(default=0.05, metadata={"help": "dropout on the LoRA adapters' input"})
     lora_target: str | None = field(default=None, metadata={"help": "regex matched against whole module names (default: every linear layer of the text model's decoder layers)"})
     lora_vision: bool = field(default=False, metadata={"help": "also put LoRA adapters on the vision tower's encoder layers"})
+    attn_implementation: str | None = field(default=None, metadata={"help": "`sdpa` (default; per-sample SDPA under packing), `eager`, `flash_attention_2`, `flash_attention_3` or a kernels hub name (`kernels-community/flash-attn3`); the varlen ones get packed samples' boundaries from the collator, with no per-layer host sync; refused where its package or a CUDA GPU is missing (see [Throughput](throughput.md))"})
 
 
 @dataclass
@@ -253,6 +254,8 @@ def check_config(model_args, data_args, run_args, training_args):
     if data_args.max_length < 1 or data_args.max_images < 1 or data_args.test_size < 0:
         raise ConfigError("max_length and max_images must be positive and test_size not negative")
     check_throughput_keys(data_args, training_args)
+    attention.check_attention(model_args.attn_implementation, training_args)
+    fused_kernels.configure_liger(training_args, data_args)
     if run_args.run_evaluation and data_args.text_eval_file:
         loading.load_text_rows(data_args.text_eval_file)
     if (training_args.eval_strategy != "no" or run_args.run_evaluation) and data_args.test_size == 0 and not data_args.eval_data:
