@@ -10,6 +10,7 @@ from conftest import REPO
 
 BENCHES = {
     "measure_flops": ([], "TFLOP/sample"),
+    "measure_resolution": ([], "tokens/sample"),
     "measure_stage_memory": ([], "weights+grads+AdamW GiB"),
     "measure_train_step": (["--steps", "1"], "packed"),
     "measure_deploy": (["--routes", "fp32", "--new-tokens", "2"], "| transformers fp32 |"),
@@ -17,7 +18,7 @@ BENCHES = {
     "measure_packing": (["--rows", "16", "--step-rows", "4", "--rounds", "1"], "packing / longest:"),
     "measure_load_jsonl": (["--rows", "500"], "cached load: 500 rows"),
 }
-TAKES_CHECKPOINTS = {"measure_flops", "measure_stage_memory", "measure_train_step", "measure_deploy"}
+TAKES_CHECKPOINTS = {"measure_flops", "measure_resolution", "measure_stage_memory", "measure_train_step", "measure_deploy"}
 
 
 @pytest.mark.parametrize("name", BENCHES)
