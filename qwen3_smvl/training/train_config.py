@@ -182,6 +182,11 @@ def parse_config(argv):
     return model_args, data_args, run_args, training_args
 
 
+def default_arguments():
+    """The four argument dataclasses as an empty config gives them (what the model card compares a run with)."""
+    return parse_config([])
+
+
 def use_offline_demo(model_args, data_args, run_args):
     """Point the run at tiny random checkpoints and synthetic data, built once under the cache dir."""
     from qwen3_smvl import tiny
