@@ -173,19 +173,19 @@ def bench_tables(model_dir):
     return re.sub(r"^## ", "#### ", path.read_text().strip(), flags=re.MULTILINE) if path.is_file() else None
 
 
-def write_card(output_dir, summary=None, model_dir=None):
+def write_card(output_dir, summary=None, model_dir=None, repo_id=None):
     """Saves `summary` (when given) as output_dir/run_summary.json and writes output_dir/README.md from
-    model_dir's (default: output_dir's) files. Returns the card's path."""
+    model_dir's (default: output_dir's) files; repo_id: the repo its usage snippet loads. Returns the card's path."""
     if summary is not None:
         summary.save(output_dir)
     path = Path(output_dir) / CARD_FILE
-    render(model_dir or output_dir, output_dir).save(path)
+    render(model_dir or output_dir, output_dir, repo_id).save(path)
     return path
 
 
-def refresh_card(model_dir, output_dir=None):
+def refresh_card(model_dir, output_dir=None, repo_id=None):
     """Re-renders the card after results were added; does nothing where model_dir has no
     run_summary.json (not a model trained here: its README.md, if any, is someone else's)."""
     if not (Path(model_dir) / SUMMARY_FILE).is_file():
         return None
-    return write_card(output_dir or model_dir, model_dir=model_dir)
+    return write_card(output_dir or model_dir, model_dir=model_dir, repo_id=repo_id)
