@@ -128,7 +128,7 @@ def bench_eval_results(bench, model_name):
     datasets, metrics = bench.get("datasets") or {}, bench.get("metrics") or {}
     return [EvalResult(task_type=BENCH_TASK_TYPE, dataset_type=datasets[task], dataset_name=task,
                        metric_type=metrics.get(task, "score"), metric_value=round(score, 2),
-                       source_name="eval_bench.py (lmms-eval), this repository")
+                       metric_name=f"{metrics.get(task, 'score')} (lmms-eval, eval_bench.py)")
             for task, score in own.items() if score is not None and task in datasets]
 
 
