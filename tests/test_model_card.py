@@ -185,3 +185,20 @@ def test_upload_is_private_with_the_card_naming_the_repo(trained, tmp_path, monk
     assert "checkpoint-*/**" in uploaded["ignore_patterns"]
     assert 'from_pretrained("me/graft"' in (model / "README.md").read_text()
     assert capsys.readouterr().out.strip().endswith(f"published {model} -> https://huggingface.co/me/graft")
+
+
+def test_gguf_export_into_the_model_lists_its_files_in_the_card(trained, tmp_path):
+    import export_gguf
+    from conftest import ASSETS
+
+    try:
+        export_gguf.llama_cpp_tools(None, None)
+    except export_gguf.ExportError as error:
+        pytest.skip(str(error))
+    if not (ASSETS / "qwen3-0.6b" / "vocab.json").is_file():
+        pytest.skip("llama.cpp's converter needs the real Qwen3 tokenizer (../shared/assets/qwen3-0.6b)")
+    model = shutil.copytree(trained[0], tmp_path / "graft", ignore=shutil.ignore_patterns("checkpoint-*"))
+    export_gguf.main(["--model", str(model), "--out", str(model / "gguf"), "--quant", "F16"])
+    card = card_of(model)
+    assert "gguf" in card.data.tags
+    assert "llama-mtmd-cli -m gguf/text-F16.gguf --mmproj gguf/mmproj-F16.gguf" in card.text
