@@ -14,7 +14,7 @@ import sys
 import time
 
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)  # why: qwen3_smvl/training/train_config.py
-from qwen3_smvl import graft  # noqa: E402
+from qwen3_smvl import graft, model_card  # noqa: E402
 from qwen3_smvl.data import check_data, loading  # noqa: E402
 from qwen3_smvl.evaluation import bench_callback, vqa  # noqa: E402
 from qwen3_smvl.training import run, train_processor, trainable  # noqa: E402
@@ -82,6 +82,8 @@ def main(argv=None):
         print(f"rows of {source} skipped when loading: {counts}")
     if not trainer.is_world_process_zero():
         return
+    summary = run.run_summary(trainer, parts, model_args, data_args, run_args, training_args, train_dataset, eval_dataset)
+    print(f"model card: {model_card.write_card(training_args.output_dir, summary)}")
     model = run.standalone_model(trainer, save_dtype, training_args.output_dir)
     run.post_training_demo(model, processor, demo_image, run_args, training_args)
     if run_args.run_evaluation:
@@ -91,6 +93,7 @@ def main(argv=None):
             model, processor, eval_dataset, data_args, training_args.output_dir,
             max_new_tokens=run_args.eval_max_new_tokens, settings=settings,
         )
+        model_card.refresh_card(training_args.output_dir)  # with the held-out results
     print(next_steps(training_args.output_dir, argv))
 
 

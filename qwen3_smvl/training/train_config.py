@@ -184,6 +184,11 @@ def parse_config(argv):
     return model_args, data_args, run_args, training_args
 
 
+def default_arguments():
+    """The four argument dataclasses as an empty config gives them (what the model card compares a run with)."""
+    return parse_config([])
+
+
 def use_offline_demo(model_args, data_args, run_args):
     """Point the run at tiny random checkpoints and synthetic data, built once under the cache dir."""
     from qwen3_smvl import tiny
@@ -262,6 +267,11 @@ def check_config(model_args, data_args, run_args, training_args):
     if (training_args.eval_strategy != "no" or run_args.run_evaluation) and data_args.test_size == 0 and not data_args.eval_data:
         raise ConfigError("eval_strategy or run_evaluation is set but test_size is 0 and eval_data is not set: "
                           "nothing to evaluate on")
+    if training_args.push_to_hub or training_args.hub_model_id:
+        target = f"hf:{training_args.hub_model_id or 'USER/NAME'}"
+        raise ConfigError(f"push_to_hub/hub_model_id: train.py does not push during training (the Trainer would upload "
+                          f"checkpoints without the model card); drop them and, after training, run `python publish.py "
+                          f"--model {training_args.output_dir} --to {target}` (or --to modelscope:USER/NAME)")
     if training_args.remove_unused_columns:
         raise ConfigError("remove_unused_columns must be false: the collator reads the raw `messages` and `images` columns")
     for key in ("train_data", "eval_data"):
