@@ -143,13 +143,25 @@ def stage_trainer_config(stage):
     return TrainingArguments
 
 
+# The project's defaults for TRL's keys. loss_type: sigmoid DPO alone can widen the margin while both
+# answers' probabilities fall (p(chosen) 0.5 -> 0.3 on a tiny graft); its SFT term on the chosen answer
+# keeps p(chosen) rising (docs/design.md).
+TRL_DEFAULTS = {"loss_type": ["sigmoid", "sft"]}
+
+
 def trainer_keys(config_class):
     """`config_class`'s keys as a dataclass the parser can hold beside the project's: the keys the project's
-    dataclasses also have (DPOConfig's `max_length`) are the project's, and feed the trainer's config too."""
+    dataclasses also have (DPOConfig's `max_length`) are the project's, and feed the trainer's config too;
+    TRL_DEFAULTS replace TRL's defaults."""
     if config_class is TrainingArguments:
         return TrainingArguments
-    kept = [(f.name, f.type, field(default=f.default, default_factory=f.default_factory, metadata=f.metadata))
-            for f in fields(config_class) if f.init and f.name not in PROJECT_KEYS]
+
+    def default(f):
+        if f.name in TRL_DEFAULTS:
+            return field(default_factory=lambda: list(TRL_DEFAULTS[f.name]), metadata=f.metadata)
+        return field(default=f.default, default_factory=f.default_factory, metadata=f.metadata)
+
+    kept = [(f.name, f.type, default(f)) for f in fields(config_class) if f.init and f.name not in PROJECT_KEYS]
     return make_dataclass(f"{config_class.__name__}Keys", kept)
 
 
