@@ -2,6 +2,7 @@
 
     python train.py cocoqa_train.yaml [--key value ...]          # flags override the YAML
     python train.py cocoqa_train.yaml --check_data true          # check the data and exit (no model load)
+    python train.py dpo_train.yaml                              # stage: dpo, preference pairs (TRL's DPOTrainer)
     accelerate launch train.py full_train.yaml                  # several GPUs
 
 The keys are documented in qwen3_smvl/training/train_config.py and the README. The run: parse and check the config,
@@ -17,7 +18,7 @@ logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)  # wh
 from qwen3_smvl import graft, model_card  # noqa: E402
 from qwen3_smvl.data import check_data, loading  # noqa: E402
 from qwen3_smvl.evaluation import bench_callback, vqa  # noqa: E402
-from qwen3_smvl.training import run, train_processor, trainable  # noqa: E402
+from qwen3_smvl.training import dpo, run, train_processor, trainable  # noqa: E402
 from qwen3_smvl.training.safe_resume import CheckpointError, plan_output_dir  # noqa: E402
 from qwen3_smvl.training.train_config import ConfigError, configure, seed_of_data  # noqa: E402
 
@@ -36,11 +37,13 @@ def main(argv=None):
         argv = sys.argv[1:] if argv is None else argv
         model_args, data_args, run_args, training_args, parts = configure(argv)  # parts: what trains
         if run_args.check_data:
-            raise SystemExit(check_data.run(model_args, data_args))
+            raise SystemExit(check_data.run(model_args, data_args, preference=run_args.stage == "dpo"))
         output_plan = plan_output_dir(training_args.output_dir, run_args.overwrite_output_dir)
         started = time.perf_counter()
         with training_args.main_process_first(desc="loading data"):  # ranks > 0 reuse rank 0's cache
             loaded = loading.load_data(data_args, seed_of_data(training_args))
+            if run_args.stage == "dpo":
+                loaded = dpo.preference_rows(loaded, data_args.on_bad_sample)
         if training_args.process_index == 0:
             print(loading.summary_line(loaded, time.perf_counter() - started))
         train_dataset, eval_dataset, load_problems = loaded
@@ -50,15 +53,22 @@ def main(argv=None):
         train_processor.check_video_template(processor, model_args, (train_dataset, eval_dataset))
         train_processor.set_image_resolution(processor, data_args)
         train_processor.set_video_sampling(processor, data_args)
-        collator = run.build_collator(processor, data_args, model)
-        train_dataset = run.with_token_counts(train_dataset, collator, data_args, training_args)
+        if run_args.stage == "dpo":
+            collator = dpo.PreferenceCollator(processor, training_args.max_length)
+        else:
+            collator = run.build_collator(processor, data_args, model)
+            train_dataset = run.with_token_counts(train_dataset, collator, data_args, training_args)
         model = trainable.prepare_trainable(model, model_args, parts, training_args.seed)
         optimizer_groups = trainable.optimizer_groups(model, parts.rates, training_args.weight_decay)
         # last of the model's checks: it makes output_dir, which a later refusal would leave behind
         train_processor.check_saves(processor, model.config, training_args.output_dir)
         run.start_swanlab(training_args)
-        trainer = run.build_trainer(model, processor, collator, training_args, data_args, run_args, train_dataset,
-                                    eval_dataset, optimizer_groups)
+        if run_args.stage == "dpo":
+            trainer = dpo.build_trainer(model, dpo.load_reference(model_args, training_args), processor, collator,
+                                        training_args, run_args, train_dataset, eval_dataset, optimizer_groups)
+        else:
+            trainer = run.build_trainer(model, processor, collator, training_args, data_args, run_args, train_dataset,
+                                        eval_dataset, optimizer_groups)
         run.check_fsdp_took_effect(trainer)
         bench_callback.attach(trainer, run_args)
     except (ConfigError, CheckpointError, graft.GraftError, loading.DataError) as error:

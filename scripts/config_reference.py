@@ -19,6 +19,13 @@ from qwen3_smvl.training import train_config  # noqa: E402
 REFERENCE, README = REPO / "docs" / "configuration.md", REPO / "README.md"
 BEGIN, END = "<!-- config-reference: begin (scripts/config_reference.py) -->", "<!-- config-reference: end -->"
 PROJECT_CLASSES = train_config.ARGUMENT_CLASSES[:-1]  # the last is transformers' TrainingArguments
+# TRL's keys a stage adds beside TrainingArguments' (stage: dpo -> DPOConfig's), with TRL's help texts
+STAGE_KEYS = {"dpo": train_config.trainer_keys(train_config.stage_trainer_config("dpo"))}
+
+
+def stage_fields(stage):
+    inherited = {field.name for field in dataclasses.fields(train_config.TrainingArguments)}
+    return [field for field in dataclasses.fields(STAGE_KEYS[stage]) if field.name not in inherited]
 
 
 def default_of(field):
@@ -42,6 +49,11 @@ def table():
     for arguments in PROJECT_CLASSES:
         for field in dataclasses.fields(arguments):
             rows.append(f"| `{field.name}` | {default_of(field)} | {field.metadata['help']} |")
+    for stage in STAGE_KEYS:
+        rows += ["", f"With `stage: {stage}`, TRL's keys (their help texts are TRL's; `max_length` is the data key above):",
+                 "", "| key | default | meaning |", "|---|---|---|"]
+        for field in stage_fields(stage):
+            rows.append(f"| `{field.name}` | {default_of(field)} | {field.metadata['help']} |")
     return "\n".join(rows)
 
 
@@ -52,6 +64,8 @@ def key_index():
         part = arguments.__name__.removesuffix("Arguments").lower()
         keys = " ".join(f"`{field.name}`" for field in dataclasses.fields(arguments))
         lines.append(f"- {part}: {keys}")
+    for stage in STAGE_KEYS:
+        lines.append(f"- stage {stage} (TRL): " + " ".join(f"`{field.name}`" for field in stage_fields(stage)))
     return "\n".join(lines)
 
 

@@ -2,14 +2,15 @@
 can refuse a run before anything is deleted, downloaded or trained.
 
 Every key of a training YAML is a field of `ModelArguments`, `DataArguments`, `RunArguments` below or
-of transformers' `TrainingArguments`; an unknown key stops the run before anything is loaded.
+of transformers' `TrainingArguments` (with `stage: dpo`, of TRL's `DPOConfig`, which extends it); an unknown
+key stops the run before anything is loaded.
 train.py and eval_vqa.py read their configs through `parse_config`.
 """
 
 import difflib
 import importlib.util
 import logging
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, make_dataclass
 from pathlib import Path
 
 import yaml
@@ -27,6 +28,7 @@ from qwen3_smvl.data.collate import ON_BAD_SAMPLE_CHOICES, PADDING_CHOICES
 from qwen3_smvl.training import ConfigError, attention, fused_kernels, preemption, trainable
 
 SAVE_DTYPES = ("auto", "bfloat16", "float16", "float32")
+STAGES = ("sft", "grpo", "dpo")
 SHIPPED_TEXT_EVAL = str(Path(__file__).resolve().parents[2] / "text_eval.jsonl")
 
 
@@ -80,6 +82,7 @@ class DataArguments:
 
 @dataclass
 class RunArguments:
+    stage: str = field(default="sft", metadata={"help": "what the run trains for: `sft` (the answers, stages 1 and 2), `grpo` or `dpo` (`chosen` over `rejected` answers through TRL's DPOTrainer, whose keys such as `beta` and `loss_type` then apply; see [Preference and RL](preference-and-rl.md))"})
     overwrite_output_dir: bool = field(default=False, metadata={"help": "start afresh instead of resuming from `output_dir`'s last checkpoint"})
     save_dtype: str = field(default="auto", metadata={"help": "dtype of the final standalone model: `auto` (the source checkpoints' dtype, bf16 for the real ones), `bfloat16`, `float16` or `float32`"})
     demo_image: str | None = field(default=None, metadata={"help": "image for the post-training demo (none: the first held-out row's image)"})
@@ -98,6 +101,7 @@ class RunArguments:
 
 
 ARGUMENT_CLASSES = (ModelArguments, DataArguments, RunArguments, TrainingArguments)
+PROJECT_KEYS = {f.name for cls in ARGUMENT_CLASSES[:-1] for f in fields(cls)}
 # Keys that transformers 5 dropped from TrainingArguments, and what replaces them.
 RENAMED_KEYS = {"warmup_ratio": "warmup_steps"}  # a float below 1 in warmup_steps is a ratio
 # The project's defaults where TrainingArguments' own do not fit a VLM run.
@@ -132,8 +136,47 @@ def rename_old_keys(config, source):
     return config
 
 
-def check_known_keys(config, source):
-    known = {f.name for cls in ARGUMENT_CLASSES for f in fields(cls)}
+def stage_trainer_config(stage):
+    """The trainer's own config class of a stage: transformers' TrainingArguments, or TRL's for dpo."""
+    if stage == "dpo":
+        from trl import DPOConfig
+
+        return DPOConfig
+    return TrainingArguments
+
+
+# The project's defaults for TRL's keys. loss_type: sigmoid DPO alone can widen the margin while both
+# answers' probabilities fall (p(chosen) 0.5 -> 0.3 on a tiny graft); its SFT term on the chosen answer
+# keeps p(chosen) rising (docs/design.md).
+TRL_DEFAULTS = {"loss_type": ["sigmoid", "sft"]}
+
+
+def trainer_keys(config_class):
+    """`config_class`'s keys as a dataclass the parser can hold beside the project's: the keys the project's
+    dataclasses also have (DPOConfig's `max_length`) are the project's, and feed the trainer's config too;
+    TRL_DEFAULTS replace TRL's defaults."""
+    if config_class is TrainingArguments:
+        return TrainingArguments
+
+    def default(f):
+        if f.name in TRL_DEFAULTS:
+            return field(default_factory=lambda: list(TRL_DEFAULTS[f.name]), metadata=f.metadata)
+        return field(default=f.default, default_factory=f.default_factory, metadata=f.metadata)
+
+    kept = [(f.name, f.type, default(f)) for f in fields(config_class) if f.init and f.name not in PROJECT_KEYS]
+    return make_dataclass(f"{config_class.__name__}Keys", kept)
+
+
+def stage_of(config, overrides, source):
+    values = overrides.get("stage")
+    stage = values[-1] if values else config.get("stage", "sft")
+    if stage not in STAGES:
+        raise ConfigError(f"{source}: stage: '{stage}' is not one of {STAGES}")
+    return stage
+
+
+def check_known_keys(config, source, classes=ARGUMENT_CLASSES):
+    known = {f.name for cls in classes for f in fields(cls)}
     for key in config:
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)
@@ -164,9 +207,11 @@ def parse_config(argv):
         config = rename_old_keys(read_yaml(source), source)
         argv = argv[1:]
     overrides = rename_old_keys(split_cli_overrides(argv), "command line")
-    check_known_keys(config, source)
-    check_known_keys(overrides, "command line")
-    parser = HfArgumentParser(ARGUMENT_CLASSES)
+    trainer_config = stage_trainer_config(stage_of(config, overrides, source))
+    classes = (*ARGUMENT_CLASSES[:-1], trainer_keys(trainer_config))
+    check_known_keys(config, source, classes)
+    check_known_keys(overrides, "command line", classes)
+    parser = HfArgumentParser(classes)
 
     def refuse(message):  # argparse would print the usage of ~150 TrainingArguments first
         raise ConfigError(message)
@@ -176,7 +221,10 @@ def parse_config(argv):
     cli = [token for key, values in overrides.items() for token in (f"--{key}", *values)]
     try:
         model_args, data_args, run_args, training_args = parser.parse_args_into_dataclasses(args=cli)
-    except (ValueError, TypeError) as error:
+        if trainer_config is not TrainingArguments:
+            shared = {key: getattr(data_args, key) for key in PROJECT_KEYS & {f.name for f in fields(trainer_config)}}
+            training_args = trainer_config(**vars(training_args), **shared)
+    except (ValueError, TypeError, NotImplementedError) as error:
         raise ConfigError(f"{source}: {error}")
     if "include_num_input_tokens_seen" not in {**config, **overrides}:
         # Set after parsing: argparse reads a string default of this str|bool field as a bool.
@@ -240,6 +288,20 @@ def check_bench_keys(run_args, training_args):
         raise ConfigError(f"bench_tasks: {error}")
 
 
+def check_dpo_keys(model_args, data_args, run_args, training_args):
+    """What stage dpo cannot do, refused before anything loads."""
+    if not model_args.init_from:
+        raise ConfigError("stage: dpo starts from a trained checkpoint (stage 1 or 2's output): set init_from")
+    if data_args.packing or training_args.train_sampling_strategy == "group_by_length":
+        raise ConfigError("stage: dpo batches whole preference pairs: packing and group_by_length do not apply")
+    if run_args.run_evaluation:
+        raise ConfigError("run_evaluation scores short answers against a reference; with stage: dpo the held-out "
+                          "pairs' preference metrics (eval_rewards/accuracies, eval_logps/chosen) are logged at each "
+                          "evaluation (eval_strategy) instead")
+    if training_args.precompute_ref_log_probs:
+        raise ConfigError("precompute_ref_log_probs: TRL's DPOTrainer does not precompute for image rows")
+
+
 def check_config(model_args, data_args, run_args, training_args):
     """Refuse what would fail (or silently mislead) only after hours of GPU time. Returns what trains
     (trainable.decide's answer, which refuses parts that cannot train as asked)."""
@@ -247,6 +309,12 @@ def check_config(model_args, data_args, run_args, training_args):
     for key, allowed in choices.items():
         if getattr(data_args, key) not in allowed:
             raise ConfigError(f"{key}: '{getattr(data_args, key)}' is not one of {allowed}")
+    if run_args.stage not in STAGES:
+        raise ConfigError(f"stage: '{run_args.stage}' is not one of {STAGES}")
+    if run_args.stage == "grpo":
+        raise ConfigError("stage: grpo is not part of this build yet")
+    if run_args.stage == "dpo":
+        check_dpo_keys(model_args, data_args, run_args, training_args)
     if run_args.save_dtype not in SAVE_DTYPES:
         raise ConfigError(f"save_dtype: '{run_args.save_dtype}' is not one of {SAVE_DTYPES}")
     if run_args.demo_max_new_tokens < 0:
