@@ -5,17 +5,20 @@ set -euo pipefail
 
 usage() {
   cat <<'EOF'
-Usage: bash download_resource.sh [--hf] [SUBSET ...] [--replay] [--text-bench [TASK ...]]
+Usage: bash download_resource.sh [--hf] [SUBSET ...] [--replay] [--preference] [--text-bench [TASK ...]]
        bash download_resource.sh --bench [TASK ...]
 
 Run from the repo root. Downloads into the current directory:
   model/Qwen3-0.6B                    <- Qwen/Qwen3-0.6B
   model/SmolVLM2-256M-Video-Instruct  <- HuggingFaceTB/SmolVLM2-256M-Video-Instruct
   data/the_cauldron/<SUBSET>/         <- the_cauldron subsets; default: the 21 that train_data=all uses (~169 GB),
-                                         none when only --replay / --text-bench are given
+                                         none when only --replay / --preference / --text-bench are given
   data/text_replay/                   <- --replay: stage 2's text-only replay, ShareGPT-Chinese-English-90k
                                          (shareAI/..., AI-ModelScope/... on ModelScope; Apache-2.0), converted
                                          once by qwen3_smvl/data/text_replay.py to data/text_replay/sharegpt_zh_en.jsonl
+  data/preference/                    <- --preference: stage dpo's preference pairs, openbmb/RLAIF-V-Dataset
+                                         (~83k pairs; CC BY-NC 4.0) from the Hugging Face hub with `hf`,
+                                         converted once by qwen3_smvl/data/rlaif_v.py to data/preference/rlaif_v.jsonl
   data/text_bench/<DATASET>/          <- --text-bench: the hub datasets of these lm-eval tasks (default:
                                          eval_bench.py --base_qwen's: mmlu ceval-valid gsm8k ifeval), from the
                                          Hugging Face hub with `hf` (set HF_ENDPOINT for a mirror); needs
@@ -29,6 +32,8 @@ Options:
   --hf        use the Hugging Face hub CLI (`hf`) instead of ModelScope (`modelscope`); same as USE_HF=1
   --bench     benchmark datasets for eval_bench.py instead of models and the_cauldron
   --replay    also fetch and convert the stage-2 text-only replay set
+  --preference
+              also fetch and convert RLAIF-V's preference pairs for dpo_train.yaml
   --text-bench [TASK ...]
               also fetch the text benchmarks' data; the words after it are lm-eval task names
   -h, --help  show this help
@@ -58,13 +63,14 @@ declare -A BENCH_DATASETS=(
 BENCH_SUITE=(textvqa_val docvqa_val chartqa ai2d ocrbench mmstar mmbench_en_dev_static mmbench_cn_dev cmmmu_val)
 
 use_hf=${USE_HF:-0}
-bench=0 subsets=() replay=0 text_bench=0 text_tasks=()
+bench=0 subsets=() replay=0 preference=0 text_bench=0 text_tasks=()
 for arg in "$@"; do
   case $arg in
     -h | --help) usage; exit 0 ;;
     --hf) use_hf=1 ;;
     --bench) bench=1 ;;
     --replay) replay=1 ;;
+    --preference) preference=1 ;;
     --text-bench) text_bench=1 ;;
     -*) echo "error: unknown option $arg" >&2; usage >&2; exit 2 ;;
     *) if ((text_bench)); then text_tasks+=("$arg"); else subsets+=("$arg"); fi ;;
@@ -103,7 +109,7 @@ if [[ $bench == 1 ]]; then
   exit 0
 fi
 
-((${#subsets[@]} || replay || text_bench)) || subsets=("${ALL_SUBSETS[@]}")
+((${#subsets[@]} || replay || preference || text_bench)) || subsets=("${ALL_SUBSETS[@]}")
 for subset in "${subsets[@]}"; do
   if [[ " ${ALL_SUBSETS[*]} " != *" $subset "* ]]; then
     echo "warning: $subset is not one of the subsets train_data=all uses (${ALL_SUBSETS[*]}); downloading it anyway" >&2
@@ -124,6 +130,10 @@ fi
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 python=${PYTHON:-$here/.venv/bin/python}
 [[ -x $python ]] || python=python3
+if ((preference)) && ! command -v hf >/dev/null; then  # refused before anything is downloaded
+  echo "error: --preference downloads from the Hugging Face hub; 'hf' command not found; install it with: pip install -U huggingface_hub" >&2
+  exit 1
+fi
 text_datasets=()
 if ((text_bench)); then  # refused here, before anything is downloaded: an unknown task, lm-eval missing, no hf
   if ! command -v hf >/dev/null; then
@@ -171,6 +181,13 @@ if ((replay)); then
     PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" "$python" -m qwen3_smvl.data.text_replay data/text_replay/ShareGPT-Chinese-English-90k data/text_replay/sharegpt_zh_en.jsonl
 fi
 
+if ((preference)); then
+  fetch_with hf data/preference/RLAIF-V-Dataset '*.parquet' openbmb/RLAIF-V-Dataset --repo-type dataset \
+    --local-dir data/preference/RLAIF-V-Dataset
+  [[ -f data/preference/rlaif_v.jsonl ]] ||
+    PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" "$python" -m qwen3_smvl.data.rlaif_v data/preference/RLAIF-V-Dataset data/preference/rlaif_v.jsonl
+fi
+
 for dataset in ${text_datasets[@]+"${text_datasets[@]}"}; do
   fetch_with hf "data/text_bench/$dataset" '*' "$dataset" --repo-type dataset --local-dir "data/text_bench/$dataset"
 done
@@ -181,5 +198,6 @@ fi
 
 fetched=("${subsets[@]/#/the_cauldron/}")
 ((replay)) && fetched+=(text_replay)
+((preference)) && fetched+=(preference)
 ((${#text_datasets[@]})) && fetched+=("${text_datasets[@]/#/text_bench/}")
 echo "done: model/ and data/ (${fetched[*]})"

@@ -21,6 +21,7 @@ import os
 import time
 from pathlib import Path
 
+from qwen3_smvl import model_card
 from qwen3_smvl.evaluation import benchmarks, text_bench
 from qwen3_smvl.evaluation.text_bench import BenchError
 
@@ -188,9 +189,11 @@ def main(argv=None):
                 "tasks": args.tasks, "text_tasks": args.text_tasks, "base_qwen": args.base_qwen, "limit": args.limit,
                 "batch_size": args.batch_size, "think": args.think, "data_dir": str(args.data_dir),
                 "text_data_dir": str(args.text_data_dir)}
-    out.write_text(json.dumps({**settings, "scores": scores, "text_scores": forgetting, "results": details}, indent=2,
-                              ensure_ascii=False, default=str))
+    hub_ids = {"datasets": benchmarks.hub_datasets(configs, args.data_dir), "metrics": benchmarks.metric_names(configs)}
+    out.write_text(json.dumps({**settings, **hub_ids, "scores": scores, "text_scores": forgetting, "results": details},
+                              indent=2, ensure_ascii=False, default=str))
     out.with_suffix(".md").write_text(markdown + "\n")
+    model_card.refresh_card(args.model)  # a model trained here: its card shows the tables
     print(summary_line(scores, forgetting, time.perf_counter() - started, out))
     print(f"next:\n  python eval_bench.py --model {args.model} --baseline model/SmolVLM2-256M-Video-Instruct "
           f"--base_qwen model/Qwen3-0.6B    # beside the donors\n"

@@ -16,7 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from qwen3_smvl import graft, inference
+from qwen3_smvl import graft, inference, model_card
 from qwen3_smvl.data import loading, row_shape
 from qwen3_smvl.evaluation import vqa
 from qwen3_smvl.training.train_config import ConfigError, parse_config, seed_of_data, use_offline_demo
@@ -77,6 +77,7 @@ def main(argv=None):
         "text_eval_file": data_args.text_eval_file,
     }
     vqa.evaluate_and_report(model, processor, rows, data_args, args.model, args.max_new_tokens, args.think, settings)
+    model_card.refresh_card(args.model)  # a model trained here: its card shows the new figures
     print(f"next:\n  python infer.py --model {args.model} --image PATH --question \"...\"\n"
           f"  python export_gguf.py --model {args.model} --out gguf/    # for llama.cpp")
 

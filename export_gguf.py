@@ -25,6 +25,8 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor
 
+from qwen3_smvl import model_card
+
 # The strings llama.cpp's mtmd looks up for PROJECTOR_TYPE_IDEFICS3 (tools/mtmd/mtmd.cpp), by the
 # tokenizer attribute SmolVLM's processor reads the same marker from.
 LLAMA_CPP_MARKERS = {"fake_image_token": "<fake_token_around_image>", "global_image_token": "<global-img>"}
@@ -181,6 +183,14 @@ def summary_line(quant, paths, seconds, out_dir):
     return f"export: {files}, image markers checked, {seconds:.0f} s -> {out_dir}"
 
 
+def write_cards(model_dir, out_dir):
+    """The model's card lists the GGUF files when they went into its directory; a folder elsewhere
+    gets its own card (a model trained here only: others have no run_summary.json)."""
+    model, out = Path(model_dir).resolve(), Path(out_dir).resolve()
+    inside = out == model or model in out.parents
+    return model_card.refresh_card(model_dir) if inside else model_card.refresh_card(model_dir, out_dir)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="stitched or trained checkpoint directory")
@@ -195,6 +205,9 @@ def main(argv=None):
     except ExportError as error:
         raise SystemExit(f"export_gguf.py: {error}")
     print(summary_line(args.quant, (text_gguf, mmproj_gguf), time.perf_counter() - started, args.out))
+    card = write_cards(args.model, args.out)
+    if card:
+        print(f"model card: {card} (lists the GGUF files)")
     print(f"next:\n  llama-mtmd-cli -m {text_gguf} --mmproj {mmproj_gguf} --image PATH -p \"...\"")
 
 

@@ -2,6 +2,7 @@
 
     python train.py cocoqa_train.yaml [--key value ...]          # flags override the YAML
     python train.py cocoqa_train.yaml --check_data true          # check the data and exit (no model load)
+    python train.py dpo_train.yaml                              # stage: dpo, preference pairs (TRL's DPOTrainer)
     accelerate launch train.py full_train.yaml                  # several GPUs
 
 The keys are documented in qwen3_smvl/training/train_config.py and the README. The run: parse and check the config,
@@ -14,10 +15,10 @@ import sys
 import time
 
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)  # why: qwen3_smvl/training/train_config.py
-from qwen3_smvl import graft  # noqa: E402
+from qwen3_smvl import graft, model_card  # noqa: E402
 from qwen3_smvl.data import check_data, loading  # noqa: E402
 from qwen3_smvl.evaluation import bench_callback, vqa  # noqa: E402
-from qwen3_smvl.training import run, train_processor, trainable  # noqa: E402
+from qwen3_smvl.training import dpo, run, train_processor, trainable  # noqa: E402
 from qwen3_smvl.training.safe_resume import CheckpointError, plan_output_dir  # noqa: E402
 from qwen3_smvl.training.train_config import ConfigError, configure, seed_of_data  # noqa: E402
 
@@ -36,17 +37,17 @@ def main(argv=None):
         argv = sys.argv[1:] if argv is None else argv
         model_args, data_args, run_args, training_args, parts = configure(argv)  # parts: what trains
         if run_args.check_data:
-            raise SystemExit(check_data.run(model_args, data_args))
+            raise SystemExit(check_data.run(model_args, data_args, preference=run_args.stage == "dpo"))
         if run_args.stage == "grpo":  # TRL's GRPOTrainer: qwen3_smvl/training/grpo.py holds that run
             from qwen3_smvl.training import grpo
 
             return grpo.train(argv, model_args, data_args, run_args, training_args, parts)
-        if run_args.stage != "sft":
-            raise ConfigError(f"stage: '{run_args.stage}' is not built in this version")
         output_plan = plan_output_dir(training_args.output_dir, run_args.overwrite_output_dir)
         started = time.perf_counter()
         with training_args.main_process_first(desc="loading data"):  # ranks > 0 reuse rank 0's cache
             loaded = loading.load_data(data_args, seed_of_data(training_args))
+            if run_args.stage == "dpo":
+                loaded = dpo.preference_rows(loaded, data_args.on_bad_sample)
         if training_args.process_index == 0:
             print(loading.summary_line(loaded, time.perf_counter() - started))
         train_dataset, eval_dataset, load_problems = loaded
@@ -56,15 +57,22 @@ def main(argv=None):
         train_processor.check_video_template(processor, model_args, (train_dataset, eval_dataset))
         train_processor.set_image_resolution(processor, data_args)
         train_processor.set_video_sampling(processor, data_args)
-        collator = run.build_collator(processor, data_args, model)
-        train_dataset = run.with_token_counts(train_dataset, collator, data_args, training_args)
+        if run_args.stage == "dpo":
+            collator = dpo.PreferenceCollator(processor, training_args.max_length)
+        else:
+            collator = run.build_collator(processor, data_args, model)
+            train_dataset = run.with_token_counts(train_dataset, collator, data_args, training_args)
         model = trainable.prepare_trainable(model, model_args, parts, training_args.seed)
         optimizer_groups = trainable.optimizer_groups(model, parts.rates, training_args.weight_decay)
         # last of the model's checks: it makes output_dir, which a later refusal would leave behind
         train_processor.check_saves(processor, model.config, training_args.output_dir)
         run.start_swanlab(training_args)
-        trainer = run.build_trainer(model, processor, collator, training_args, data_args, run_args, train_dataset,
-                                    eval_dataset, optimizer_groups)
+        if run_args.stage == "dpo":
+            trainer = dpo.build_trainer(model, dpo.load_reference(model_args, training_args), processor, collator,
+                                        training_args, run_args, train_dataset, eval_dataset, optimizer_groups)
+        else:
+            trainer = run.build_trainer(model, processor, collator, training_args, data_args, run_args, train_dataset,
+                                        eval_dataset, optimizer_groups)
         run.check_fsdp_took_effect(trainer)
         bench_callback.attach(trainer, run_args)
     except (ConfigError, CheckpointError, graft.GraftError, loading.DataError) as error:
@@ -88,6 +96,8 @@ def main(argv=None):
         print(f"rows of {source} skipped when loading: {counts}")
     if not trainer.is_world_process_zero():
         return
+    summary = run.run_summary(trainer, parts, model_args, data_args, run_args, training_args, train_dataset, eval_dataset)
+    print(f"model card: {model_card.write_card(training_args.output_dir, summary)}")
     model = run.standalone_model(trainer, save_dtype, training_args.output_dir)
     run.post_training_demo(model, processor, demo_image, run_args, training_args)
     if run_args.run_evaluation:
@@ -97,6 +107,7 @@ def main(argv=None):
             model, processor, eval_dataset, data_args, training_args.output_dir,
             max_new_tokens=run_args.eval_max_new_tokens, settings=settings,
         )
+        model_card.refresh_card(training_args.output_dir)  # with the held-out results
     print(next_steps(training_args.output_dir, argv))
 
 

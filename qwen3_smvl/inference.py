@@ -117,15 +117,21 @@ def reply_to(model, processor, messages, images, think=False, max_new_tokens=512
     """The model's reply to a conversation whose image parts stand for `images` (PIL, in order) and whose
     video part stands for `videos` ([(frames, metadata)] of load_video, sampled already): greedy unless
     `generate_options` (model.generate's keywords) ask for sampling; they may also add stopping_criteria."""
-    prompt = render_prompt(processor, messages, think, tools)
-    video_inputs = dict(videos=[frames for frames, _ in videos], video_metadata=[meta for _, meta in videos],
-                        videos_kwargs={"do_sample_frames": False}) if videos else {}
-    inputs = processor(text=[prompt], images=[images] if images else None, return_tensors="pt",
-                       **video_inputs).to(model.device)
+    inputs = model_inputs(processor, messages, images, think, tools, videos).to(model.device)
     generate_options = {"do_sample": False, **generate_options}
     output = model.generate(**inputs, max_new_tokens=max_new_tokens, streamer=streamer, **generate_options)
     new_tokens = output[0, inputs["input_ids"].shape[1]:]
     return processor.decode(new_tokens, skip_special_tokens=True)
+
+
+def model_inputs(processor, messages, images, think=False, tools=None, videos=()):
+    """The prompt's tensors for generate(): images handed to the processor as training hands them
+    (media.fit_to_processor), videos sampled already."""
+    prompt = render_prompt(processor, messages, think, tools)
+    images = [media.fit_to_processor(image, processor.image_processor) for image in images]
+    video_inputs = dict(videos=[frames for frames, _ in videos], video_metadata=[meta for _, meta in videos],
+                        videos_kwargs={"do_sample_frames": False}) if videos else {}
+    return processor(text=[prompt], images=[images] if images else None, return_tensors="pt", **video_inputs)
 
 
 def demo(model, processor, image, question, max_new_tokens=512):

@@ -19,6 +19,13 @@ from qwen3_smvl.training import grpo, train_config  # noqa: E402
 REFERENCE, README = REPO / "docs" / "configuration.md", REPO / "README.md"
 BEGIN, END = "<!-- config-reference: begin (scripts/config_reference.py) -->", "<!-- config-reference: end -->"
 PROJECT_CLASSES = train_config.ARGUMENT_CLASSES[:-1]  # the last is transformers' TrainingArguments
+# TRL's keys a stage adds beside TrainingArguments' (stage: dpo -> DPOConfig's), with TRL's help texts
+STAGE_KEYS = {"dpo": train_config.trainer_keys(train_config.stage_trainer_config("dpo"))}
+
+
+def stage_fields(stage):
+    inherited = {field.name for field in dataclasses.fields(train_config.TrainingArguments)}
+    return [field for field in dataclasses.fields(STAGE_KEYS[stage]) if field.name not in inherited]
 
 
 def default_of(field):
@@ -66,7 +73,12 @@ def table():
     grpo_intro = ("With `stage: grpo` the keys of TRL's [`GRPOConfig`](https://huggingface.co/docs/trl/grpo_trainer) "
                   "replace `TrainingArguments` (a superset of it); the project's reward keys and the TRL keys a GRPO "
                   "recipe sets most (help texts are TRL's; see [Preference and RL](preference-and-rl.md#grpo)):")
-    return "\n".join(rows) + f"\n\n{grpo_intro}\n\n{grpo_table()}"
+    rows += ["", grpo_intro, "", grpo_table()]
+    for stage in STAGE_KEYS:
+        rows += ["", f"With `stage: {stage}`, TRL's keys (their help texts are TRL's; `max_length` is the data key above):",
+                 "", "| key | default | meaning |", "|---|---|---|"]
+        rows += [row(field) for field in stage_fields(stage)]
+    return "\n".join(rows)
 
 
 def key_index():
@@ -76,7 +88,9 @@ def key_index():
         part = arguments.__name__.removesuffix("Arguments").lower()
         keys = " ".join(f"`{field.name}`" for field in dataclasses.fields(arguments))
         lines.append(f"- {part}: {keys}")
-    lines.append("- grpo (`stage: grpo`): " + " ".join(f"`{field.name}`" for field in grpo_fields()))
+    lines.append("- stage grpo (TRL): " + " ".join(f"`{field.name}`" for field in grpo_fields()))
+    for stage in STAGE_KEYS:
+        lines.append(f"- stage {stage} (TRL): " + " ".join(f"`{field.name}`" for field in stage_fields(stage)))
     return "\n".join(lines)
 
 

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import torch
+from huggingface_hub import ModelCard
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from conftest import REPO
@@ -44,6 +45,11 @@ def test_demo_trains_and_answers(demo_run):
     batch = processor(text=["<|im_start|>user\nhi<|im_end|>\n"], return_tensors="pt")
     with torch.no_grad():
         assert torch.isfinite(model(**batch).logits).all()
+    # a model card the Hub reads as written, saying what the demo model is
+    card = ModelCard.load(cwd / "model" / "demo_run" / "README.md")
+    assert card.data.base_model == ["HuggingFaceTB/SmolVLM2-256M-Video-Instruct", "Qwen/Qwen3-0.6B"]
+    assert "offline-demo" in card.data.tags and not card.data.datasets  # synthetic data, no hub dataset
+    assert "not a usable model" in card.text and "| cocoqa | synthetic | 240 | 100.0% |" in card.text
 
 
 def test_demo_logs_image_answer_and_context_to_swanlab(demo_run):

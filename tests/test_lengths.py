@@ -31,10 +31,11 @@ def real_geometry(real_geometry_smolvlm_dir, tiny_qwen_dir):
     return stitch(real_geometry_smolvlm_dir, tiny_qwen_dir)
 
 
-@pytest.mark.parametrize("longest_edge", [2048, 1024, 512])
-def test_counts_equal_the_collators_encoding_at_the_real_geometry(real_geometry, longest_edge):
+@pytest.mark.parametrize("longest_edge, native", [(2048, False), (1024, False), (512, False), (2048, True), (1024, True)])
+def test_counts_equal_the_collators_encoding_at_the_real_geometry(real_geometry, longest_edge, native):
     _, processor = real_geometry
     processor.image_processor.size = {"longest_edge": longest_edge}
+    processor.image_processor.do_resize = not native  # native_resolution's setting: over-cap images shrunk, none upscaled
     collator = Collator(processor, max_length=4096, max_images=2)
     count = TokenCounter(collator)
     for index, (width, height) in enumerate(SIZES):

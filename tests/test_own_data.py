@@ -234,9 +234,10 @@ def test_data_check_measures_at_trainings_image_resolution(tmp_path, config, rea
     photos.mkdir()
     Image.new("RGB", (1600, 1200), "red").save(photos / "wide.jpg")
     Image.new("RGB", (700, 1500), "blue").save(photos / "tall.jpg")
+    Image.new("RGB", (300, 200), "green").save(photos / "icon.jpg")
     (photos / "photos.json").write_text(json.dumps([
         {"image": name, "conversations": [{"from": "human", "value": "<image>\nWhat colour?"}, {"from": "gpt", "value": colour}]}
-        for name, colour in (("wide.jpg", "red"), ("tall.jpg", "blue"))]))
+        for name, colour in (("wide.jpg", "red"), ("tall.jpg", "blue"), ("icon.jpg", "green"))]))
     config = {**config, "smolvlm_path": without_weights(real_geometry_smolvlm_dir, tmp_path),
               "qwen_path": without_weights(tiny_qwen_dir, tmp_path), "max_length": 8192,
               "train_data": [{"path": str(photos / "photos.json")}]}
@@ -254,6 +255,16 @@ def test_data_check_measures_at_trainings_image_resolution(tmp_path, config, rea
         assert counted == max(len(collator.encode(rows[i]).input_ids) for i in range(len(rows))), edge
         longest.append(counted)
     assert longest[0] < longest[1] < longest[2]
+    # native_resolution: the icon and the tall photo are not upscaled, so the median row shrinks, as the collator's
+    with pytest.raises(SystemExit) as stop:
+        run(tmp_path, {**config, "native_resolution": True}, "--check_data", "true")
+    assert stop.value.code == 0
+    median = int(re.search(r"tokens p50 (\d+),", capsys.readouterr().out)[1])
+    processor = stitch(real_geometry_smolvlm_dir, tiny_qwen_dir)[1]
+    train_processor.set_image_resolution(processor, DataArguments(native_resolution=True))
+    collator = Collator(processor, max_length=8192)
+    lengths = sorted(len(collator.encode(rows[i]).input_ids) for i in range(len(rows)))
+    assert median == lengths[1] < longest[2]
 
 
 def test_text_only_batches_train_with_the_text_model_frozen(tmp_path, config, capsys):

@@ -7,7 +7,7 @@ import torch
 from transformers import Trainer, TrainingArguments
 
 from qwen3_smvl.data.collate import IGNORE_INDEX, Collator
-from qwen3_smvl.data.packing import PER_SAMPLE_SDPA, PackedBatches, PackingCollator
+from qwen3_smvl.data.packing import PER_SAMPLE_SDPA, SAMPLE_LENGTHS, PackedBatches, PackingCollator
 from qwen3_smvl.training.trainable import set_trainable
 
 from test_collate import make_row, undecoded
@@ -46,7 +46,7 @@ def test_packed_loss_and_connector_gradient_equal_unpacked(model_and_processor, 
     unpacked = Collator(processor, padding="longest", **settings)(ROWS)
     model.set_attn_implementation(attention)
     packed = PackingCollator(processor, attn_implementation=attention, **settings)(ROWS)
-    assert ("cu_seq_lens_q" in packed) == (attention == PER_SAMPLE_SDPA)
+    assert (SAMPLE_LENGTHS in packed) == (attention == PER_SAMPLE_SDPA) and "cu_seq_lens_q" not in packed
     assert packed["input_ids"].shape == (1, int(unpacked["attention_mask"].sum())) and "attention_mask" not in packed
     packed_loss, packed_gradient = loss_and_gradient(model, packed)
     model.set_attn_implementation("eager" if attention == "eager" else "sdpa")
@@ -128,13 +128,22 @@ def test_image_features_match_placeholders_per_pack(model_and_processor):
         assert not torch.allclose(model(**wrong_order).logits, model(**batch).logits)
 
 
-def test_flash_attention_gets_sequence_boundaries(processor_only):
-    batch = PackingCollator(processor_only, max_images=2, attn_implementation="flash_attention_2")(ROWS)
+@pytest.mark.parametrize("attention", ["flash_attention_2", "flash_attention_3", "kernels-community/flash-attn3"])
+def test_flash_attention_gets_sequence_boundaries_with_host_side_maxima(processor_only, attention):
+    """All four varlen kwargs given, transformers' flash wrapper infers nothing from position_ids (a
+    sync per layer); max_length_* are Python ints, as flash_attn_varlen_func takes them."""
+    batch = PackingCollator(processor_only, max_images=2, attn_implementation=attention)(ROWS)
     lengths = [end - start for start, end in sample_spans(batch)]
     boundaries = torch.tensor([0] + lengths).cumsum(0).int()
     assert torch.equal(batch["cu_seq_lens_q"], boundaries) and torch.equal(batch["cu_seq_lens_k"], boundaries)
-    assert batch["max_length_q"] == batch["max_length_k"] == max(lengths)
+    assert type(batch["max_length_q"]) is int and batch["max_length_q"] == batch["max_length_k"] == max(lengths)
     assert "cu_seq_lens_q" not in PackingCollator(processor_only, max_images=2, attn_implementation="sdpa")(ROWS)
+
+
+def test_per_sample_sdpa_gets_the_lengths_as_host_ints(processor_only):
+    batch = PackingCollator(processor_only, max_images=2, attn_implementation=PER_SAMPLE_SDPA)(ROWS)
+    assert batch[SAMPLE_LENGTHS] == [end - start for start, end in sample_spans(batch)]
+    assert all(type(length) is int for length in batch[SAMPLE_LENGTHS])
 
 
 @pytest.fixture

@@ -10,14 +10,17 @@ from conftest import REPO
 
 BENCHES = {
     "measure_flops": ([], "TFLOP/sample"),
+    "measure_resolution": ([], "tokens/sample"),
     "measure_stage_memory": ([], "weights+grads+AdamW GiB"),
     "measure_train_step": (["--steps", "1"], "packed"),
     "measure_deploy": (["--routes", "fp32", "--new-tokens", "2"], "| transformers fp32 |"),
     "measure_collate": (["--seconds", "0.1"], "samples/s per thread"),
     "measure_packing": (["--rows", "16", "--step-rows", "4", "--rounds", "1"], "packing / longest:"),
     "measure_load_jsonl": (["--rows", "500"], "cached load: 500 rows"),
+    "gpu_benchmark": (["--steps", "1", "--rows", "6", "--edges", "32"], "edge 32 packed, per-sample sdpa    "),
 }
-TAKES_CHECKPOINTS = {"measure_flops", "measure_stage_memory", "measure_train_step", "measure_deploy"}
+TAKES_CHECKPOINTS = {"measure_flops", "measure_resolution", "measure_stage_memory", "measure_train_step", "measure_deploy",
+                     "gpu_benchmark"}
 
 
 @pytest.mark.parametrize("name", BENCHES)

@@ -28,7 +28,8 @@ from qwen3_smvl import graft  # noqa: E402
 from qwen3_smvl.data.collate import Collator  # noqa: E402
 from qwen3_smvl.data.packing import PackingCollator  # noqa: E402
 from qwen3_smvl.data.the_cauldron import question_row  # noqa: E402
-from qwen3_smvl.training import run, train_config, trainable  # noqa: E402
+from qwen3_smvl.training import train_config, trainable  # noqa: E402
+from qwen3_smvl.training.attention import attention_for_packing  # noqa: E402
 
 ASSETS = REPO.parent / "shared" / "assets"
 ON_GPU = torch.cuda.is_available()
@@ -103,7 +104,7 @@ def main():
     processor.image_processor.size = {"longest_edge": args.image_longest_edge}
     for padding, supervised_only in (("max_length", False), ("longest", False), ("longest", True), ("packed", True)):
         if padding == "packed":  # as train.py packs: per-sample SDPA, sample boundaries in the batch
-            attention = run.attention_for_packing(model)
+            attention = attention_for_packing(model)
             collator = PackingCollator(processor, attn_implementation=attention, supervised_logits_only=True)
         else:
             collator = Collator(processor, padding=padding, supervised_logits_only=supervised_only)

@@ -4,10 +4,12 @@ rows, every problem (file:line or file#index and the cause) and token-length per
 loading a model. It measures with training's processor (image_longest_edge, image_splitting,
 init_from's saved processor) and training's token count (lengths.TokenCounter: image sizes from the
 files' headers with EXIF orientation applied, no pixel decoded; text counted with the tokenizer).
-Rows are measured in parallel on all cores.
+Rows are measured in parallel on all cores. With stage: dpo (`preference`) a row needs a rejected answer
+beside its chosen one, and is as long as the longer of its two conversations.
 Exit status 1 when a problem would stop training under on_bad_sample: raise.
 """
 
+import json
 import os
 import time
 import uuid
@@ -29,12 +31,22 @@ class RowMeasure:
     """For datasets.map: each row's token count and problem, as the config's collator would meet it
     (lengths.TokenCounter: image blocks from header sizes after EXIF orientation, text tokenized)."""
 
-    def __init__(self, processor, data_args):
+    def __init__(self, processor, data_args, preference=False):
         self.collator = Collator.from_args(processor, data_args)
         self.counter = lengths.TokenCounter(self.collator)
+        self.preference = preference
 
     def measure(self, row):
+        if self.preference:
+            problem = row_shape.preference_problem(row["rejected"], row["videos"])
+            if problem:
+                raise BadSample(problem.partition(": ")[2], reason=problem.partition(":")[0])
         measured = self.counter.measure(row)
+        if self.preference:  # the rejected answer's conversation, when it is the longer one
+            *prompt, _ = json.loads(row["messages"])
+            rejected = [*prompt, {"role": "assistant", "content": row["rejected"]}]
+            measured = max(measured, self.counter.measure({**row, "messages": json.dumps(rejected)}),
+                           key=lambda m: m.tokens)
         if measured.image_end > self.collator.max_length:
             raise BadSample(f"its image block(s) end at token {measured.image_end} but max_length is "
                             f"{self.collator.max_length}", reason="image exceeds max_length")
@@ -43,11 +55,11 @@ class RowMeasure:
     def __call__(self, batch):
         out = {key: [] for key in MEASURES}
         videos_column = batch.get("videos") or [[]] * len(batch["messages"])
-        for messages, tools, images, videos, problem in zip(batch["messages"], batch["tools"], batch["images"],
-                                                            videos_column, batch["problem"]):
+        for messages, tools, images, videos, problem, rejected in zip(
+                batch["messages"], batch["tools"], batch["images"], videos_column, batch["problem"], batch["rejected"]):
             tokens, image_count, frames, video_tokens = 0, 0, 0, 0
             if problem is None:
-                row = {"messages": messages, "tools": tools, "images": images, "videos": videos}
+                row = {"messages": messages, "tools": tools, "images": images, "videos": videos, "rejected": rejected}
                 try:
                     tokens, image_count, frames, video_tokens = self.measure(row)
                 except BadSample as bad:
@@ -113,10 +125,11 @@ def report_source(name, fmt, ds, measure):
     return len(found), len(ds)
 
 
-def run(model_args, data_args):
-    """Checks every row of train_data and eval_data; returns the exit status (1: training would stop)."""
+def run(model_args, data_args, preference=False):
+    """Checks every row of train_data and eval_data (as preference rows for stage dpo); returns the exit
+    status (1: training would stop)."""
     started = time.perf_counter()
-    measure = RowMeasure(train_processor.processor_without_model(model_args, data_args), data_args)
+    measure = RowMeasure(train_processor.processor_without_model(model_args, data_args), data_args, preference)
     video_processor = measure.collator.processor.video_processor
     print(f"data check: max_length {data_args.max_length}, max_images {data_args.max_images}, "
           f"on_bad_sample {data_args.on_bad_sample}, videos at {video_processor.fps} fps up to "

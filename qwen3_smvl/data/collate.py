@@ -243,7 +243,8 @@ class Collator:
 
     def encode(self, row):
         messages, tools = self.conversation_of(row)
-        images = [decode_image(image) for image in (row.get("images") or [])[: count_images(messages)]]
+        images = [media.fit_to_processor(decode_image(image), self.processor.image_processor)
+                  for image in (row.get("images") or [])[: count_images(messages)]]
         videos = [decode_video(video, self.processor.video_processor)
                   for video in (row.get("videos") or [])[: count_videos(messages)]]
         text, spans = self.render(messages, tools, len(images), len(videos))

@@ -9,6 +9,7 @@ with the same TokenCounter.
 """
 
 import json
+import math
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -44,6 +45,17 @@ def image_size(image):
         raise BadSample(str(error), reason="bad image") from None
 
 
+def native_kwargs(width, height, image_processor):
+    """get_number_of_image_patches always counts as if do_resize rescaled the longest side to
+    size.longest_edge. Without do_resize (native resolution) the processor instead rounds the longest
+    side up to the next tile multiple and the other side, as scaled with it, up to its own: the count
+    of that is the count at that multiple as longest edge."""
+    if not media.is_native(image_processor):
+        return None
+    tile = image_processor.max_image_size["longest_edge"]
+    return {"size": {"longest_edge": math.ceil(max(width, height) / tile) * tile}}
+
+
 class Measured(NamedTuple):
     tokens: int  # the row's full encoding, before the collator cuts it at max_length
     images: int
@@ -72,7 +84,9 @@ class TokenCounter:
         return len(self.tokenizer.encode(block, add_special_tokens=False))
 
     def image_block_length(self, width, height):
-        _, rows, cols = self.image_processor.get_number_of_image_patches(height, width)
+        width, height = media.handed_size(width, height, self.image_processor)
+        _, rows, cols = self.image_processor.get_number_of_image_patches(height, width, native_kwargs(
+            width, height, self.image_processor))
         return self.block_length(rows, cols)
 
     def measure(self, row):

@@ -108,7 +108,7 @@ def load_text_rows(path):
             raise DataError(f'{path} line {number}: expected {{"user": "...", "assistant": "..."}}')
         messages = [{"role": "user", "content": pair["user"]}, {"role": "assistant", "content": pair["assistant"]}]
         rows.append({"messages": json.dumps(messages, ensure_ascii=False), "tools": None, "images": [], "videos": [], "source": "text",
-                     "origin": f"{path}:{number}", "problem": None, "ignored_keys": None})
+                     "origin": f"{path}:{number}", "problem": None, "ignored_keys": None, "rejected": None})
     if not rows:
         raise DataError(f"text_eval_file {path} holds no rows")
     return rows

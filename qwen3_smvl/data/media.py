@@ -8,6 +8,11 @@ photo as a landscape frame plus an orientation tag), then RGB as the image proce
 (transparency composited onto white). Sizes for token counts come from the file header with the
 orientation applied, without decoding pixels.
 
+Native resolution (a processor saved with `do_resize: false`): SmolVLM's image processor then keeps
+each image at its own size, only rounded up to its tile multiple, and never shrinks one. The cap,
+`size.longest_edge`, is applied here instead: every path of this project hands the processor
+`fit_to_processor`'s image (see docs/throughput.md for what plain transformers does without it).
+
 Videos: read with PyAV (its wheels bundle FFmpeg, so no system FFmpeg is needed), in the shape
 transformers' SmolVLM video processor takes: RGB frames (T, H, W, 3) with a VideoMetadata. The frames
 are the ones transformers' own sampling rule picks (SmolVLMVideoProcessor.sample_frames: at most
@@ -22,6 +27,7 @@ from pathlib import Path
 import av
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
+from transformers.models.smolvlm.image_processing_smolvlm import _resize_output_size_rescale_to_max_len
 from transformers.video_utils import VideoMetadata
 
 EXIF_ORIENTATION = 0x0112
@@ -106,6 +112,30 @@ def image_size(image):
         if opened is not image:
             opened.close()
     return (height, width) if orientation in TRANSPOSING_ORIENTATIONS else (width, height)
+
+
+def is_native(image_processor):
+    """Whether the processor keeps images at their own size (do_resize false: tiles, no upscaling)."""
+    return not image_processor.do_resize
+
+
+def handed_size(width, height, image_processor):
+    """(width, height) at which an image of that size is handed to the processor: under native resolution,
+    one whose longest side is over size.longest_edge shrunk to it (sized by the rule transformers' own
+    do_resize uses, aspect kept, even short side); otherwise unchanged (the processor resizes it itself)."""
+    cap = image_processor.size["longest_edge"]
+    if not is_native(image_processor) or max(width, height) <= cap:
+        return width, height
+    height, width = _resize_output_size_rescale_to_max_len(height, width, max_len=cap)
+    return width, height
+
+
+def fit_to_processor(image, image_processor):
+    """The decoded `image` as handed to the processor (handed_size), resampled with the processor's filter."""
+    size = handed_size(image.width, image.height, image_processor)
+    if size == image.size:
+        return image
+    return image.resize(size, resample=Image.Resampling(int(image_processor.resample)))
 
 
 class UnreadableVideo(ValueError):

@@ -1,5 +1,6 @@
 """Readers for your own files: LLaVA JSON/JSONL and OpenAI-style `messages` JSONL (or parquet), each row
-turned into the one row shape of qwen3_smvl/data/row_shape.py; image references resolved, http(s) URLs fetched into a
+turned into the one row shape of qwen3_smvl/data/row_shape.py (a preference row, with `chosen` and `rejected`
+answers to its conversation, in either format); image references resolved, http(s) URLs fetched into a
 cache, and each file's rows parsed once into Arrow files under datasets' cache.
 """
 
@@ -27,12 +28,13 @@ logger = logging.getLogger(__name__)
 LLAVA_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 MESSAGE_ROLES = ("system", "user", "assistant", "tool")
 MESSAGE_KEYS = ("role", "content", "reasoning_content", "tool_calls", "name", "tool_call_id")
-ROW_KEYS = {"llava": {"id", "conversations", "image", "images", "video", "videos"},
-            "messages": {"id", "messages", "tools"}}
+PREFERENCE_KEYS = ("chosen", "rejected")
+ROW_KEYS = {"llava": {"id", "conversations", "image", "images", "video", "videos", *PREFERENCE_KEYS},
+            "messages": {"id", "messages", "tools", *PREFERENCE_KEYS}}
 LLAVA_PLACEHOLDERS = {"<image>": "image", "<video>": "video"}
 VIDEO_PART_KEYS = ("video", "url", "path")  # where transformers' chat templates read a video part's reference
 FETCH_ATTEMPTS = 3
-READER_VERSION = 3  # part of the cache key: raise it when the readers change what they write
+READER_VERSION = 4  # part of the cache key: raise it when the readers change what they write
 WRITE_BATCH = 10_000
 PARALLEL_BYTES = 32 << 20  # a JSONL this large is parsed in parallel
 
@@ -175,11 +177,38 @@ def from_messages(row, refs):
 READERS = {"llava": from_llava, "messages": from_messages}
 
 
+def answer_text(answer, key):
+    """A preference answer as text: a string, one turn ({from, value} or {role, content}) or a list of
+    one such turn (TRL's conversational form)."""
+    if isinstance(answer, list) and len(answer) == 1:
+        answer = answer[0]
+    if isinstance(answer, dict):
+        answer = answer.get("value", answer.get("content"))
+    if not isinstance(answer, str):
+        raise RowProblem("bad row", f"'{key}' must be the answer's text, one turn or a list of one turn, not {str(answer)[:60]}")
+    return answer
+
+
+def with_preference(raw, messages):
+    """A preference row's prompt with its chosen answer as the last turn, and its rejected answer."""
+    for key in PREFERENCE_KEYS:
+        if raw.get(key) in (None, "", []):
+            raise RowProblem(f"no {key}", f"a preference row needs both 'chosen' and 'rejected'; '{key}' is missing or empty")
+    chosen, rejected = answer_text(raw["chosen"], "chosen"), answer_text(raw["rejected"], "rejected")
+    if chosen.strip() == rejected.strip():
+        raise RowProblem("chosen equals rejected", f"'chosen' and 'rejected' are the same answer ({chosen[:60]!r}): "
+                                                   "the pair teaches no preference")
+    if messages[-1]["role"] != "user":
+        raise RowProblem("bad row", "a preference row's conversation must end with the question (a user turn); "
+                                    "its answers are 'chosen' and 'rejected'")
+    return [*messages, {"role": "assistant", "content": chosen}], rejected
+
+
 def internal_row(raw, fmt, refs, source, origin):
     """One row of ROW_FEATURES, its media resolved by `refs` (a fresh MediaRefs); a row that cannot be
     used carries its problem instead."""
     row = {"source": source, "origin": origin, "problem": None, "ignored_keys": None,
-           "messages": "[]", "tools": None, "images": [], "videos": []}
+           "messages": "[]", "tools": None, "images": [], "videos": [], "rejected": None}
     if not isinstance(raw, dict):
         row["problem"] = f"bad row: a row must be a JSON object, not {type(raw).__name__}"
         return row
@@ -187,6 +216,8 @@ def internal_row(raw, fmt, refs, source, origin):
     row["ignored_keys"] = ",".join(unknown) or None
     try:
         messages, tools = READERS[fmt](raw, refs)
+        if any(key in raw for key in PREFERENCE_KEYS):
+            messages, row["rejected"] = with_preference(raw, messages)
     except RowProblem as problem:
         row["problem"] = f"{problem.reason}: {problem}"
         return row

@@ -6,8 +6,11 @@
   to the same pack and every DDP rank computes the same list (accelerate deals packs out to ranks).
 - `PackingCollator` turns a pack's rows into one row: the collator's per-sample encodings
   concatenated, `position_ids` restarting at 0 for every sample and no `attention_mask`, from which
-  transformers builds a block-diagonal causal mask (SDPA, eager); flash-attention and
-  `per_sample_sdpa` get `cu_seq_lens_*` / `max_length_*` and attend within each sample only. The
+  transformers builds a block-diagonal causal mask (SDPA, eager). The varlen implementations attend
+  within each sample only, from boundaries the collator computes once per batch on the host:
+  flash-attention (`flash_attention_2/3` and hub kernels) gets `cu_seq_lens_*` with `max_length_*`
+  as Python ints, `per_sample_sdpa` the samples' lengths as Python ints (`sample_lengths`); no layer
+  reads a boundary back from the device. The
   first target of each sample is -100, so no sample predicts a token of another; images stay in
   placeholder order, which is the order SmolVLM places features in.
 - `PackingTrainer` feeds the Trainer those packs as batches.
@@ -22,22 +25,30 @@ from transformers import AttentionInterface, Trainer, TrainerCallback
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 from transformers.trainer_utils import seed_worker
+from transformers.utils.generic import is_flash_attention_requested
 
 from qwen3_smvl.data.collate import IGNORE_INDEX, Collator, Encoded, supervised_logits
 from qwen3_smvl.data.lengths import LENGTH_COLUMN
 
 PER_SAMPLE_SDPA = "sdpa_per_sample"
-# Attention implementations that read the samples' boundaries (cu_seq_lens_*) instead of a dense mask.
-VARLEN_ATTENTION = ("flash_attention_2", "flash_attention_3", PER_SAMPLE_SDPA)
+SAMPLE_LENGTHS = "sample_lengths"  # batch key: the packed samples' lengths, Python ints (host side)
 
 
-def per_sample_sdpa(module, query, key, value, attention_mask, cu_seq_lens_q=None, **kwargs):
+def is_varlen(attention):
+    """Whether an attention implementation attends per sample from boundaries (flash-attention in any
+    form transformers routes through its flash wrapper, hub kernels included, and per_sample_sdpa)
+    rather than from a dense mask over the whole row."""
+    return attention == PER_SAMPLE_SDPA or is_flash_attention_requested(requested_attention_implementation=attention)
+
+
+def per_sample_sdpa(module, query, key, value, attention_mask, sample_lengths=None, **kwargs):
     """SDPA on each packed sample's block alone (causal), instead of on the whole row under a dense
     block-diagonal mask whose cost grows with the square of the budget: attention then costs what the
-    samples cost unpacked. Without boundaries (generation, the vision tower) it is plain SDPA."""
-    if cu_seq_lens_q is None:
+    samples cost unpacked. The lengths are host ints, so no layer waits for the device to split.
+    Without them (generation, the vision tower) it is plain SDPA."""
+    if sample_lengths is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
-    sizes = cu_seq_lens_q.diff().tolist()
+    sizes = list(sample_lengths)
     # split, not one slice per sample: a slice's backward writes its gradient into a zero tensor of the
     # whole row, once per sample and per q/k/v; split's backward concatenates the blocks' gradients once.
     blocks = [sdpa_attention_forward(module, *block, None, **kwargs)[0]
@@ -115,7 +126,7 @@ class PackingCollator(Collator):
 
     def __init__(self, processor, attn_implementation=None, **settings):
         super().__init__(processor, **settings)
-        self.sample_boundaries = attn_implementation in VARLEN_ATTENTION
+        self.attention = attn_implementation
 
     def __call__(self, rows):
         return self.pack(self.encode_batch(rows))
@@ -135,7 +146,10 @@ class PackingCollator(Collator):
         batch.update(self.pad_images([Encoded(batch["input_ids"][0], labels, tiles)]))
         if self.supervised_logits_only:
             batch.update(supervised_logits(batch["labels"]))
-        if self.sample_boundaries:
+        if self.attention == PER_SAMPLE_SDPA:
+            batch[SAMPLE_LENGTHS] = lengths
+        elif is_varlen(self.attention):
+            # all four given, transformers' flash wrapper takes them as they are (no sync to find them)
             boundaries = torch.tensor([0] + lengths, dtype=torch.int32).cumsum(0, dtype=torch.int32)
             batch.update(cu_seq_lens_q=boundaries, cu_seq_lens_k=boundaries,
                          max_length_q=max(lengths), max_length_k=max(lengths))

@@ -7,7 +7,9 @@
      "videos": [{"bytes", "path"}, ...]   one per {"type": "video"} part, in order, undecoded,
      "source": the source's name, "origin": "file:line" (JSONL) or "file#index",
      "problem": null, or "reason: cause" for a row that cannot be trained on,
-     "ignored_keys": null, or the row's keys the reader does not understand}
+     "ignored_keys": null, or the row's keys the reader does not understand,
+     "rejected": null, or a preference row's rejected answer (text); its chosen answer is the last
+                 assistant turn of "messages", which holds the prompt before it}
 
 Rows with a problem are kept (so that a cached source still reports them) and dropped or refused by
 data.load_data; the data check lists them.
@@ -20,6 +22,7 @@ ROW_FEATURES = Features({
     "messages": Value("string"), "tools": Value("string"), "images": List(Image(decode=False)),
     "videos": List({"bytes": Value("binary"), "path": Value("string")}),
     "source": Value("string"), "origin": Value("string"), "problem": Value("string"), "ignored_keys": Value("string"),
+    "rejected": Value("string"),
 })
 
 
@@ -55,3 +58,12 @@ def has_videos(ds):
         return False
     lengths = pc.list_value_length(ds.select_columns(["videos"]).with_format("arrow")[:]["videos"])
     return bool(pc.max(lengths).as_py())
+
+
+def preference_problem(rejected, videos):
+    """Why a row cannot train under stage dpo ("reason: cause"), or None."""
+    if rejected is None:
+        return "no rejected: stage dpo trains on preference rows ('chosen' and 'rejected' answers); this row has one answer"
+    if videos:
+        return "video in a preference row: stage dpo reads images only"
+    return None

@@ -87,6 +87,7 @@ def from_cauldron(ds, source, max_images):
             "tools": [None] * len(texts), "videos": [[]] * len(texts), "source": [source] * len(texts),
             "origin": [f"{source}#{index}" for index in indices],
             "problem": [None] * len(texts), "ignored_keys": [None] * len(texts),
+            "rejected": [None] * len(texts),
         }
 
     text_columns = ds.with_format("arrow").map(

@@ -163,6 +163,16 @@ def evaluate(model, configs, limit=None, manager=None, output_path="."):
     return headline_scores(results["results"], names), {name: results["results"].get(name) for name in names}
 
 
+def hub_datasets(configs, data_dir):
+    """{task: the hub dataset id its local copy holds} (copies live in data_dir/<hub dataset id>/)."""
+    return {config["task"]: Path(config["dataset_path"]).relative_to(data_dir).as_posix() for config in configs}
+
+
+def metric_names(configs):
+    """{task: the name of its headline metric}, e.g. anls for docvqa_val."""
+    return {config["task"]: HEADLINE[config["task"]][0].split(",")[0] for config in configs if config["task"] in HEADLINE}
+
+
 def cell(value):
     return "-" if value is None else f"{value:.1f}"
 

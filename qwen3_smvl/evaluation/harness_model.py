@@ -70,7 +70,9 @@ class Qwen3SmVL(lmms):
     def inputs(self, contexts, visuals):
         """Left-padded model inputs for a batch; each sample's images stay nested with it, in order."""
         prompts = [self.prompt(context, len(images)) for context, images in zip(contexts, visuals)]
-        images = [[media.to_rgb(image) for image in sample] for sample in visuals]  # most tasks convert already
+        # RGB (most tasks convert already), handed to the processor as training hands them
+        images = [[media.fit_to_processor(media.to_rgb(image), self.processor.image_processor) for image in sample]
+                  for sample in visuals]
         return self.processor(text=prompts, images=images if any(images) else None, padding=True,
                               padding_side="left", return_tensors="pt").to(self.device)
 

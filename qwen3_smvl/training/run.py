@@ -1,6 +1,6 @@
 """A training run's building blocks, in the order train.py's main() uses them: the model and its
 dtypes, the collator, the Trainer (stops on non-finite steps and preemption, packs when asked), the
-LoRA merge, the standalone save under DDP or FSDP, and the demo after training.
+LoRA merge, the standalone save under DDP or FSDP, the model card, and the demo after training.
 
 train.py is the command (`python train.py CONFIG.yaml`); this module holds what its main() calls.
 """
@@ -13,12 +13,13 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor, Trainer
 
-from qwen3_smvl import graft, inference
-from qwen3_smvl.data import lengths
+from qwen3_smvl import graft, inference, model_card
+from qwen3_smvl.data import lengths, loading, sources
 from qwen3_smvl.data.collate import Collator
-from qwen3_smvl.data.packing import PER_SAMPLE_SDPA, VARLEN_ATTENTION, PackingCollator, PackingTrainer
+from qwen3_smvl.data.packing import PackingCollator, PackingTrainer
 from qwen3_smvl.training import lora_merge, preemption, step_guard
-from qwen3_smvl.training.train_config import ConfigError, seed_of_data
+from qwen3_smvl.training.attention import attention_for_packing, set_attention
+from qwen3_smvl.training.train_config import ConfigError, default_arguments, seed_of_data
 
 logger = logging.getLogger(__name__)
 
@@ -46,21 +47,11 @@ def load_model(model_args, training_args):
         model = AutoModelForImageTextToText.from_pretrained(model_args.init_from, dtype=dtype)
         processor = AutoProcessor.from_pretrained(model_args.init_from)
         graft.verify_graft(model, processor)
-        return model, processor
-    return graft.stitch(model_args.smolvlm_path, model_args.qwen_path, dtype=dtype, seed=training_args.seed)
-
-
-def attention_for_packing(model):
-    """Switch SDPA to per-sample SDPA (same result, without attention over the whole packed row under a
-    dense mask) and return the implementation the packed batches are built for."""
-    full_attention_only = set(getattr(model.config.text_config, "layer_types", None) or []) <= {"full_attention"}
-    if model.config._attn_implementation == "sdpa" and full_attention_only:
-        model.set_attn_implementation(PER_SAMPLE_SDPA)
-    attention = model.config._attn_implementation
-    if attention not in VARLEN_ATTENTION:
-        logger.info(f"packing with {attention} attention: it runs over the whole packed row (the mask is block-diagonal "
-                    "but dense, cost grows with max_tokens_per_batch squared); sdpa and flash_attention_2 attend per sample")
-    return attention
+    else:
+        model, processor = graft.stitch(model_args.smolvlm_path, model_args.qwen_path, dtype=dtype,
+                                        seed=training_args.seed)
+    set_attention(model, model_args.attn_implementation)
+    return model, processor
 
 
 def build_collator(processor, data_args, model):
@@ -236,3 +227,44 @@ def post_training_demo(model, processor, demo_image, run_args, training_args):
     prompt, reply = inference.demo(model, processor, demo_image, run_args.demo_question, run_args.demo_max_new_tokens)
     if "swanlab" in training_args.report_to:
         log_demo_to_swanlab(demo_image, run_args.demo_question, prompt, reply)
+
+
+# Keys whose value says where this machine keeps things, not how the model was trained.
+LOCAL_KEYS = ("output_dir", "logging_dir", "run_name", "smolvlm_path", "qwen_path", "data_dir", "image_cache_dir",
+              "bench_data_dir", "offline_demo_dir")
+
+
+def stage_of(parts):
+    """The stage a run's trained parts make it: the connector alone is stage 1, the text model too is stage 2."""
+    if "text" not in parts.rates:
+        return "stage 1: connector alignment (" + " and ".join(sorted(parts.rates)) + ")"
+    how = "LoRA on Qwen3" if "text" in parts.adapted else "Qwen3 in full"
+    return f"stage 2: instruction tuning, {how}"
+
+
+def hardware_of(training_args):
+    device = training_args.device
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type.upper()
+    return f"{training_args.world_size} × {name}"
+
+
+def run_summary(trainer, parts, model_args, data_args, run_args, training_args, train_dataset, eval_dataset):
+    """What the model card says about this run (model_card.RunSummary)."""
+    donors, donors_from = model_card.donors_of(model_args.smolvlm_path, model_args.qwen_path, model_args.init_from)
+    subsets = {source.name: source.subset for source in sources.parse_sources(data_args.train_data, data_args.data_dir)}
+    demo = bool(run_args.offline_demo_dir)
+    mix = [{"source": name, "rows": rows, "dataset": None if demo else model_card.hub_dataset_of(name, subsets.get(name))}
+           for name, rows in loading.rows_per_source(train_dataset).items()]
+    state = trainer.state
+    runtime = next((entry["train_runtime"] for entry in reversed(state.log_history) if "train_runtime" in entry), None)
+    rows_per_step = (training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
+                     * training_args.world_size)
+    recipe = model_card.differences((model_args, data_args, run_args, training_args), default_arguments(), LOCAL_KEYS)
+    lora = {"r": model_args.lora_r, "alpha": model_args.lora_alpha, "parts": sorted(parts.adapted)} if parts.adapted else None
+    return model_card.RunSummary(
+        stage=stage_of(parts), donors=donors, donors_from=donors_from, recipe=recipe, learning_rates=parts.rates,
+        lora=lora, init_from=model_args.init_from, data_mix=mix, held_out_rows=len(eval_dataset),
+        steps=state.global_step, samples_seen=state.global_step * rows_per_step, packed=data_args.packing,
+        tokens_seen=int(state.num_input_tokens_seen) or None, epochs=state.epoch, hardware=hardware_of(training_args),
+        train_seconds=runtime, offline_demo=demo,
+    )

@@ -2,14 +2,15 @@
 can refuse a run before anything is deleted, downloaded or trained.
 
 Every key of a training YAML is a field of `ModelArguments`, `DataArguments`, `RunArguments` below or
-of transformers' `TrainingArguments`; an unknown key stops the run before anything is loaded.
+of transformers' `TrainingArguments` (with `stage: dpo`, of TRL's `DPOConfig`, which extends it); an unknown
+key stops the run before anything is loaded.
 train.py and eval_vqa.py read their configs through `parse_config`.
 """
 
 import difflib
 import importlib.util
 import logging
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, make_dataclass
 from pathlib import Path
 
 import yaml
@@ -24,7 +25,7 @@ from transformers.models.smolvlm.image_processing_smolvlm import MAX_IMAGE_SIZE
 from qwen3_smvl import graft, inference
 from qwen3_smvl.data import loading, sources
 from qwen3_smvl.data.collate import ON_BAD_SAMPLE_CHOICES, PADDING_CHOICES
-from qwen3_smvl.training import ConfigError, preemption, trainable
+from qwen3_smvl.training import ConfigError, attention, fused_kernels, preemption, trainable
 
 SAVE_DTYPES = ("auto", "bfloat16", "float16", "float32")
 STAGES = ("sft", "grpo", "dpo")
@@ -50,6 +51,7 @@ class ModelArguments:
     lora_dropout: float = field(default=0.05, metadata={"help": "dropout on the LoRA adapters' input"})
     lora_target: str | None = field(default=None, metadata={"help": "regex matched against whole module names (default: every linear layer of the text model's decoder layers)"})
     lora_vision: bool = field(default=False, metadata={"help": "also put LoRA adapters on the vision tower's encoder layers"})
+    attn_implementation: str | None = field(default=None, metadata={"help": "`sdpa` (default; per-sample SDPA under packing), `eager`, `flash_attention_2`, `flash_attention_3` or a kernels hub name (`kernels-community/flash-attn3`); the varlen ones get packed samples' boundaries from the collator, with no per-layer host sync; refused where its package or a CUDA GPU is missing (see [Throughput](throughput.md))"})
 
 
 @dataclass
@@ -70,6 +72,7 @@ class DataArguments:
     text_eval_file: str | None = field(default=SHIPPED_TEXT_EVAL, metadata={"help": "JSONL of {user, assistant} pairs whose answer loss evaluation reports (forgetting); null: none"})
     image_longest_edge: int | None = field(default=None, metadata={"help": "resize images to this longest edge before tiling (default: the processor's, 2048 for SmolVLM2; a multiple of the tile size when splitting); saved with the processor"})
     image_splitting: bool | None = field(default=None, metadata={"help": "split images into tiles plus a global view; false: one tile-sized view per image (default: the processor's, true for SmolVLM2); saved with the processor"})
+    native_resolution: bool | None = field(default=None, metadata={"help": "keep each image at its own size, rounded up to the next tile multiple (512 px) instead of upscaled to image_longest_edge; images over image_longest_edge are shrunk to it. Saved with the processor as `do_resize: false` (default: the processor's, off for SmolVLM2; off until its accuracy is measured; see [Throughput](throughput.md#native-resolution))"})
     video_fps: float | None = field(default=None, metadata={"help": "frames sampled per second of a video (default: the processor's, 1 for SmolVLM2); saved with the processor"})
     video_max_frames: int | None = field(default=None, metadata={"help": "most frames sampled from one video, evenly spread over longer clips (default: the processor's, 64 for SmolVLM2); saved with the processor"})
     packing: bool = field(default=False, metadata={"help": "concatenate whole samples into one row of up to max_tokens_per_batch tokens, each attending only to itself"})
@@ -79,7 +82,7 @@ class DataArguments:
 
 @dataclass
 class RunArguments:
-    stage: str = field(default="sft", metadata={"help": "what the run trains: `sft` (supervised answers, stages 1 and 2), `grpo` (reinforcement learning from verifiable rewards, TRL's GRPOTrainer, whose keys then apply) or `dpo` (preference pairs, TRL's DPOTrainer); see [Preference and RL](preference-and-rl.md)"})
+    stage: str = field(default="sft", metadata={"help": "what the run trains for: `sft` (the answers, stages 1 and 2), `grpo` (reinforcement learning from verifiable rewards through TRL's GRPOTrainer) or `dpo` (`chosen` over `rejected` answers through TRL's DPOTrainer); TRL's keys of that trainer then apply; see [Preference and RL](preference-and-rl.md)"})
     overwrite_output_dir: bool = field(default=False, metadata={"help": "start afresh instead of resuming from `output_dir`'s last checkpoint"})
     save_dtype: str = field(default="auto", metadata={"help": "dtype of the final standalone model: `auto` (the source checkpoints' dtype, bf16 for the real ones), `bfloat16`, `float16` or `float32`"})
     demo_image: str | None = field(default=None, metadata={"help": "image for the post-training demo (none: the first held-out row's image)"})
@@ -98,6 +101,7 @@ class RunArguments:
 
 
 ARGUMENT_CLASSES = (ModelArguments, DataArguments, RunArguments, TrainingArguments)
+PROJECT_KEYS = {f.name for cls in ARGUMENT_CLASSES[:-1] for f in fields(cls)}
 # Keys that transformers 5 dropped from TrainingArguments, and what replaces them.
 RENAMED_KEYS = {"warmup_ratio": "warmup_steps"}  # a float below 1 in warmup_steps is a ratio
 # The project's defaults where TrainingArguments' own do not fit a VLM run.
@@ -137,20 +141,49 @@ def rename_old_keys(config, source):
     return config
 
 
-def stage_of(config, overrides):
-    """The run's stage, read before parsing: it decides which training arguments the keys are parsed into."""
-    values = overrides.get("stage") or [config.get("stage", "sft")]
-    return values[0] if values else "sft"
-
-
-def argument_classes(stage):
-    """The dataclasses a stage's keys are parsed into: for `grpo`, TRL's GRPOConfig (with the project's
-    reward keys, qwen3_smvl/training/grpo.py) in place of transformers' TrainingArguments."""
+def stage_trainer_config(stage):
+    """The trainer's own config class of a stage: transformers' TrainingArguments, or TRL's for grpo (with
+    the project's reward keys, qwen3_smvl/training/grpo.py) and dpo."""
     if stage == "grpo":
         from qwen3_smvl.training.grpo import GRPOArguments
 
-        return (*ARGUMENT_CLASSES[:-1], GRPOArguments)
-    return ARGUMENT_CLASSES
+        return GRPOArguments
+    if stage == "dpo":
+        from trl import DPOConfig
+
+        return DPOConfig
+    return TrainingArguments
+
+
+# The project's defaults for TRL's keys, by config class. DPO's loss_type: sigmoid DPO alone can widen the margin while both
+# answers' probabilities fall (p(chosen) 0.5 -> 0.3 on a tiny graft); its SFT term on the chosen answer
+# keeps p(chosen) rising (docs/design.md).
+TRL_DEFAULTS = {"DPOConfig": {"loss_type": ["sigmoid", "sft"]}}
+
+
+def trainer_keys(config_class):
+    """`config_class`'s keys as a dataclass the parser can hold beside the project's: the keys the project's
+    dataclasses also have (DPOConfig's `max_length`) are the project's, and feed the trainer's config too;
+    TRL_DEFAULTS (per config class: GRPOConfig has a `loss_type` of its own) replace TRL's defaults."""
+    if config_class is TrainingArguments:
+        return TrainingArguments
+    project_defaults = TRL_DEFAULTS.get(config_class.__name__, {})
+
+    def default(f):
+        if f.name in project_defaults:
+            return field(default_factory=lambda: list(project_defaults[f.name]), metadata=f.metadata)
+        return field(default=f.default, default_factory=f.default_factory, metadata=f.metadata)
+
+    kept = [(f.name, f.type, default(f)) for f in fields(config_class) if f.init and f.name not in PROJECT_KEYS]
+    return make_dataclass(f"{config_class.__name__}Keys", kept)
+
+
+def stage_of(config, overrides, source):
+    values = overrides.get("stage")
+    stage = values[-1] if values else config.get("stage", "sft")
+    if stage not in STAGES:
+        raise ConfigError(f"{source}: stage: '{stage}' is not one of {STAGES}")
+    return stage
 
 
 def check_known_keys(config, source, classes=ARGUMENT_CLASSES):
@@ -185,10 +218,9 @@ def parse_config(argv):
         config = rename_old_keys(read_yaml(source), source)
         argv = argv[1:]
     overrides = rename_old_keys(split_cli_overrides(argv), "command line")
-    stage = stage_of(config, overrides)
-    if stage not in STAGES:
-        raise ConfigError(f"{source}: stage: '{stage}' is not one of {STAGES}")
-    classes = argument_classes(stage)
+    stage = stage_of(config, overrides, source)
+    trainer_config = stage_trainer_config(stage)
+    classes = (*ARGUMENT_CLASSES[:-1], trainer_keys(trainer_config))
     check_known_keys(config, source, classes)
     check_known_keys(overrides, "command line", classes)
     parser = HfArgumentParser(classes)
@@ -201,12 +233,20 @@ def parse_config(argv):
     cli = [token for key, values in overrides.items() for token in (f"--{key}", *values)]
     try:
         model_args, data_args, run_args, training_args = parser.parse_args_into_dataclasses(args=cli)
-    except (ValueError, TypeError) as error:
+        if trainer_config is not TrainingArguments:
+            shared = {key: getattr(data_args, key) for key in PROJECT_KEYS & {f.name for f in fields(trainer_config)}}
+            training_args = trainer_config(**vars(training_args), **shared)
+    except (ValueError, TypeError, NotImplementedError) as error:
         raise ConfigError(f"{source}: {error}")
-    if stage == "sft" and "include_num_input_tokens_seen" not in {**config, **overrides}:
+    if stage != "grpo" and "include_num_input_tokens_seen" not in {**config, **overrides}:
         # Set after parsing: argparse reads a string default of this str|bool field as a bool.
         training_args.include_num_input_tokens_seen = "non_padding"  # summed over ranks
     return model_args, data_args, run_args, training_args
+
+
+def default_arguments():
+    """The four argument dataclasses as an empty config gives them (what the model card compares a run with)."""
+    return parse_config([])
 
 
 def use_offline_demo(model_args, data_args, run_args):
@@ -260,6 +300,20 @@ def check_bench_keys(run_args, training_args):
         raise ConfigError(f"bench_tasks: {error}")
 
 
+def check_dpo_keys(model_args, data_args, run_args, training_args):
+    """What stage dpo cannot do, refused before anything loads."""
+    if not model_args.init_from:
+        raise ConfigError("stage: dpo starts from a trained checkpoint (stage 1 or 2's output): set init_from")
+    if data_args.packing or training_args.train_sampling_strategy == "group_by_length":
+        raise ConfigError("stage: dpo batches whole preference pairs: packing and group_by_length do not apply")
+    if run_args.run_evaluation:
+        raise ConfigError("run_evaluation scores short answers against a reference; with stage: dpo the held-out "
+                          "pairs' preference metrics (eval_rewards/accuracies, eval_logps/chosen) are logged at each "
+                          "evaluation (eval_strategy) instead")
+    if training_args.precompute_ref_log_probs:
+        raise ConfigError("precompute_ref_log_probs: TRL's DPOTrainer does not precompute for image rows")
+
+
 def check_config(model_args, data_args, run_args, training_args):
     """Refuse what would fail (or silently mislead) only after hours of GPU time. Returns what trains
     (trainable.decide's answer, which refuses parts that cannot train as asked)."""
@@ -273,6 +327,8 @@ def check_config(model_args, data_args, run_args, training_args):
         from qwen3_smvl.training import grpo
 
         grpo.check_keys(data_args, run_args, training_args)
+    if run_args.stage == "dpo":
+        check_dpo_keys(model_args, data_args, run_args, training_args)
     if run_args.save_dtype not in SAVE_DTYPES:
         raise ConfigError(f"save_dtype: '{run_args.save_dtype}' is not one of {SAVE_DTYPES}")
     if run_args.demo_max_new_tokens < 0:
@@ -286,11 +342,18 @@ def check_config(model_args, data_args, run_args, training_args):
     if data_args.max_length < 1 or data_args.max_images < 1 or data_args.test_size < 0:
         raise ConfigError("max_length and max_images must be positive and test_size not negative")
     check_throughput_keys(data_args, training_args)
+    attention.check_attention(model_args.attn_implementation, training_args)
+    fused_kernels.configure_liger(training_args, data_args)
     if run_args.run_evaluation and data_args.text_eval_file:
         loading.load_text_rows(data_args.text_eval_file)
     if (training_args.eval_strategy != "no" or run_args.run_evaluation) and data_args.test_size == 0 and not data_args.eval_data:
         raise ConfigError("eval_strategy or run_evaluation is set but test_size is 0 and eval_data is not set: "
                           "nothing to evaluate on")
+    if training_args.push_to_hub or training_args.hub_model_id:
+        target = f"hf:{training_args.hub_model_id or 'USER/NAME'}"
+        raise ConfigError(f"push_to_hub/hub_model_id: train.py does not push during training (the Trainer would upload "
+                          f"checkpoints without the model card); drop them and, after training, run `python publish.py "
+                          f"--model {training_args.output_dir} --to {target}` (or --to modelscope:USER/NAME)")
     if training_args.remove_unused_columns:
         raise ConfigError("remove_unused_columns must be false: the collator reads the raw `messages` and `images` columns")
     for key in ("train_data", "eval_data"):

@@ -1,5 +1,5 @@
 """The processor a run trains with: the graft's (or init_from's), with the data keys that change what
-the model sees (image_longest_edge, image_splitting, video_fps, video_max_frames) set on it. train.py saves it with every
+the model sees (image_longest_edge, image_splitting, native_resolution, video_fps, video_max_frames) set on it. train.py saves it with every
 checkpoint, so AutoProcessor, infer.py and evaluation use what the model trained with (check_saves tries
 that save before the first step); the data check measures with the same processor, built from configs and
 tokenizer alone (no weights are loaded).
@@ -17,10 +17,16 @@ from qwen3_smvl.training.train_config import ConfigError
 
 
 def set_image_resolution(processor, data_args):
-    """image_longest_edge / image_splitting set on the processor itself."""
+    """image_longest_edge / image_splitting / native_resolution set on the processor itself; native
+    resolution is its `do_resize: false` (media.fit_to_processor applies the longest edge as a cap)."""
     image_processor = processor.image_processor
     if data_args.image_splitting is not None:
         image_processor.do_image_splitting = data_args.image_splitting
+    if data_args.native_resolution is not None:
+        image_processor.do_resize = not data_args.native_resolution
+    if data_args.native_resolution and not image_processor.do_image_splitting:
+        raise ConfigError("native_resolution: true needs image_splitting (without it every image is one tile-sized "
+                          "view whatever its size)")
     if data_args.image_longest_edge is None:
         return
     tile = image_processor.max_image_size["longest_edge"]
