@@ -115,7 +115,8 @@ PROJECT_DEFAULTS = {
 # empty); bf16 stays off unless a recipe sets it, as in every stage (TRL's configs turn it on by default).
 # log_multimodal off: TRL 1.16 gathers the images for its logs only on ranks that have some, so a rank
 # with text-only prompts never joins that collective and the run hangs (grpo.check_keys refuses it on).
-STAGE_DEFAULTS = {"grpo": {"chat_template_kwargs": {"enable_thinking": True}, "bf16": False, "log_multimodal": False}}
+STAGE_DEFAULTS = {"grpo": {"chat_template_kwargs": {"enable_thinking": True}, "bf16": False, "log_multimodal": False},
+                  "dpo": {"bf16": False}}
 
 
 def read_yaml(path):
@@ -244,9 +245,10 @@ def parse_config(argv):
     return model_args, data_args, run_args, training_args
 
 
-def default_arguments():
-    """The four argument dataclasses as an empty config gives them (what the model card compares a run with)."""
-    return parse_config([])
+def default_arguments(stage="sft"):
+    """The four argument dataclasses as an empty config of `stage` gives them (what the model card compares
+    a run with: a grpo or dpo run's training arguments are TRL's, with TRL's defaults)."""
+    return parse_config(["--stage", stage])
 
 
 def use_offline_demo(model_args, data_args, run_args):
