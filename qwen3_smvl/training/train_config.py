@@ -9,17 +9,12 @@ train.py and eval_vqa.py read their configs through `parse_config`.
 
 import difflib
 import importlib.util
-import logging
 from dataclasses import dataclass, field, fields, make_dataclass
 from pathlib import Path
 
 import yaml
 
-# TrainingArguments imports bitsandbytes when requirements-deploy.txt installed it, and bitsandbytes
-# then warns on every run that an optional hub kernel for 4-bit CPU matmuls is missing: noise for
-# training, which never quantizes.
-logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
-from transformers import HfArgumentParser, TrainingArguments  # noqa: E402
+from transformers import HfArgumentParser, TrainingArguments
 from transformers.models.smolvlm.image_processing_smolvlm import MAX_IMAGE_SIZE
 
 from qwen3_smvl import graft, inference
