@@ -10,6 +10,7 @@ import psutil
 import pytest
 import torch
 import yaml
+from huggingface_hub import ModelCard
 from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -101,6 +102,9 @@ def test_grpo_with_lora_saves_a_checkpoint_that_reloads_with_identical_logits(tm
     assert (out / "adapter" / "adapter_config.json").is_file()
     logged = {key for entry in seen["trainer"].state.log_history for key in entry}
     assert {"rewards/correctness/mean", "rewards/format/mean", "completions/mean_length", "kl"} <= logged
+    card = ModelCard.load(out / "README.md")  # every stage's output says what it is
+    assert "stage 3: reinforcement learning from verifiable rewards (GRPO), LoRA" in card.text
+    assert "Qwen/Qwen3-0.6B" in card.data.base_model
     model = AutoModelForImageTextToText.from_pretrained(out).eval()
     processor = AutoProcessor.from_pretrained(out)
     question = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Colour?"}]}]

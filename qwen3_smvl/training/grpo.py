@@ -149,7 +149,7 @@ def describe_rewards(training_args):
 
 def train(argv, model_args, data_args, run_args, training_args, parts):
     """train.py's run for stage grpo, in the same order: refusals first, then train, merge, save, demo."""
-    from qwen3_smvl import graft
+    from qwen3_smvl import graft, model_card
     from qwen3_smvl.data import loading
     from qwen3_smvl.training import run, train_processor, trainable
     from qwen3_smvl.training.safe_resume import CheckpointError, plan_output_dir
@@ -192,5 +192,7 @@ def train(argv, model_args, data_args, run_args, training_args, parts):
         print(f"rows of {source} skipped when loading: {counts}")
     if not trainer.is_world_process_zero():
         return
+    summary = run.run_summary(trainer, parts, model_args, data_args, run_args, training_args, train_rows, held_out)
+    print(f"model card: {model_card.write_card(training_args.output_dir, summary)}")
     model = run.standalone_model(trainer, save_dtype, training_args.output_dir)
     run.post_training_demo(model, processor, demo_image, run_args, training_args)

@@ -234,8 +234,16 @@ LOCAL_KEYS = ("output_dir", "logging_dir", "run_name", "smolvlm_path", "qwen_pat
               "bench_data_dir", "offline_demo_dir")
 
 
-def stage_of(parts):
-    """The stage a run's trained parts make it: the connector alone is stage 1, the text model too is stage 2."""
+STAGE_3 = {"grpo": "stage 3: reinforcement learning from verifiable rewards (GRPO)",
+           "dpo": "stage 3: preference tuning (DPO)"}
+
+
+def stage_of(parts, run_stage="sft"):
+    """The stage a run's trained parts and its `stage` key make it: the connector alone is stage 1, the text
+    model too is stage 2; grpo and dpo are stage 3, whatever trains."""
+    if run_stage in STAGE_3:
+        how = "LoRA" if parts.adapted else "full"
+        return f"{STAGE_3[run_stage]}, {how}: " + " and ".join(sorted(parts.rates))
     if "text" not in parts.rates:
         return "stage 1: connector alignment (" + " and ".join(sorted(parts.rates)) + ")"
     how = "LoRA on Qwen3" if "text" in parts.adapted else "Qwen3 in full"
@@ -259,10 +267,10 @@ def run_summary(trainer, parts, model_args, data_args, run_args, training_args, 
     runtime = next((entry["train_runtime"] for entry in reversed(state.log_history) if "train_runtime" in entry), None)
     rows_per_step = (training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
                      * training_args.world_size)
-    recipe = model_card.differences((model_args, data_args, run_args, training_args), default_arguments(), LOCAL_KEYS)
+    recipe = model_card.differences((model_args, data_args, run_args, training_args), default_arguments(run_args.stage), LOCAL_KEYS)
     lora = {"r": model_args.lora_r, "alpha": model_args.lora_alpha, "parts": sorted(parts.adapted)} if parts.adapted else None
     return model_card.RunSummary(
-        stage=stage_of(parts), donors=donors, donors_from=donors_from, recipe=recipe, learning_rates=parts.rates,
+        stage=stage_of(parts, run_args.stage), donors=donors, donors_from=donors_from, recipe=recipe, learning_rates=parts.rates,
         lora=lora, init_from=model_args.init_from, data_mix=mix, held_out_rows=len(eval_dataset),
         steps=state.global_step, samples_seen=state.global_step * rows_per_step, packed=data_args.packing,
         tokens_seen=int(state.num_input_tokens_seen) or None, epochs=state.epoch, hardware=hardware_of(training_args),

@@ -9,17 +9,12 @@ train.py and eval_vqa.py read their configs through `parse_config`.
 
 import difflib
 import importlib.util
-import logging
 from dataclasses import dataclass, field, fields, make_dataclass
 from pathlib import Path
 
 import yaml
 
-# TrainingArguments imports bitsandbytes when requirements-deploy.txt installed it, and bitsandbytes
-# then warns on every run that an optional hub kernel for 4-bit CPU matmuls is missing: noise for
-# training, which never quantizes.
-logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
-from transformers import HfArgumentParser, TrainingArguments  # noqa: E402
+from transformers import HfArgumentParser, TrainingArguments
 from transformers.models.smolvlm.image_processing_smolvlm import MAX_IMAGE_SIZE
 
 from qwen3_smvl import graft, inference
@@ -115,7 +110,8 @@ PROJECT_DEFAULTS = {
 # empty); bf16 stays off unless a recipe sets it, as in every stage (TRL's configs turn it on by default).
 # log_multimodal off: TRL 1.16 gathers the images for its logs only on ranks that have some, so a rank
 # with text-only prompts never joins that collective and the run hangs (grpo.check_keys refuses it on).
-STAGE_DEFAULTS = {"grpo": {"chat_template_kwargs": {"enable_thinking": True}, "bf16": False, "log_multimodal": False}}
+STAGE_DEFAULTS = {"grpo": {"chat_template_kwargs": {"enable_thinking": True}, "bf16": False, "log_multimodal": False},
+                  "dpo": {"bf16": False}}
 
 
 def read_yaml(path):
@@ -244,9 +240,10 @@ def parse_config(argv):
     return model_args, data_args, run_args, training_args
 
 
-def default_arguments():
-    """The four argument dataclasses as an empty config gives them (what the model card compares a run with)."""
-    return parse_config([])
+def default_arguments(stage="sft"):
+    """The four argument dataclasses as an empty config of `stage` gives them (what the model card compares
+    a run with: a grpo or dpo run's training arguments are TRL's, with TRL's defaults)."""
+    return parse_config(["--stage", stage])
 
 
 def use_offline_demo(model_args, data_args, run_args):
