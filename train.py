@@ -83,12 +83,7 @@ def main(argv=None):
         print("\n".join(output_plan.describe()))
     if trainer.is_world_process_zero():
         print("\n".join([graft.trainable_summary(model), *trainable.describe(optimizer_groups)]))
-    trainer.train(resume_from_checkpoint=checkpoint and str(checkpoint))
-    run.exit_if_cut_short(trainer)
-    if parts.adapted:
-        probe = run.probe_batch(processor, data_args, (eval_dataset, train_dataset), trainer.model.device)
-        trainer.model = run.merge_adapters(trainer, probe, training_args.output_dir)
-    run.save_standalone(trainer, processor, save_dtype, training_args.output_dir)
+    run.train_and_save(trainer, processor, checkpoint, parts, data_args, (eval_dataset, train_dataset), save_dtype)
     print(f"rank {training_args.process_index}/{training_args.world_size}: {trainer.state.global_step} steps, "
           f"{trainer.state.num_input_tokens_seen} tokens seen, {collator.skipped} samples skipped, "
           f"{trainer.guard.skipped} non-finite steps skipped")
@@ -97,9 +92,7 @@ def main(argv=None):
     if not trainer.is_world_process_zero():
         return
     summary = run.run_summary(trainer, parts, model_args, data_args, run_args, training_args, train_dataset, eval_dataset)
-    print(f"model card: {model_card.write_card(training_args.output_dir, summary)}")
-    model = run.standalone_model(trainer, save_dtype, training_args.output_dir)
-    run.post_training_demo(model, processor, demo_image, run_args, training_args)
+    model = run.card_and_demo(trainer, processor, summary, save_dtype, demo_image, run_args)
     if run_args.run_evaluation:
         settings = {"train_data": data_args.train_data, "eval_data": data_args.eval_data,
                     "data_seed": seed_of_data(training_args)}

@@ -149,7 +149,7 @@ def describe_rewards(training_args):
 
 def train(argv, model_args, data_args, run_args, training_args, parts):
     """train.py's run for stage grpo, in the same order: refusals first, then train, merge, save, demo."""
-    from qwen3_smvl import graft, model_card
+    from qwen3_smvl import graft
     from qwen3_smvl.data import loading
     from qwen3_smvl.training import run, train_processor, trainable
     from qwen3_smvl.training.safe_resume import CheckpointError, plan_output_dir
@@ -180,12 +180,7 @@ def train(argv, model_args, data_args, run_args, training_args, parts):
     if trainer.is_world_process_zero():
         print("\n".join([*output_plan.describe(), graft.trainable_summary(model), *trainable.describe(optimizer_groups),
                          describe_rewards(training_args)]))
-    trainer.train(resume_from_checkpoint=checkpoint and str(checkpoint))
-    run.exit_if_cut_short(trainer)
-    if parts.adapted:
-        probe = run.probe_batch(processor, data_args, (held_out, train_rows), trainer.model.device)
-        trainer.model = run.merge_adapters(trainer, probe, training_args.output_dir)
-    run.save_standalone(trainer, processor, save_dtype, training_args.output_dir)
+    run.train_and_save(trainer, processor, checkpoint, parts, data_args, (held_out, train_rows), save_dtype)
     print(f"rank {training_args.process_index}/{training_args.world_size}: {trainer.state.global_step} steps, "
           f"{trainer.guard.skipped} non-finite steps skipped")
     for source, counts in load_problems.items():
@@ -193,6 +188,4 @@ def train(argv, model_args, data_args, run_args, training_args, parts):
     if not trainer.is_world_process_zero():
         return
     summary = run.run_summary(trainer, parts, model_args, data_args, run_args, training_args, train_rows, held_out)
-    print(f"model card: {model_card.write_card(training_args.output_dir, summary)}")
-    model = run.standalone_model(trainer, save_dtype, training_args.output_dir)
-    run.post_training_demo(model, processor, demo_image, run_args, training_args)
+    run.card_and_demo(trainer, processor, summary, save_dtype, demo_image, run_args)

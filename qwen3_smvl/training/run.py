@@ -210,6 +210,27 @@ def exit_if_cut_short(trainer):
     raise SystemExit(preemption.PREEMPTED_EXIT_STATUS)
 
 
+def train_and_save(trainer, processor, checkpoint, parts, data_args, probe_rows, save_dtype):
+    """Every stage ends so: train (resuming from `checkpoint`), exit where the run was cut short, merge LoRA
+    adapters (checked on a batch of `probe_rows`), save the standalone model in output_dir."""
+    output_dir = trainer.args.output_dir
+    trainer.train(resume_from_checkpoint=checkpoint and str(checkpoint))
+    exit_if_cut_short(trainer)
+    if parts.adapted:
+        probe = probe_batch(processor, data_args, probe_rows, trainer.model.device)
+        trainer.model = merge_adapters(trainer, probe, output_dir)
+    save_standalone(trainer, processor, save_dtype, output_dir)
+
+
+def card_and_demo(trainer, processor, summary, save_dtype, demo_image, run_args):
+    """On the main process after the save: the model card, then the demo question; the trained model."""
+    output_dir = trainer.args.output_dir
+    print(f"model card: {model_card.write_card(output_dir, summary)}")
+    model = standalone_model(trainer, save_dtype, output_dir)
+    post_training_demo(model, processor, demo_image, run_args, trainer.args)
+    return model
+
+
 def standalone_model(trainer, dtype, output_dir):
     """The trained model for the demo and evaluation on the main process alone; a sharded one would
     wait for the other ranks, so under FSDP it is read back from output_dir."""
