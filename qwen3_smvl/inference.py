@@ -1,15 +1,6 @@
 """Asking a Qwen3-SmVL checkpoint about an image, a video or text: loading it (quantized or not), the
 prompt as training renders it, the answer (streamed, thinking split off) and the post-training demo.
-The command is infer.py, which streams the answer to the terminal:
-
-    python infer.py --model DIR --image PATH --question "What is in the picture?" [--think] [--max-new-tokens N]
-    python infer.py --model DIR --video clip.mp4 --question "What happens?"   # frames sampled as in training
-    python infer.py --model DIR --image PATH --chat     # a conversation; an empty line, `exit` or EOF ends it
-    python infer.py ... --quantize 4bit|8bit            # the text model's linear layers in 4/8 bits (bitsandbytes)
-
-Without --image or --video the question goes to the text model alone. A video is decoded with PyAV and
-sampled by the processor's saved video settings (video_fps, video_max_frames of the training run). With --think Qwen3 reasons in a
-<think> block first (shown dimmed on a terminal); without it the prompt closes that block empty.
+The command is infer.py, which streams the answer to the terminal (its docstring has the usage).
 """
 
 import sys

@@ -4,6 +4,7 @@ import atexit
 import os
 import shutil
 import socket
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -17,6 +18,7 @@ os.environ.update(HF_HOME=str(HF_CACHE), HF_DATASETS_CACHE=str(HF_CACHE / "datas
                   LMMS_EVAL_DATASETS_CACHE=str(HF_CACHE / "datasets"))
 atexit.register(shutil.rmtree, HF_CACHE, ignore_errors=True)
 
+import psutil  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
@@ -26,6 +28,25 @@ sys.path.insert(0, str(REPO))
 
 from qwen3_smvl import tiny  # noqa: E402
 from qwen3_smvl.graft import stitch  # noqa: E402
+
+
+LAUNCH_TIMEOUT = 300  # seconds; a two-rank launch of the tiny models takes well under a minute
+
+
+def launch_bounded(command, what, cwd, env):
+    """(stdout, stderr) of a multi-process launch that must exit 0. One still running after LAUNCH_TIMEOUT is
+    killed with all its ranks (torchrun puts each rank in its own session) and fails the test naming `what`."""
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        stdout, stderr = process.communicate(timeout=LAUNCH_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        launcher = psutil.Process(process.pid)
+        for child in [*launcher.children(recursive=True), launcher]:
+            child.kill()
+        stdout, stderr = process.communicate()
+        pytest.fail(f"{what}: no result after {LAUNCH_TIMEOUT} s (ranks hung?)\n{stderr[-3000:]}")
+    assert process.returncode == 0, f"{what} failed:\n{stderr[-3000:]}"
+    return stdout, stderr
 
 
 def free_port():

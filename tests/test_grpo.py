@@ -3,10 +3,8 @@ reloaded with plain transformers, bad rows refused before training, the rewards 
 
 import json
 import os
-import subprocess
 import sys
 
-import psutil
 import pytest
 import torch
 import yaml
@@ -15,12 +13,11 @@ from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 import train
-from conftest import REPO, free_port
+from conftest import REPO, free_port, launch_bounded
 from qwen3_smvl import tiny
 from qwen3_smvl.training import rewards, run
 from qwen3_smvl.training.train_config import ConfigError, configure
 
-LAUNCH_TIMEOUT = 300  # seconds; the two-rank launch of the tiny graft takes well under a minute
 THINK = "<think>\nthe picture is red\n</think>\n\n"
 
 
@@ -129,16 +126,7 @@ def test_two_ddp_ranks_finish_with_a_text_only_prompt_on_one(tmp_path, stitched_
     command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO / "accelerate_configs" / "ddp.yaml"),
                "--num_processes", "2", "--main_process_port", str(free_port()), str(REPO / "train.py"), str(config)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        stdout, stderr = process.communicate(timeout=LAUNCH_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        launcher = psutil.Process(process.pid)
-        for child in [*launcher.children(recursive=True), launcher]:  # torchrun puts each rank in its own session
-            child.kill()
-        stdout, stderr = process.communicate()
-        pytest.fail(f"stage grpo under DDP on two CPU ranks: no result after {LAUNCH_TIMEOUT} s (ranks hung?)\n{stderr[-3000:]}")
-    assert process.returncode == 0, stderr[-3000:]
+    stdout, _ = launch_bounded(command, "stage grpo under DDP on two CPU ranks", tmp_path, env)
     for rank in (0, 1):
         assert f"rank {rank}/2: 2 steps" in stdout
     assert (tmp_path / "out" / "model.safetensors").is_file()

@@ -8,11 +8,9 @@ stage-1 recipe's two-rank output, made once for the module."""
 
 import json
 import os
-import subprocess
 import sys
 
 import datasets
-import psutil
 import pytest
 import torch
 from transformers import AutoModelForImageTextToText
@@ -20,9 +18,8 @@ from transformers import AutoModelForImageTextToText
 from qwen3_smvl import tiny
 
 import train
-from conftest import REPO, free_port
+from conftest import REPO, free_port, launch_bounded
 
-LAUNCH_TIMEOUT = 300  # seconds; a two-rank launch of the tiny models takes well under a minute
 STEPS = 2
 
 
@@ -57,23 +54,13 @@ def overrides(mix, tmp_path, output_dir, **more):
 
 def launch(recipe, how, args, cwd):
     """`accelerate launch` of train.py with the shipped accelerate config `how` names, on two CPU ranks;
-    returns stdout. A launch still running after LAUNCH_TIMEOUT is killed with its ranks and fails."""
+    returns stdout; bounded by conftest.launch_bounded."""
     config, script = {"DDP": ("ddp.yaml", REPO / "train.py"),
                       "FSDP2": ("fsdp2.yaml", REPO / "tests" / "fsdp_on_cpu.py")}[how]
     command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO / "accelerate_configs" / config),
                "--num_processes", "2", "--main_process_port", str(free_port()), str(script), str(REPO / recipe), *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_DATASETS_CACHE": str(cwd / "hf_cache")}
-    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        stdout, stderr = process.communicate(timeout=LAUNCH_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        launcher = psutil.Process(process.pid)
-        for child in [*launcher.children(recursive=True), launcher]:  # torchrun puts each rank in its own session
-            child.kill()
-        stdout, stderr = process.communicate()
-        pytest.fail(f"{recipe} under {how} on two CPU ranks: no result after {LAUNCH_TIMEOUT} s (ranks hung?)\n"
-                    f"{stderr[-3000:]}")
-    assert process.returncode == 0, f"{recipe} under {how} on two CPU ranks failed:\n{stderr[-3000:]}"
+    stdout, _ = launch_bounded(command, f"{recipe} under {how} on two CPU ranks", cwd, env)
     for rank in (0, 1):
         assert f"rank {rank}/2: {STEPS} steps" in stdout, f"{recipe} under {how}: rank {rank} did not finish\n{stdout}"
     return stdout

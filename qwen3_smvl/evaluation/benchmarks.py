@@ -1,18 +1,6 @@
 """Standard VLM benchmarks through lmms-eval: the tasks, their local data files, the scores and their
-markdown tables. The command is eval_bench.py, which adds text benchmarks through lm-eval against
-base Qwen3 (text_bench.py), offline from local copies, baselines side by side:
-
-    bash download_resource.sh --bench; bash download_resource.sh --text-bench   # the default suites' data (once)
-    python eval_bench.py --model DIR [--tasks textvqa_val,docvqa_val] [--limit N] [--batch_size N] [--baseline DIR ...]
-                         [--base_qwen model/Qwen3-0.6B [--text_tasks mmlu,ceval-valid]]
-
-Each image task runs through lmms-eval's own task definition and metric (harness_model.Qwen3SmVL
-answers), reading its dataset from data/bench/<hub dataset id>/ (--data_dir), never from the network.
-With --base_qwen, the text tasks (qwen3_smvl/evaluation/text_bench.py; default: its suite) run on --model's text model
-(the whole model, no image) and on base Qwen3. Everything that can be refused (a task unknown or
-without its data, a checkpoint of the wrong kind) is refused, for both kinds of tasks together,
-before any model loads. Scores (0-100) are printed as markdown tables, one column per checkpoint and
-the difference to the first, and saved with lmms-eval's full results to <model>/bench_results.json and .md.
+markdown tables. The command is eval_bench.py (its docstring has the usage), which adds text
+benchmarks through lm-eval against base Qwen3 (text_bench.py), offline from local copies.
 """
 
 import argparse

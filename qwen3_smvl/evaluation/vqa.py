@@ -1,17 +1,6 @@
 """VQA accuracy and eval loss of a trained Qwen3-SmVL: answer normalisation, scoring, the loss over the
 supervised tokens, the table and eval_results.json, used by eval_vqa.py and by train.py's
-run_evaluation. The command is eval_vqa.py, on the rows a training config held out:
-
-    python eval_vqa.py cocoqa_train.yaml --model model/freeze_llm_vlm_cocoqa [--samples 200] [--max-new-tokens 128] [--think]
-
-The rows are the config's eval_data when set, else the ones train.py held out for the config's
-train_data, test_size and data seed, so the model never trained on them; further `--key value` flags
-override the YAML as in train.py. Each row's conversation up to its last assistant turn (images where
-they stand) is answered and the reply scored against that turn; the eval loss is the mean
-cross-entropy over the tokens the config's collator supervises (the Trainer's eval_loss averages
-per-row means instead). A table goes to stdout and the summary with every answer to
-<model>/eval_results.json. Next to it, the loss on the answers of a text-only held-out set
-(`text_eval_file`, shipped: text_eval.jsonl) shows whether training damaged Qwen3's language.
+run_evaluation. The command is eval_vqa.py (its docstring has the usage and which rows are scored).
 """
 
 import json
