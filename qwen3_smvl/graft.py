@@ -146,8 +146,9 @@ def graft(smolvlm_path, qwen_path, tokenizer, dtype="auto", seed=0):
     """Build the stitched model on the meta device and move the source modules into it, so each
     weight exists once: the vision tower from SmolVLM2, body and LM head from Qwen3."""
     # Built with the pad id that build_config sets, as the saved checkpoint reloads (the embedding's padding_idx).
-    qwen = AutoModelForCausalLM.from_pretrained(qwen_path, dtype=dtype, pad_token_id=tokenizer.pad_token_id)
-    smol = AutoModelForImageTextToText.from_pretrained(smolvlm_path, dtype=dtype)
+    qwen = AutoModelForCausalLM.from_pretrained(qwen_path, dtype=dtype, pad_token_id=tokenizer.pad_token_id,
+                                                use_kernels=False)
+    smol = AutoModelForImageTextToText.from_pretrained(smolvlm_path, dtype=dtype, use_kernels=False)
     config = build_config(smol.config, qwen.config, tokenizer)
     with torch.device("meta"):
         model = SmolVLMForConditionalGeneration(config)

@@ -41,7 +41,8 @@ def load_model(model_dir, device=None, quantize=None):
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = torch.bfloat16 if device.type == "cuda" or quantize else torch.float32
     quantized = {"quantization_config": quantization_config(quantize, dtype)} if quantize else {}
-    model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=dtype, device_map=device, **quantized)
+    model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=dtype, device_map=device, use_kernels=False,
+                                                        **quantized)
     return model.eval(), AutoProcessor.from_pretrained(model_dir)
 
 

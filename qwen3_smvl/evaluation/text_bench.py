@@ -202,13 +202,13 @@ def load_lm(path, graft, batch_size, device=None):
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     if graft:
-        model = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype, device_map=device)
+        model = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype, device_map=device, use_kernels=False)
         processor = AutoProcessor.from_pretrained(path)
         tokenizer = processor.tokenizer
         tokenizer.chat_template = processor.chat_template  # what infer.py renders with
         text_config = model.config.text_config
     else:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, device_map=device)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, device_map=device, use_kernels=False)
         tokenizer = AutoTokenizer.from_pretrained(path)
         text_config = model.config
     if not tokenizer.chat_template:

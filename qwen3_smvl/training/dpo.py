@@ -70,7 +70,8 @@ class GraftDPOTrainer(run.GraftTrainer, DPOTrainer):
 
 def load_reference(model_args, training_args):
     """The reference policy: init_from as it was before training, frozen."""
-    model = AutoModelForImageTextToText.from_pretrained(model_args.init_from, dtype=run.training_dtype(training_args))
+    model = AutoModelForImageTextToText.from_pretrained(model_args.init_from, dtype=run.training_dtype(training_args),
+                                                         use_kernels=False)
     return model.eval().requires_grad_(False)
 
 

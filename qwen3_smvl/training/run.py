@@ -44,7 +44,10 @@ def save_dtype_of(model_args, run_args):
 def load_model(model_args, training_args):
     dtype = training_dtype(training_args)
     if model_args.init_from:
-        model = AutoModelForImageTextToText.from_pretrained(model_args.init_from, dtype=dtype)
+        # use_kernels=False wherever the package loads a model: transformers 5.25 turns hub kernels on by default
+        # when `kernels` is installed and fetches them at the first train()/eval() on a GPU, which fails offline
+        # (measured on an H200: "Version 2 of 'kernels-community/rotary' is not available in the local cache").
+        model = AutoModelForImageTextToText.from_pretrained(model_args.init_from, dtype=dtype, use_kernels=False)
         processor = AutoProcessor.from_pretrained(model_args.init_from)
         graft.verify_graft(model, processor)
     else:
@@ -236,7 +239,8 @@ def standalone_model(trainer, dtype, output_dir):
     wait for the other ranks, so under FSDP it is read back from output_dir."""
     if not trainer.is_fsdp_enabled:
         return trainer.model
-    return AutoModelForImageTextToText.from_pretrained(output_dir, dtype=dtype).to(trainer.args.device)
+    model = AutoModelForImageTextToText.from_pretrained(output_dir, dtype=dtype, use_kernels=False)
+    return model.to(trainer.args.device)
 
 
 def post_training_demo(model, processor, demo_image, run_args, training_args):
