@@ -14,7 +14,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from qwen3_smvl.training import grpo, train_config  # noqa: E402
+from qwen3_smvl.training import grpo_config as grpo, train_config  # noqa: E402
 
 REFERENCE, README = REPO / "docs" / "configuration.md", REPO / "README.md"
 BEGIN, END = "<!-- config-reference: begin (scripts/config_reference.py) -->", "<!-- config-reference: end -->"

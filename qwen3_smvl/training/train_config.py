@@ -109,7 +109,7 @@ PROJECT_DEFAULTS = {
 # A stage's own defaults: GRPO thinks (the prompt leaves the think block to the model instead of closing it
 # empty); bf16 stays off unless a recipe sets it, as in every stage (TRL's configs turn it on by default).
 # log_multimodal off: TRL 1.16 gathers the images for its logs only on ranks that have some, so a rank
-# with text-only prompts never joins that collective and the run hangs (grpo.check_keys refuses it on).
+# with text-only prompts never joins that collective and the run hangs (grpo_config.check_keys refuses it on).
 STAGE_DEFAULTS = {"grpo": {"chat_template_kwargs": {"enable_thinking": True}, "bf16": False, "log_multimodal": False},
                   "dpo": {"bf16": False}}
 
@@ -141,7 +141,7 @@ def stage_trainer_config(stage):
     """The trainer's own config class of a stage: transformers' TrainingArguments, or TRL's for grpo (with
     the project's reward keys, qwen3_smvl/training/grpo.py) and dpo."""
     if stage == "grpo":
-        from qwen3_smvl.training.grpo import GRPOArguments
+        from qwen3_smvl.training.grpo_config import GRPOArguments
 
         return GRPOArguments
     if stage == "dpo":
@@ -321,9 +321,9 @@ def check_config(model_args, data_args, run_args, training_args):
     if run_args.stage not in STAGES:
         raise ConfigError(f"stage: '{run_args.stage}' is not one of {STAGES}")
     if run_args.stage == "grpo":
-        from qwen3_smvl.training import grpo
+        from qwen3_smvl.training import grpo_config
 
-        grpo.check_keys(data_args, run_args, training_args)
+        grpo_config.check_keys(data_args, run_args, training_args)
     if run_args.stage == "dpo":
         check_dpo_keys(model_args, data_args, run_args, training_args)
     if run_args.save_dtype not in SAVE_DTYPES:
