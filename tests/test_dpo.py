@@ -16,13 +16,14 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 from qwen3_smvl import tiny
 from qwen3_smvl.data import own_files
 from qwen3_smvl.graft import stitch
-from qwen3_smvl.training import preemption
+from qwen3_smvl.training import preemption, run
 from qwen3_smvl.training.dpo import PreferenceCollator
 
 import test_preemption as preemption_test
 import test_resume
 import train
 from conftest import REPO
+from swanlab_log import scalars, swanlab_dir  # noqa: F401  (the fixture)
 from test_recipes import STEPS, launch
 
 COLOURS = {"red": (220, 20, 20), "green": (20, 200, 20), "blue": (20, 20, 220), "yellow": (230, 230, 20)}
@@ -138,12 +139,22 @@ def test_dpo_prefers_chosen_on_held_out_pairs_and_saves_a_standalone_model(tmp_p
     assert not torch.allclose(logits(source, batch), logits(standalone, batch))
 
 
-def test_dpo_with_lora_merges_into_a_model_that_matches_the_adapter(tmp_path, small_graft):
+def test_dpo_with_lora_merges_into_a_model_that_matches_the_adapter(tmp_path, small_graft, swanlab_dir, monkeypatch):
+    """Also: DPO's rewards and log-probabilities reach SwanLab (offline) at every logged step."""
+    trainers, standalone_model = [], run.standalone_model
+    monkeypatch.setattr(run, "standalone_model",
+                        lambda trainer, *args: standalone_model(trainers.append(trainer) or trainer, *args))
     data = preference_file(tmp_path / "data", rows=12)
     out = tmp_path / "out"
     train.main([*TINY_DPO, "--init_from", str(small_graft), "--train_data", str(data), "--test_size", "0",
                 "--max_steps", "3", "--per_device_train_batch_size", "2", "--learning_rate", "1e-2", "--lora_r", "4",
-                "--save_strategy", "no", "--output_dir", str(out)])
+                "--save_strategy", "no", "--output_dir", str(out), "--report_to", "swanlab", "--logging_steps", "1"])
+    history = [entry for entry in trainers[0].state.log_history if "rewards/margins" in entry]
+    assert [entry["step"] for entry in history] == [1, 2, 3]
+    board = scalars(swanlab_dir)
+    for key in ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen",
+                "logps/rejected", "loss"):
+        assert board[f"train/{key}"] == pytest.approx({entry["step"]: entry[key] for entry in history}), key
     processor = AutoProcessor.from_pretrained(out)
     rows = [{"messages": json.dumps([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Colour?"}]},
                                      {"role": "assistant", "content": "red"}]),
@@ -204,6 +215,7 @@ def test_preempted_dpo_run_saves_where_it_was_and_the_same_command_resumes_it(tm
     assert [entry["step"] for entry in history if "rewards/margins" in entry] == list(range(1, steps + 1))
     assert (out / "model.safetensors").is_file() and AutoModelForImageTextToText.from_pretrained(out).config.model_type
 
-    train.main([*command[2:-1], str(tmp_path / "uninterrupted")])  # the run no signal stopped ends with the same adapter
-    test_resume.assert_same_weights(load_file(out / f"checkpoint-{steps}" / "adapter_model.safetensors"),
-                                    load_file(tmp_path / "uninterrupted" / f"checkpoint-{steps}" / "adapter_model.safetensors"))
+    uninterrupted = tmp_path / "uninterrupted"
+    train.main([*command[2:-1], str(uninterrupted)])  # the run no signal stopped ends with the same adapter
+    adapter = f"checkpoint-{steps}/adapter_model.safetensors"
+    test_resume.assert_same_weights(load_file(out / adapter), load_file(uninterrupted / adapter))

@@ -14,6 +14,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 
 import train
 from conftest import REPO, free_port, launch_bounded
+from swanlab_log import scalars, swanlab_dir  # noqa: F401  (the fixture)
 from qwen3_smvl import tiny
 from qwen3_smvl.training import rewards, run
 from qwen3_smvl.training.train_config import ConfigError, configure
@@ -87,18 +88,24 @@ def test_bad_rows_are_named_before_training(tmp_path, stitched_dir):
 
 
 def test_grpo_with_lora_saves_a_checkpoint_that_reloads_with_identical_logits(tmp_path, colours_dir, stitched_dir,
-                                                                              monkeypatch):
-    """LoRA merged at the end as in stage 2; the KL term on (beta > 0), so the adapter-free reference runs too."""
+                                                                              monkeypatch, swanlab_dir):
+    """LoRA merged at the end as in stage 2; the KL term on (beta > 0), so the adapter-free reference runs too;
+    mean reward per function, completion length and KL logged to SwanLab (offline) at every step."""
     seen = {}
     standalone_model = run.standalone_model
     monkeypatch.setattr(run, "standalone_model", lambda trainer, *args: seen.setdefault(
         "model", standalone_model(seen.setdefault("trainer", trainer), *args)))
-    config = grpo_config(tmp_path, stitched_dir, colours_dir, lora_r=4, beta=0.01, demo_max_new_tokens=4)
+    config = grpo_config(tmp_path, stitched_dir, colours_dir, lora_r=4, beta=0.01, demo_max_new_tokens=4,
+                         report_to="swanlab")
     train.main([str(config)])
     out = tmp_path / "out"
     assert (out / "adapter" / "adapter_config.json").is_file()
-    logged = {key for entry in seen["trainer"].state.log_history for key in entry}
-    assert {"rewards/correctness/mean", "rewards/format/mean", "completions/mean_length", "kl"} <= logged
+    keys = ["rewards/correctness/mean", "rewards/format/mean", "completions/mean_length", "kl"]
+    history = [entry for entry in seen["trainer"].state.log_history if "kl" in entry]
+    assert [entry["step"] for entry in history] == [1, 2]
+    board = scalars(swanlab_dir)  # each logged step's reward, length and KL, as on the SwanLab board
+    for key in keys:
+        assert board[f"train/{key}"] == pytest.approx({entry["step"]: entry[key] for entry in history}), key
     card = ModelCard.load(out / "README.md")  # every stage's output says what it is
     assert "stage 3: reinforcement learning from verifiable rewards (GRPO), LoRA" in card.text
     assert "Qwen/Qwen3-0.6B" in card.data.base_model
