@@ -180,7 +180,7 @@ def test_shipped_dpo_recipe_on_two_ddp_ranks_with_a_text_only_row(tmp_path, smal
     settings = {"init_from": small_graft, "train_data": data, "test_size": 0, "max_steps": STEPS,
                 "per_device_train_batch_size": 1, "gradient_accumulation_steps": 1, "eval_strategy": "no",
                 "save_strategy": "no", "report_to": "none", "use_cpu": "true", "bf16": "false",
-                "dataloader_num_workers": 0, "demo_max_new_tokens": 2, "output_dir": tmp_path / "out"}
+                "demo_max_new_tokens": 2, "output_dir": tmp_path / "out"}
     args = [item for key, value in settings.items() for item in (f"--{key}", str(value))]
     launch("dpo_train.yaml", "DDP", args, tmp_path)
     assert AutoModelForImageTextToText.from_pretrained(tmp_path / "out").config.model_type
