@@ -83,12 +83,15 @@ class GraftGRPOTrainer(GRPOTrainer):
         # Generation runs on the unwrapped model, outside the autocast accelerate puts around training forwards;
         # under bf16 the trained parts are float32 (trainable.upcast_trainable) beside bf16 frozen ones.
         with self.accelerator.autocast():
-            return super()._generate_and_score_completions(inputs)
+            output = super()._generate_and_score_completions(inputs)
+        # Each completion's row (one per input), so that a non-finite step names its rows: TRL shuffles and
+        # splits list values into micro-batches along with the tensors.
+        return {**output, step_guard.ORIGINS: [row.get("origin") or "?" for row in inputs]}
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        if model.training:  # GRPO's micro-batches carry token ids, not rows: a non-finite step names its step only
-            self.guard.record(loss, [])
+        if model.training:  # `inputs` is TRL's buffered micro-batch, reused with num_iterations > 1: read, not popped
+            self.guard.record(loss, inputs.get(step_guard.ORIGINS, []))
         return loss
 
 

@@ -91,9 +91,10 @@ class NonFiniteGuard(TrainerCallback):
 
     def rows_to_name(self, loss_somewhere):
         """Every rank's rows of the micro-batches whose loss was not finite; when only the gradients were,
-        every row of the step (a NaN gradient is summed over the ranks and cannot be traced to one)."""
+        every row of the step (a NaN gradient is summed over the ranks and cannot be traced to one). Each row
+        once, in order: GRPO's micro-batches hold a prompt's row once per completion."""
         mine = [row for finite, origins in self.micro_batches if not (loss_somewhere and bool(finite)) for row in origins]
-        return gather_object(mine)
+        return list(dict.fromkeys(gather_object(mine)))
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.error:  # save where the weights still are what the last finite step left
