@@ -182,10 +182,13 @@ if ((replay)); then
 fi
 
 if ((preference)); then
+  # the shards and the README (its licence), not .gitattributes nor anything the repo may gain
   fetch_with hf data/preference/RLAIF-V-Dataset '*.parquet' openbmb/RLAIF-V-Dataset --repo-type dataset \
-    --local-dir data/preference/RLAIF-V-Dataset
+    --include '*.parquet' --include README.md --local-dir data/preference/RLAIF-V-Dataset
+  # a shard the converter cannot read unmarks the download, so the next run fetches what the user deleted
   [[ -f data/preference/rlaif_v.jsonl ]] ||
-    PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" "$python" -m qwen3_smvl.data.rlaif_v data/preference/RLAIF-V-Dataset data/preference/rlaif_v.jsonl
+    PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" "$python" -m qwen3_smvl.data.rlaif_v data/preference/RLAIF-V-Dataset \
+      data/preference/rlaif_v.jsonl || { rm -f data/preference/RLAIF-V-Dataset/.complete; exit 1; }
 fi
 
 for dataset in ${text_datasets[@]+"${text_datasets[@]}"}; do

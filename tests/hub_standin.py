@@ -2,7 +2,9 @@
 ($HF_MIRROR/<repo type>s/<repo id>/, e.g. datasets/lmms-lab-encoder/MMBench, in the hub's layout): the real command's arguments and flags, its --include and
 --exclude filtering through huggingface_hub's own filter_repo_objects (fnmatch, a trailing "/" meaning
 the folder), files copied to --local-dir under their repo paths. Each call's argv is appended to
-$STUB_LOG when set. Tests put it first on PATH as `hf` (see install())."""
+$STUB_LOG when set; with $HF_STANDIN_FAIL_AT naming a repo path, the download stops there as a dropped
+connection stops the real one: the files before it copied, an error, exit status 1. Tests put it first on
+PATH as `hf` (see install())."""
 
 import argparse
 import json
@@ -53,6 +55,8 @@ def main(argv):
                                                         ignore_patterns=args.exclude))
     out = Path(args.local_dir or ".")
     for name in wanted:
+        if name == os.environ.get("HF_STANDIN_FAIL_AT"):
+            sys.exit(f"ConnectionError: connection to the hub dropped while downloading {name}")
         (out / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(repo / name, out / name)
     print(out.resolve())

@@ -2,21 +2,28 @@
 on held-out pairs, the standalone checkpoint, and two DDP ranks with a text-only row on one."""
 
 import json
+import signal
+import sys
 
 import numpy as np
 import pytest
 import torch
 from peft import PeftModel
 from PIL import Image
+from safetensors.torch import load_file
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from qwen3_smvl import tiny
 from qwen3_smvl.data import own_files
 from qwen3_smvl.graft import stitch
+from qwen3_smvl.training import preemption, run
 from qwen3_smvl.training.dpo import PreferenceCollator
 
+import test_preemption as preemption_test
+import test_resume
 import train
 from conftest import REPO
+from swanlab_log import scalars, swanlab_dir  # noqa: F401  (the fixture)
 from test_recipes import STEPS, launch
 
 COLOURS = {"red": (220, 20, 20), "green": (20, 200, 20), "blue": (20, 20, 220), "yellow": (230, 230, 20)}
@@ -132,12 +139,22 @@ def test_dpo_prefers_chosen_on_held_out_pairs_and_saves_a_standalone_model(tmp_p
     assert not torch.allclose(logits(source, batch), logits(standalone, batch))
 
 
-def test_dpo_with_lora_merges_into_a_model_that_matches_the_adapter(tmp_path, small_graft):
+def test_dpo_with_lora_merges_into_a_model_that_matches_the_adapter(tmp_path, small_graft, swanlab_dir, monkeypatch):
+    """Also: DPO's rewards and log-probabilities reach SwanLab (offline) at every logged step."""
+    trainers, standalone_model = [], run.standalone_model
+    monkeypatch.setattr(run, "standalone_model",
+                        lambda trainer, *args: standalone_model(trainers.append(trainer) or trainer, *args))
     data = preference_file(tmp_path / "data", rows=12)
     out = tmp_path / "out"
     train.main([*TINY_DPO, "--init_from", str(small_graft), "--train_data", str(data), "--test_size", "0",
                 "--max_steps", "3", "--per_device_train_batch_size", "2", "--learning_rate", "1e-2", "--lora_r", "4",
-                "--save_strategy", "no", "--output_dir", str(out)])
+                "--save_strategy", "no", "--output_dir", str(out), "--report_to", "swanlab", "--logging_steps", "1"])
+    history = [entry for entry in trainers[0].state.log_history if "rewards/margins" in entry]
+    assert [entry["step"] for entry in history] == [1, 2, 3]
+    board = scalars(swanlab_dir)
+    for key in ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen",
+                "logps/rejected", "loss"):
+        assert board[f"train/{key}"] == pytest.approx({entry["step"]: entry[key] for entry in history}), key
     processor = AutoProcessor.from_pretrained(out)
     rows = [{"messages": json.dumps([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Colour?"}]},
                                      {"role": "assistant", "content": "red"}]),
@@ -163,7 +180,42 @@ def test_shipped_dpo_recipe_on_two_ddp_ranks_with_a_text_only_row(tmp_path, smal
     settings = {"init_from": small_graft, "train_data": data, "test_size": 0, "max_steps": STEPS,
                 "per_device_train_batch_size": 1, "gradient_accumulation_steps": 1, "eval_strategy": "no",
                 "save_strategy": "no", "report_to": "none", "use_cpu": "true", "bf16": "false",
-                "dataloader_num_workers": 0, "demo_max_new_tokens": 2, "output_dir": tmp_path / "out"}
+                "demo_max_new_tokens": 2, "output_dir": tmp_path / "out"}
     args = [item for key, value in settings.items() for item in (f"--{key}", str(value))]
     launch("dpo_train.yaml", "DDP", args, tmp_path)
     assert AutoModelForImageTextToText.from_pretrained(tmp_path / "out").config.model_type
+
+
+def test_preempted_dpo_run_saves_where_it_was_and_the_same_command_resumes_it(tmp_path, small_graft):
+    """`kill -TERM` mid-run (LoRA, as dpo_train.yaml): the step finishes, a complete checkpoint is saved there,
+    exit status 75; the same command resumes from it, goes on from that global step and ends with the
+    merged standalone model and the adapter an uninterrupted run ends with."""
+    data = preference_file(tmp_path / "data", rows=16)
+    out, steps = tmp_path / "out", 6
+    command = [sys.executable, str(REPO / "train.py"), *TINY_DPO, "--init_from", str(small_graft), "--train_data",
+               str(data), "--test_size", "0", "--max_steps", str(steps), "--per_device_train_batch_size", "2",
+               "--learning_rate", "1e-2", "--lora_r", "4", "--logging_steps", "1", "--disable_tqdm", "true",
+               "--save_strategy", "steps", "--save_steps", str(steps), "--output_dir", str(out)]
+    stderr = tmp_path / "stderr.txt"
+    process = preemption_test.launch(command, tmp_path, stderr)
+    output = preemption_test.signal_after_first_step(process, lambda running: running.send_signal(signal.SIGTERM))
+    assert process.returncode == preemption.PREEMPTED_EXIT_STATUS, stderr.read_text()[-3000:]
+    [(name, step, checkpoint)] = preemption_test.stops(stderr)
+    assert name == "SIGTERM" and checkpoint == str(out / f"checkpoint-{step}") and step < steps
+    assert preemption_test.logged_steps(output) == step
+    preemption_test.assert_only_complete_checkpoint(out, step)
+    assert (out / f"checkpoint-{step}" / "adapter_model.safetensors").is_file()
+
+    process = preemption_test.launch(command, tmp_path, stderr)  # the same command again
+    output = process.communicate(timeout=600)[0]
+    assert process.returncode == 0, stderr.read_text()[-3000:]
+    assert f"resuming from {out / f'checkpoint-{step}'}" in output
+    assert preemption_test.logged_steps(output) == steps - step  # it went on from the saved step
+    history = json.loads((out / f"checkpoint-{steps}" / "trainer_state.json").read_text())["log_history"]
+    assert [entry["step"] for entry in history if "rewards/margins" in entry] == list(range(1, steps + 1))
+    assert (out / "model.safetensors").is_file() and AutoModelForImageTextToText.from_pretrained(out).config.model_type
+
+    uninterrupted = tmp_path / "uninterrupted"
+    train.main([*command[2:-1], str(uninterrupted)])  # the run no signal stopped ends with the same adapter
+    adapter = f"checkpoint-{steps}/adapter_model.safetensors"
+    test_resume.assert_same_weights(load_file(out / adapter), load_file(uninterrupted / adapter))

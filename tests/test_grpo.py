@@ -14,6 +14,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 
 import train
 from conftest import REPO, free_port, launch_bounded
+from swanlab_log import scalars, swanlab_dir  # noqa: F401  (the fixture)
 from qwen3_smvl import tiny
 from qwen3_smvl.training import grpo, rewards, run
 from qwen3_smvl.training.train_config import ConfigError, configure
@@ -100,18 +101,24 @@ def test_bad_rows_are_named_before_training(tmp_path, stitched_dir):
 
 
 def test_grpo_with_lora_saves_a_checkpoint_that_reloads_with_identical_logits(tmp_path, colours_dir, stitched_dir,
-                                                                              monkeypatch):
-    """LoRA merged at the end as in stage 2; the KL term on (beta > 0), so the adapter-free reference runs too."""
+                                                                              monkeypatch, swanlab_dir):
+    """LoRA merged at the end as in stage 2; the KL term on (beta > 0), so the adapter-free reference runs too;
+    mean reward per function, completion length and KL logged to SwanLab (offline) at every step."""
     seen = {}
     standalone_model = run.standalone_model
     monkeypatch.setattr(run, "standalone_model", lambda trainer, *args: seen.setdefault(
         "model", standalone_model(seen.setdefault("trainer", trainer), *args)))
-    config = grpo_config(tmp_path, stitched_dir, colours_dir, lora_r=4, beta=0.01, demo_max_new_tokens=4)
+    config = grpo_config(tmp_path, stitched_dir, colours_dir, lora_r=4, beta=0.01, demo_max_new_tokens=4,
+                         report_to="swanlab")
     train.main([str(config)])
     out = tmp_path / "out"
     assert (out / "adapter" / "adapter_config.json").is_file()
-    logged = {key for entry in seen["trainer"].state.log_history for key in entry}
-    assert {"rewards/correctness/mean", "rewards/format/mean", "completions/mean_length", "kl"} <= logged
+    keys = ["rewards/correctness/mean", "rewards/format/mean", "completions/mean_length", "kl"]
+    history = [entry for entry in seen["trainer"].state.log_history if "kl" in entry]
+    assert [entry["step"] for entry in history] == [1, 2]
+    board = scalars(swanlab_dir)  # each logged step's reward, length and KL, as on the SwanLab board
+    for key in keys:
+        assert board[f"train/{key}"] == pytest.approx({entry["step"]: entry[key] for entry in history}), key
     card = ModelCard.load(out / "README.md")  # every stage's output says what it is
     assert "stage 3: reinforcement learning from verifiable rewards (GRPO), LoRA" in card.text
     assert "Qwen/Qwen3-0.6B" in card.data.base_model
@@ -124,22 +131,45 @@ def test_grpo_with_lora_saves_a_checkpoint_that_reloads_with_identical_logits(tm
         assert torch.equal(model(**batch).logits, seen["model"].eval()(**batch).logits)
 
 
-def test_two_ddp_ranks_finish_with_a_text_only_prompt_on_one(tmp_path, stitched_dir):
-    """accelerate launch with the shipped DDP config on two CPU ranks: each step one rank's prompt has an
-    image and the other's none (GRPO gives each rank one prompt's group here); both finish and save."""
+def recipe_overrides(tmp_path, init_from, **more):
+    """grpo_train.yaml's command-line overrides in the tests: model, data and output paths, sizes, the CPU."""
+    settings = {"init_from": init_from, "test_size": 1, "max_steps": 2, "per_device_train_batch_size": 2,
+                "num_generations": 2, "gradient_accumulation_steps": 1, "max_completion_length": 8,
+                "use_cpu": "true", "report_to": "none", "save_strategy": "no", "demo_max_new_tokens": 2,
+                "output_dir": tmp_path / "out", **more}
+    return [item for key, value in settings.items() for item in (f"--{key}", str(value))]
+
+
+def test_shipped_recipe_in_one_process_on_its_two_subsets(tmp_path, stitched_dir, monkeypatch):
+    """`python train.py grpo_train.yaml` as written (clevr and cocoqa from data_dir, LoRA, both rewards,
+    thinking on), sizes and paths overridden: it trains and saves a standalone model."""
+    tiny.write_synthetic_cauldron(tmp_path / "cauldron", subsets=("clevr", "cocoqa"), rows_per_subset=8)
+    monkeypatch.chdir(tmp_path)
+    train.main([str(REPO / "grpo_train.yaml"), *recipe_overrides(tmp_path, stitched_dir, data_dir=tmp_path / "cauldron")])
+    summary = json.loads((tmp_path / "out" / "run_summary.json").read_text())
+    assert {mix["source"] for mix in summary["data_mix"]} == {"clevr", "cocoqa"}
+    assert summary["steps"] == 2 and summary["lora"]["r"] == 16
+    assert summary["stage"].startswith("stage 3: reinforcement learning from verifiable rewards (GRPO)")
+    assert AutoModelForImageTextToText.from_pretrained(tmp_path / "out").config.model_type == "smolvlm"
+
+
+def test_shipped_recipe_on_two_ddp_ranks_with_a_text_only_prompt_on_one(tmp_path, stitched_dir):
+    """grpo_train.yaml under `accelerate launch` (its comment's launch for several GPUs), the shipped DDP config on
+    two CPU ranks: each step one rank's prompt has an image and the other's none (GRPO gives each rank one
+    prompt's group here); the connector trains (connector_lr), so only the image rank reaches it; both finish."""
     image = REPO / "examples" / "images" / "red.png"
     with_image = {"messages": [{"role": "user", "content": [{"type": "image", "image": str(image)}, {"type": "text", "text": "Colour?"}]},
                                {"role": "assistant", "content": "red"}]}
     text_only = {"messages": [{"role": "user", "content": "Say red."}, {"role": "assistant", "content": "red"}]}
     (tmp_path / "train.jsonl").write_text(json.dumps(with_image) + "\n" + json.dumps(text_only) + "\n")
     (tmp_path / "eval.jsonl").write_text(json.dumps(with_image) + "\n")
-    config = grpo_config(tmp_path, stitched_dir, tmp_path, train_data=[str(tmp_path / "train.jsonl")],
-                         eval_data=[str(tmp_path / "eval.jsonl")], per_device_train_batch_size=2, num_generations=2,
-                         freeze_text=True)  # the connector alone: its gradient comes only through images
+    args = recipe_overrides(tmp_path, stitched_dir, train_data=f"{{path: {tmp_path / 'train.jsonl'}}}",
+                            eval_data=f"{{path: {tmp_path / 'eval.jsonl'}}}", per_device_train_batch_size=1)
     command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO / "accelerate_configs" / "ddp.yaml"),
-               "--num_processes", "2", "--main_process_port", str(free_port()), str(REPO / "train.py"), str(config)]
+               "--num_processes", "2", "--main_process_port", str(free_port()), str(REPO / "train.py"),
+               str(REPO / "grpo_train.yaml"), *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    stdout, _ = launch_bounded(command, "stage grpo under DDP on two CPU ranks", tmp_path, env)
+    stdout, _ = launch_bounded(command, "grpo_train.yaml under DDP on two CPU ranks", tmp_path, env)
     for rank in (0, 1):
         assert f"rank {rank}/2: 2 steps" in stdout
     assert (tmp_path / "out" / "model.safetensors").is_file()

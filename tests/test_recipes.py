@@ -145,3 +145,27 @@ def test_mixture_demo_recipe_in_one_process(tmp_path, monkeypatch, capsys):
                 "--output_dir", str(tmp_path / "run"), "--max_steps", str(STEPS),
                 "--image_cache_dir", str(tmp_path / "image_cache")])
     assert f"rank 0/1: {STEPS} steps" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("recipe", ["full_train.yaml", "cocoqa_train.yaml", "stage2_full.yaml", "stage2_lora.yaml",
+                                    "grpo_train.yaml", "dpo_train.yaml"])
+def test_data_check_of_every_gpu_recipe_runs_on_a_machine_without_a_gpu(recipe, tmp_path, monkeypatch, capsys,
+                                                                          stitched_dir, tiny_smolvlm_dir, tiny_qwen_dir):
+    """`python train.py RECIPE --check_data true` on a login node: the recipes ask for bf16 on a GPU, but the
+    check loads no model, so their precision keys must not refuse it. Only model and data paths change:
+    the_cauldron's subsets come from a synthetic copy (mixes become its two subsets), DPO's pairs from examples/."""
+    tiny.write_synthetic_cauldron(tmp_path / "cauldron", subsets=("clevr", "cocoqa"), rows_per_subset=4)
+    args = ["--check_data", "true", "--data_dir", str(tmp_path / "cauldron")]
+    if recipe in ("full_train.yaml", "cocoqa_train.yaml"):
+        args += ["--smolvlm_path", str(tiny_smolvlm_dir), "--qwen_path", str(tiny_qwen_dir)]
+    else:
+        args += ["--init_from", str(stitched_dir)]
+    if recipe == "dpo_train.yaml":
+        args += ["--train_data", f"{{path: {REPO / 'examples' / 'preference_messages.jsonl'}}}", "--max_images", "2"]
+    elif recipe != "cocoqa_train.yaml":  # all of the_cauldron, or mixes of subsets and downloaded files
+        args += ["--train_data", "[clevr, cocoqa]"]
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf_cache"))
+    with pytest.raises(SystemExit) as stop:
+        train.main([str(REPO / recipe), *args])
+    assert stop.value.code == 0, capsys.readouterr().out
+    assert ", 0 problem(s) found" in capsys.readouterr().out

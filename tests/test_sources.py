@@ -210,6 +210,16 @@ def test_yaml_mappings_and_names_mix_in_train_data(tmp_path, monkeypatch):
         ("cocoqa", True, None, None), ("examples/llava.json", False, 2.0, None), ("examples/messages.jsonl", False, None, 3)]
 
 
+def test_a_yaml_list_typed_on_the_command_line_is_read_as_the_list(monkeypatch):
+    """`--train_data "[cocoqa, {path: ...}]"`, as a recipe's YAML writes the list; a broken one is named."""
+    monkeypatch.chdir(REPO)
+    _, data_args, _, _ = parse_config(["--train_data", "[cocoqa, {path: examples/llava.json, weight: 2.0}]"])
+    parsed = sources.parse_sources(data_args.train_data, "data/the_cauldron")
+    assert [(s.name, s.subset, s.weight) for s in parsed] == [("cocoqa", True, None), ("examples/llava.json", False, 2.0)]
+    with pytest.raises(sources.DataError, match=r"train_data: cannot read '\[cocoqa, \{path: x' as a list"):
+        sources.parse_sources(["[cocoqa, {path: x"], "data/the_cauldron")
+
+
 def test_a_plain_path_in_train_data_is_read_as_a_file_or_refused_naming_the_path_form(tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
     config = tmp_path / "cfg.yaml"

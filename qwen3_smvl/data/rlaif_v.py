@@ -18,6 +18,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 HUB_REPO = "openbmb/RLAIF-V-Dataset"
@@ -46,6 +47,17 @@ def image_name(row, number):
     return f"images/{number:07d}{suffix}"
 
 
+def rows_of(files):
+    """Every row of the shards in order, streamed; a shard that is not RLAIF-V's parquet is named."""
+    for path in files:
+        try:
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=256, columns=COLUMNS):
+                yield from batch.to_pylist()
+        except (pa.ArrowException, OSError) as error:  # e.g. a shard cut short by a mirror
+            raise ConversionError(f"{path} cannot be read as {HUB_REPO}'s parquet ({error}); delete it and run "
+                                  "`bash download_resource.sh --preference` again") from None
+
+
 def convert(source_dir, out_path):
     """Writes OUT.jsonl (and OUT's folder/images/) from every parquet under source_dir (sorted);
     -> (rows written, {reason: count})."""
@@ -56,21 +68,22 @@ def convert(source_dir, out_path):
     (out_path.parent / "images").mkdir(parents=True, exist_ok=True)
     written, skipped = 0, Counter()
     part = Path(f"{out_path}.part")
-    with part.open("w", encoding="utf-8") as out:
-        for path in files:
-            for batch in pq.ParquetFile(path).iter_batches(batch_size=256, columns=COLUMNS):
-                for row in batch.to_pylist():
-                    problem = problem_of(row)
-                    if problem:
-                        skipped[problem] += 1
-                        continue
-                    name = image_name(row, written)
-                    (out_path.parent / name).write_bytes(row["image"]["bytes"])
-                    question = [{"type": "image", "image": name}, {"type": "text", "text": row["question"]}]
-                    out.write(json.dumps({"id": str(row["idx"]), "messages": [{"role": "user", "content": question}],
-                                          "chosen": row["chosen"], "rejected": row["rejected"]},
-                                         ensure_ascii=False) + "\n")
-                    written += 1
+    try:
+        with part.open("w", encoding="utf-8") as out:
+            for row in rows_of(files):
+                problem = problem_of(row)
+                if problem:
+                    skipped[problem] += 1
+                    continue
+                name = image_name(row, written)
+                (out_path.parent / name).write_bytes(row["image"]["bytes"])
+                question = [{"type": "image", "image": name}, {"type": "text", "text": row["question"]}]
+                out.write(json.dumps({"id": str(row["idx"]), "messages": [{"role": "user", "content": question}],
+                                      "chosen": row["chosen"], "rejected": row["rejected"]}, ensure_ascii=False) + "\n")
+                written += 1
+    except ConversionError:
+        part.unlink()
+        raise
     if not written:
         part.unlink()
         raise ConversionError(f"no usable pair in {len(files)} file(s) under {source_dir}: {dict(skipped)}")

@@ -77,9 +77,22 @@ def parse_entry(entry, data_dir, key):
     return source
 
 
+def flow_list_items(entry, key):
+    """A YAML list typed on the command line (`--train_data "[clevr, {path: a.jsonl}]"`) -> its items;
+    any other entry -> [entry]."""
+    if not (isinstance(entry, str) and entry.lstrip().startswith("[")):
+        return [entry]
+    try:
+        items = yaml.safe_load(entry)
+    except yaml.YAMLError as error:
+        raise DataError(f"{key}: cannot read {entry!r} as a list: {error}") from None
+    return items
+
+
 def parse_sources(entries, data_dir, key="train_data"):
     """train_data / eval_data -> [Source]; "all" and comma-separated names expand to the_cauldron subsets."""
     entries = [entries] if isinstance(entries, (str, dict)) else list(entries or [])
+    entries = [item for entry in entries for item in flow_list_items(entry, key)]
     expanded, seen = [], set()
     for entry in entries:
         is_name = isinstance(entry, str) and not entry.lstrip().startswith("{") and not is_path_like(entry)

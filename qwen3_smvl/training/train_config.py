@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from transformers import HfArgumentParser, TrainingArguments
+from transformers.hf_argparser import string_to_bool
 from transformers.models.smolvlm.image_processing_smolvlm import MAX_IMAGE_SIZE
 
 from qwen3_smvl import graft, inference
@@ -89,7 +90,7 @@ class RunArguments:
     bench_steps: int = field(default=0, metadata={"help": "run `bench_tasks` every N optimizer steps; 0: at each evaluation (`eval_strategy`)"})
     bench_limit: int = field(default=16, metadata={"help": "questions per task in each `bench_tasks` run (the first N)"})
     bench_data_dir: str = field(default="data/bench", metadata={"help": "local copies of the `bench_tasks` datasets, as `download_resource.sh --bench TASK` puts them"})
-    check_data: bool = field(default=False, metadata={"help": "check the config's data (counts, problems with file:line, token lengths) and exit without loading a model; exit status 1 on a problem"})
+    check_data: bool = field(default=False, metadata={"help": "check the config's data (counts, problems with file:line, token lengths) and exit without loading a model; exit status 1 on a problem. Runs on a machine without the recipe's GPU (a login node): it sets use_cpu, so bf16/fp16 keys do not refuse it"})
     offline_demo_dir: str | None = field(default=None, metadata={"help": "build tiny random checkpoints and synthetic data here and train on them"})
     max_nonfinite_steps: int = field(default=3, metadata={"help": "a step with a non-finite loss or gradient norm is skipped (no weight update) and logged with its rows' origins; after this many in a row the run saves a checkpoint and stops, naming the rows"})
     preempt_signals: list[str] = field(default_factory=lambda: ["SIGTERM", "SIGUSR1"], metadata={"help": "on these signals the run finishes its optimizer step, saves a checkpoint and exits with status 75: resume with the same command (`[]`: none; see [Preemption](stage2-and-multi-gpu.md#preemption-slurm-spot-instances))"})
@@ -182,6 +183,15 @@ def stage_of(config, overrides, source):
     return stage
 
 
+def checks_data_only(config, overrides):
+    """Whether the run is `--check_data true`: it loads no model, so it runs on a machine without the
+    recipe's GPU (a login node) and the precision keys must not refuse it there."""
+    values = overrides.get("check_data")
+    if values is None:
+        return bool(config.get("check_data"))
+    return not values or string_to_bool(values[-1])
+
+
 def check_known_keys(config, source, classes=ARGUMENT_CLASSES):
     known = {f.name for cls in classes for f in fields(cls)}
     for key in config:
@@ -225,7 +235,8 @@ def parse_config(argv):
         raise ConfigError(message)
 
     parser.error = refuse
-    parser.set_defaults(**{**PROJECT_DEFAULTS, **STAGE_DEFAULTS.get(stage, {}), **config})
+    data_check_on_cpu = {"use_cpu": True} if checks_data_only(config, overrides) else {}
+    parser.set_defaults(**{**PROJECT_DEFAULTS, **STAGE_DEFAULTS.get(stage, {}), **config, **data_check_on_cpu})
     cli = [token for key, values in overrides.items() for token in (f"--{key}", *values)]
     try:
         model_args, data_args, run_args, training_args = parser.parse_args_into_dataclasses(args=cli)
