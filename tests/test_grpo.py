@@ -16,7 +16,7 @@ import train
 from conftest import REPO, free_port, launch_bounded
 from swanlab_log import scalars, swanlab_dir  # noqa: F401  (the fixture)
 from qwen3_smvl import tiny
-from qwen3_smvl.training import rewards, run
+from qwen3_smvl.training import grpo, rewards, run
 from qwen3_smvl.training.train_config import ConfigError, configure
 
 THINK = "<think>\nthe picture is red\n</think>\n\n"
@@ -51,6 +51,19 @@ def test_format_wants_one_think_block_with_reasoning_then_an_answer():
     completions = [THINK + "red", "<think>\n\n</think>\n\nred", THINK, "red", THINK + "red</think>",
                    "<think>a</think><think>b</think>red"]
     assert rewards.format(completions) == [1.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+
+
+def test_reference_answer_leaves_out_the_reasoning_of_its_turn():
+    """A row's answer may show its reasoning inline (`<think>...</think>` in `content`, which the chat template
+    renders as its think block) or in `reasoning_content`: either way the reference is the answer after it."""
+    question = {"role": "user", "content": "What colour is it?"}
+    inline = {"messages": [question, {"role": "assistant", "content": "<think>\nIt looks red.\n</think>\n\nRed."}]}
+    separate = {"messages": [question, {"role": "assistant", "content": "Red.", "reasoning_content": "It looks red."}]}
+    for row in (inline, separate):
+        assert grpo.prompt_of(row) == ([question], "Red.")
+        assert rewards.correctness([THINK + "red"], [grpo.prompt_of(row)[1]]) == [1.0]
+    with pytest.raises(ValueError, match="only its think block"):
+        grpo.prompt_of({"messages": [question, {"role": "assistant", "content": "<think>\nhmm\n</think>\n\n"}]})
 
 
 def test_user_reward_by_import_path_and_refusals(tmp_path, monkeypatch, colours_dir, stitched_dir):

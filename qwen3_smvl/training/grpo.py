@@ -27,15 +27,17 @@ from qwen3_smvl.training import ConfigError, preemption, rewards, step_guard
 
 def prompt_of(row, first_turn_only=False):
     """(prompt messages, reference answer) of a row in the project's shape: the last assistant turn (the
-    first with first_turn_only) and what comes before it; a ValueError says why a row has none."""
+    first with first_turn_only) and what comes before it; a ValueError says why a row has none. A turn that
+    shows its reasoning inline (`<think>...</think>` in its content, which the chat template renders as
+    the think block, as it does `reasoning_content`) answers with the text after it."""
     messages, _ = conversation(row)
     answers = [index for index, message in enumerate(messages) if message["role"] == "assistant"]
     if not answers:
         raise ValueError("no assistant turn, so no reference answer")
     last = answers[0] if first_turn_only else answers[-1]
-    reference = content_text(messages[last]["content"]).strip()
+    reference = rewards.final_answer(content_text(messages[last]["content"]))
     if not reference:
-        raise ValueError("the last assistant turn (the reference answer) is empty")
+        raise ValueError("the last assistant turn (the reference answer) is empty, or holds only its think block")
     if row.get("videos"):
         raise ValueError("holds a video: TRL's GRPO reads images only")
     return messages[:last], reference
