@@ -93,5 +93,6 @@ def test_streamed_chat_completion_arrives_in_pieces_that_make_the_answer(server,
     pieces = [chunk.choices[0].delta.content for chunk in stream if chunk.choices and chunk.choices[0].delta.content]
     model, processor = inference.load_model(stitched_dir)
     # Without chat_template_kwargs Qwen3's template leaves thinking on: infer.py's --think prompt.
-    assert len(pieces) == 5
+    # Pieces, not one reply; how many depends on timing: a stream that fell behind sends what queued up as one event.
+    assert 1 < len(pieces) <= 5
     assert "".join(pieces) == inference.answer(model, processor, image, QUESTION, think=True, max_new_tokens=5)
