@@ -41,7 +41,9 @@ def main(argv=None):
         if run_args.stage == "grpo":  # TRL's GRPOTrainer: qwen3_smvl/training/grpo.py holds that run
             from qwen3_smvl.training import grpo
 
-            return grpo.train(argv, model_args, data_args, run_args, training_args, parts)
+            if grpo.train(argv, model_args, data_args, run_args, training_args, parts):  # rank 0, model saved
+                print(next_steps(training_args.output_dir, argv))
+            return
         output_plan = plan_output_dir(training_args.output_dir, run_args.overwrite_output_dir)
         started = time.perf_counter()
         with training_args.main_process_first(desc="loading data"):  # ranks > 0 reuse rank 0's cache

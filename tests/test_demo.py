@@ -1,5 +1,6 @@
 """A newcomer's first hour: the README's demo command, then infer.py and eval_vqa.py on its output."""
 
+import itertools
 import json
 import os
 import re
@@ -81,3 +82,29 @@ def test_infer_and_evaluate_run_on_the_demo_output(demo_run, tmp_path):
     assert overall["n"] == 16 and overall["accuracy"] >= 0.5, overall
     assert f"eval: accuracy {overall['accuracy']:.1%} (contains {overall['contains']:.1%}), " in scored.stdout
     assert f" s -> {model_dir / 'eval_results.json'}\nnext:\n" in scored.stdout
+
+
+def makefile_recipe(target):
+    """The command lines of a Makefile target, as lists of arguments ($(PYTHON) left as the first)."""
+    lines = (REPO / "Makefile").read_text().split(f"\n{target}:", 1)[1].split("\n")[1:]
+    return [line.split() for line in itertools.takewhile(lambda line: line.startswith("\t"), lines)]
+
+
+def logged(key, printed):
+    return [float(value) for value in re.findall(rf"'{re.escape(key)}': '([0-9.]+)'", printed)]
+
+
+def test_make_demo_grpo_raises_the_correctness_reward(tmp_path):
+    """`make demo-grpo`'s commands as its Makefile writes them, from a fresh folder: the partly trained colour
+    graft's correctness reward rises during GRPO, and on the held-out questions from step 0 to the last."""
+    printed = ""
+    for python_, script, *args in makefile_recipe("demo-grpo"):
+        assert python_ == "$(PYTHON)"
+        args = [REPO / arg if arg.endswith(".yaml") else arg for arg in args]
+        result = python(REPO / script, *args, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-3000:]
+        printed = result.stdout
+    training, held_out = logged("rewards/correctness/mean", printed), logged("eval_rewards/correctness/mean", printed)
+    assert len(training) == 8 and len(held_out) == 3, printed[-3000:]
+    assert training[-1] > training[0] + 0.1 and held_out[-1] > held_out[0] + 0.1, (training, held_out)
+    assert "saved the trained model to ./model/demo_grpo" in printed

@@ -117,7 +117,8 @@ def describe_rewards(training_args):
 
 
 def train(argv, model_args, data_args, run_args, training_args, parts):
-    """train.py's run for stage grpo, in the same order: refusals first, then train, merge, save, demo."""
+    """train.py's run for stage grpo, in the same order: refusals first, then train, merge, save, demo; True
+    on the process that saved the model."""
     from qwen3_smvl import graft
     from qwen3_smvl.data import loading
     from qwen3_smvl.training import run, train_processor, trainable
@@ -155,6 +156,7 @@ def train(argv, model_args, data_args, run_args, training_args, parts):
     for source, counts in load_problems.items():
         print(f"rows of {source} skipped when loading: {counts}")
     if not trainer.is_world_process_zero():
-        return
+        return False
     summary = run.run_summary(trainer, parts, model_args, data_args, run_args, training_args, train_rows, held_out)
     run.card_and_demo(trainer, processor, summary, save_dtype, demo_image, run_args)
+    return True
