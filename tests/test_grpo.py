@@ -15,7 +15,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 import train
 from conftest import REPO, free_port, launch_bounded
 from swanlab_log import scalars, swanlab_dir  # noqa: F401  (the fixture)
-from qwen3_smvl import tiny
+from qwen3_smvl import inference, tiny
 from qwen3_smvl.training import grpo, rewards, run
 from qwen3_smvl.training.train_config import ConfigError, configure
 
@@ -129,6 +129,47 @@ def test_grpo_with_lora_saves_a_checkpoint_that_reloads_with_identical_logits(tm
     batch = processor(text=[prompt], images=[[Image.open(REPO / "examples" / "images" / "red.png")]], return_tensors="pt")
     with torch.no_grad():
         assert torch.equal(model(**batch).logits, seen["model"].eval()(**batch).logits)
+
+
+def test_video_and_image_rows_train_and_the_video_prompt_is_what_inference_builds(tmp_path, stitched_dir, monkeypatch):
+    """A messages JSONL with a video row and an image row in one batch: two steps, a saved model; the prompt
+    GRPO generates from for the video (frames sampled by the run's processor, thinking on) is token for
+    token what qwen3_smvl.inference builds from the saved checkpoint for that video and question."""
+    tiny.write_colour_video(tmp_path / "clip.mp4", [(255, 0, 0), (0, 0, 255)], fps=4, size=(32, 32), seconds_each=2)
+    question = "What colour ends it?"
+    video_row = {"messages": [{"role": "user", "content": [{"type": "video", "path": "clip.mp4"}, {"type": "text", "text": question}]},
+                              {"role": "assistant", "content": "blue"}]}
+    image_row = {"messages": [{"role": "user", "content": [{"type": "image", "image": str(REPO / "examples" / "images" / "red.png")},
+                                                           {"type": "text", "text": "Colour?"}]},
+                              {"role": "assistant", "content": "red"}]}
+    (tmp_path / "train.jsonl").write_text(json.dumps(video_row) + "\n" + json.dumps(image_row) + "\n")
+    (tmp_path / "eval.jsonl").write_text(json.dumps(image_row) + "\n")
+    prompts = []
+    tokenize = grpo.GraftGRPOTrainer._tokenize_prompts
+
+    def recording(self, batch):
+        encoded = tokenize(self, batch)
+        prompts.extend(encoded[0])
+        return encoded
+
+    monkeypatch.setattr(grpo.GraftGRPOTrainer, "_tokenize_prompts", recording)
+    frames_in_loss = []  # per micro-batch row, the frames or tiles the loss's forward gets
+    compute_loss = grpo.GraftGRPOTrainer.compute_loss
+    monkeypatch.setattr(grpo.GraftGRPOTrainer, "compute_loss", lambda self, model, inputs, *args, **kwargs: (
+        frames_in_loss.extend((inputs["pixel_values"].flatten(2) != 0).any(-1).sum(-1).tolist())
+        or compute_loss(self, model, inputs, *args, **kwargs)))
+    config = grpo_config(tmp_path, stitched_dir, tmp_path, train_data=[str(tmp_path / "train.jsonl")],
+                         eval_data=[str(tmp_path / "eval.jsonl")], test_size=0, per_device_train_batch_size=4,
+                         num_generations=2, video_max_frames=3)
+    train.main([str(config)])
+    model, processor = inference.load_model(tmp_path / "out", device="cpu")
+    messages = inference.build_messages(question, True, kind="video")
+    video = inference.load_video(tmp_path / "clip.mp4", processor)
+    expected = inference.model_inputs(processor, messages, [], think=True, videos=[video])["input_ids"][0].tolist()
+    assert len(video[0]) == 3 and processor.video_token not in processor.decode(expected)
+    assert expected in prompts
+    assert 3 in frames_in_loss and 1 in frames_in_loss  # the video's 3 frames; the image, one tile (no splitting)
+    assert json.loads((tmp_path / "out" / "run_summary.json").read_text())["steps"] == 2
 
 
 def recipe_overrides(tmp_path, init_from, **more):

@@ -17,10 +17,14 @@ itself, as it does at inference with --think, instead of the prompt closing it e
 
 from functools import partial
 
+import torch
+
 from trl import GRPOTrainer
 from transformers import Trainer
 
-from qwen3_smvl.data.collate import Collator, content_text, conversation
+from qwen3_smvl import inference
+from qwen3_smvl.data import media
+from qwen3_smvl.data.collate import Collator, check_media_mix, content_text, conversation, count_images, count_videos
 from qwen3_smvl.data.row_shape import DataError
 from qwen3_smvl.training import ConfigError, preemption, rewards, step_guard
 
@@ -38,8 +42,7 @@ def prompt_of(row, first_turn_only=False):
     reference = rewards.final_answer(content_text(messages[last]["content"]))
     if not reference:
         raise ValueError("the last assistant turn (the reference answer) is empty, or holds only its think block")
-    if row.get("videos"):
-        raise ValueError("holds a video: TRL's GRPO reads images only")
+    check_media_mix(count_images(messages[:last]), count_videos(messages[:last]))
     return messages[:last], reference
 
 
@@ -65,11 +68,60 @@ def prompt_rows(dataset, name, data_args):
 
 
 def as_prompts(batch, first_turn_only):
-    """with_transform's view: decoded when a row is read, so images are never held all at once."""
+    """with_transform's view: decoded when a row is read, so images are never held all at once. Each image
+    part carries its image and each video part its (undecoded) video: GraftGRPOTrainer encodes the prompts
+    itself, and TRL's own image path (an `images` column) stays unused."""
     prompts = [prompt_of({"messages": messages}, first_turn_only) for messages in batch["messages"]]
-    return {"prompt": [prompt for prompt, _ in prompts], "answer": [answer for _, answer in prompts],
-            "images": [[Collator.decode_image(image) for image in images] for images in batch["images"]],
-            "origin": batch["origin"], "source": batch["source"]}
+    media_of = zip([[Collator.decode_image(image) for image in images] for images in batch["images"]], batch["videos"])
+    return {"prompt": [with_media(prompt, images, videos) for (prompt, _), (images, videos) in zip(prompts, media_of)],
+            "answer": [answer for _, answer in prompts], "origin": batch["origin"], "source": batch["source"]}
+
+
+def with_media(messages, images, videos):
+    """The messages with each image part holding its image and each video part its video, in order."""
+    held = {"image": iter(images), "video": iter(videos or [])}
+    return [{**message, "content": [{**part, part["type"]: next(held[part["type"]])} if part.get("type") in held
+                                    else part for part in message["content"]]}
+            if isinstance(message["content"], list) else message for message in messages]
+
+
+def encode_prompt(processor, messages, think):
+    """A prompt's tensors as inference builds them (qwen3_smvl.inference.model_inputs): the same chat
+    template, image fitting and video frames (sampled by the saved processor's settings, read with PyAV)."""
+    images, videos = [], []
+    for message in messages:
+        for part in message["content"] if isinstance(message["content"], list) else []:
+            if part.get("type") == "image":
+                images.append(part["image"])
+            elif part.get("type") == "video":
+                videos.append(media.decode_video(part["video"], processor.video_processor))
+    bare = [{**message, "content": [{"type": part["type"]} if part.get("type") in ("image", "video") else part
+                                    for part in message["content"]]} if isinstance(message["content"], list)
+            else message for message in messages]
+    return inference.model_inputs(processor, bare, images, think, videos=videos)
+
+
+def pad_media(encodings):
+    """The rows' pixel_values and pixel_attention_mask in one (batch, frames or tiles, ...) tensor each, as
+    a batch of SmolVLM's processor holds them: missing tiles all-zero (the model drops them), smaller
+    ones padded bottom/right; None when no row has an image or a video."""
+    rows = [(encoding["pixel_values"][0], encoding["pixel_attention_mask"][0]) if "pixel_values" in encoding else None
+            for encoding in encodings]
+    present = [row for row in rows if row is not None]
+    if not present:
+        return None
+    count = max(values.shape[0] for values, _ in present)
+    height = max(values.shape[2] for values, _ in present)
+    width = max(values.shape[3] for values, _ in present)
+    channels, dtype = present[0][0].shape[1], present[0][0].dtype
+    pixel_values = torch.zeros((len(rows), count, channels, height, width), dtype=dtype)
+    pixel_attention_mask = torch.zeros((len(rows), count, height, width), dtype=torch.bool)
+    for index, row in enumerate(rows):
+        if row is not None:
+            values, mask = row
+            pixel_values[index, : values.shape[0], :, : values.shape[2], : values.shape[3]] = values
+            pixel_attention_mask[index, : mask.shape[0], : mask.shape[1], : mask.shape[2]] = mask.bool()
+    return {"pixel_values": pixel_values, "pixel_attention_mask": pixel_attention_mask}
 
 
 class GraftGRPOTrainer(GRPOTrainer):
@@ -78,17 +130,45 @@ class GraftGRPOTrainer(GRPOTrainer):
     def __init__(self, *args, guard, preemption_stop, **kwargs):
         super().__init__(*args, **kwargs)
         self.guard, self.preemption_stop = guard, preemption_stop
+        self.prompt_media = None  # the generation batch's pixel tensors, for the forwards TRL runs on it
         self.add_callback(guard)
         self.add_callback(preemption_stop)
+
+    def _tokenize_prompts(self, prompts):
+        """The prompts encoded as inference encodes them (encode_prompt), videos included: TRL's own path
+        hands a video part to the processor, which decodes it with torchcodec and renders it with SmolVLM's
+        original chat template, and builds the loss's pixels from images alone."""
+        think = bool(self.chat_template_kwargs.get("enable_thinking"))
+        encodings = [encode_prompt(self.processing_class, prompt, think) for prompt in prompts]
+        self.prompt_media = pad_media(encodings)
+        fields = {} if self.prompt_media is None else {key: value.to(self.accelerator.device)
+                                                       for key, value in self.prompt_media.items()}
+        self.prompt_media = fields or None
+        return [encoding["input_ids"][0].tolist() for encoding in encodings], None, fields
+
+    def _get_per_token_logps_and_entropies(self, model, *args, pixel_values=None, pixel_attention_mask=None,
+                                           num_images=None, **kwargs):
+        # TRL's forwards on a fresh generation batch (old and reference log-probs) get no pixels, since its
+        # `images` are None: they are this batch's, one pixel_values entry per row.
+        if pixel_values is None and self.prompt_media is not None:
+            pixel_values, pixel_attention_mask = self.prompt_media["pixel_values"], self.prompt_media["pixel_attention_mask"]
+            num_images = [1] * pixel_values.shape[0]
+        return super()._get_per_token_logps_and_entropies(model, *args, pixel_values=pixel_values,
+                                                          pixel_attention_mask=pixel_attention_mask,
+                                                          num_images=num_images, **kwargs)
 
     def _generate_and_score_completions(self, inputs):
         # Generation runs on the unwrapped model, outside the autocast accelerate puts around training forwards;
         # under bf16 the trained parts are float32 (trainable.upcast_trainable) beside bf16 frozen ones.
         with self.accelerator.autocast():
             output = super()._generate_and_score_completions(inputs)
+        media_fields = {}
+        if self.prompt_media is not None:  # the loss's forward reads them from the micro-batch, split per row
+            media_fields = {**self.prompt_media, "num_images": [1] * len(inputs)}
+        self.prompt_media = None
         # Each completion's row (one per input), so that a non-finite step names its rows: TRL shuffles and
         # splits list values into micro-batches along with the tensors.
-        return {**output, step_guard.ORIGINS: [row.get("origin") or "?" for row in inputs]}
+        return {**output, **media_fields, step_guard.ORIGINS: [row.get("origin") or "?" for row in inputs]}
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
@@ -137,7 +217,9 @@ def train(argv, model_args, data_args, run_args, training_args, parts):
         demo_image = run.demo_image_of(run_args, held_out)
         save_dtype = run.save_dtype_of(model_args, run_args)
         model, processor = run.load_model(model_args, training_args)
+        train_processor.check_video_template(processor, model_args, (train_rows, held_out))
         train_processor.set_image_resolution(processor, data_args)
+        train_processor.set_video_sampling(processor, data_args)
         model = trainable.prepare_trainable(model, model_args, parts, training_args.seed)
         optimizer_groups = trainable.optimizer_groups(model, parts.rates, training_args.weight_decay)
         train_processor.check_saves(processor, model.config, training_args.output_dir)
