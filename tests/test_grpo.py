@@ -161,8 +161,11 @@ def test_video_and_image_rows_train_and_the_video_prompt_is_what_inference_build
     config = grpo_config(tmp_path, stitched_dir, tmp_path, train_data=[str(tmp_path / "train.jsonl")],
                          eval_data=[str(tmp_path / "eval.jsonl")], test_size=0, per_device_train_batch_size=4,
                          num_generations=2, video_max_frames=3)
+    with pytest.raises(SystemExit, match="use_vllm: true reads images only"):  # TRL hands vLLM images alone
+        train.main([str(config), "--use_vllm", "true", "--vllm_model_impl", "transformers"])
+    assert not (tmp_path / "out").exists()
     train.main([str(config)])
-    model, processor = inference.load_model(tmp_path / "out", device="cpu")
+    _, processor = inference.load_model(tmp_path / "out", device="cpu")
     messages = inference.build_messages(question, True, kind="video")
     video = inference.load_video(tmp_path / "clip.mp4", processor)
     expected = inference.model_inputs(processor, messages, [], think=True, videos=[video])["input_ids"][0].tolist()

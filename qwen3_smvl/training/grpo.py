@@ -1,7 +1,7 @@
 """Stage `grpo`: reinforcement learning from verifiable rewards on TRL's GRPOTrainer (`stage: grpo` in a
 training YAML; `python train.py grpo_train.yaml`).
 
-Each row's conversation up to its last assistant turn is the prompt (its images where they stand) and
+Each row's conversation up to its last assistant turn is the prompt (its images or video where they stand) and
 that turn's text the reference answer the rewards (qwen3_smvl/training/rewards.py) check completions
 against. The model is what every stage starts from (`init_from`, or a fresh graft), with the project's
 freezing, per-part learning rates and LoRA (qwen3_smvl/training/trainable.py); the Trainer carries the
@@ -20,12 +20,12 @@ from functools import partial
 import torch
 
 from trl import GRPOTrainer
+from accelerate.utils import gather_object
 from transformers import Trainer
 
 from qwen3_smvl import inference
-from qwen3_smvl.data import media
+from qwen3_smvl.data import media, row_shape
 from qwen3_smvl.data.collate import Collator, check_media_mix, content_text, conversation, count_images, count_videos
-from qwen3_smvl.data.row_shape import DataError
 from qwen3_smvl.training import ConfigError, preemption, rewards, step_guard
 
 
@@ -59,7 +59,7 @@ def prompt_rows(dataset, name, data_args):
             bad.append(f"{row['origin']}: {cause}")
     if bad and data_args.on_bad_sample == "raise":
         more = f"\n  ... and {len(bad) - 10} more" if len(bad) > 10 else ""
-        raise DataError(f"{name}: {len(bad)} row(s) unusable for GRPO (on_bad_sample: skip drops them):\n  "
+        raise row_shape.DataError(f"{name}: {len(bad)} row(s) unusable for GRPO (on_bad_sample: skip drops them):\n  "
                         + "\n  ".join(bad[:10]) + more)
     if bad:
         print(f"{name}: skipping {len(bad)} row(s) unusable for GRPO, e.g. {bad[0]}")
@@ -85,16 +85,17 @@ def with_media(messages, images, videos):
             if isinstance(message["content"], list) else message for message in messages]
 
 
+def parts_of(messages, kind):
+    """What the `kind` ("image" or "video") parts of the messages hold, in order."""
+    return [part[kind] for message in messages if isinstance(message["content"], list)
+            for part in message["content"] if part.get("type") == kind]
+
+
 def encode_prompt(processor, messages, think):
     """A prompt's tensors as inference builds them (qwen3_smvl.inference.model_inputs): the same chat
     template, image fitting and video frames (sampled by the saved processor's settings, read with PyAV)."""
-    images, videos = [], []
-    for message in messages:
-        for part in message["content"] if isinstance(message["content"], list) else []:
-            if part.get("type") == "image":
-                images.append(part["image"])
-            elif part.get("type") == "video":
-                videos.append(media.decode_video(part["video"], processor.video_processor))
+    images = parts_of(messages, "image")
+    videos = [media.decode_video(video, processor.video_processor) for video in parts_of(messages, "video")]
     bare = [{**message, "content": [{"type": part["type"]} if part.get("type") in ("image", "video") else part
                                     for part in message["content"]]} if isinstance(message["content"], list)
             else message for message in messages]
@@ -137,7 +138,10 @@ class GraftGRPOTrainer(GRPOTrainer):
     def _tokenize_prompts(self, prompts):
         """The prompts encoded as inference encodes them (encode_prompt), videos included: TRL's own path
         hands a video part to the processor, which decodes it with torchcodec and renders it with SmolVLM's
-        original chat template, and builds the loss's pixels from images alone."""
+        original chat template, and builds the loss's pixels from images alone. Under use_vllm, TRL's own
+        path, which hands vLLM the images (videos are refused there before training)."""
+        if self.use_vllm:
+            return super()._tokenize_prompts(prompts)
         think = bool(self.chat_template_kwargs.get("enable_thinking"))
         encodings = [encode_prompt(self.processing_class, prompt, think) for prompt in prompts]
         self.prompt_media = pad_media(encodings)
@@ -166,6 +170,8 @@ class GraftGRPOTrainer(GRPOTrainer):
         if self.prompt_media is not None:  # the loss's forward reads them from the micro-batch, split per row
             media_fields = {**self.prompt_media, "num_images": [1] * len(inputs)}
         self.prompt_media = None
+        if self.log_multimodal and not self.use_vllm:  # TRL logs the images it extracted itself, and here it extracts none
+            self._logs["images"].extend(gather_object([parts_of(row["prompt"], "image") or None for row in inputs]))
         # Each completion's row (one per input), so that a non-finite step names its rows: TRL shuffles and
         # splits list values into micro-batches along with the tensors.
         return {**output, **media_fields, step_guard.ORIGINS: [row.get("origin") or "?" for row in inputs]}
@@ -210,6 +216,9 @@ def train(argv, model_args, data_args, run_args, training_args, parts):
         with training_args.main_process_first(desc="loading data"):
             loaded = loading.load_data(data_args, seed_of_data(training_args))
         train_rows, held_out, load_problems = loaded
+        if training_args.use_vllm and any(row_shape.has_videos(rows) for rows in (train_rows, held_out)):
+            raise ConfigError("use_vllm: true reads images only (TRL hands vLLM a prompt's images, not its video); "
+                              "train the video rows with generation through transformers (use_vllm: false)")
         train_dataset, skipped = prompt_rows(train_rows, "train_data", data_args)
         eval_dataset, _ = prompt_rows(held_out, "held-out rows", data_args)
         if training_args.process_index == 0:
@@ -225,7 +234,7 @@ def train(argv, model_args, data_args, run_args, training_args, parts):
         train_processor.check_saves(processor, model.config, training_args.output_dir)
         run.start_swanlab(training_args)
         trainer = build_trainer(model, processor, training_args, run_args, train_dataset, eval_dataset, optimizer_groups)
-    except (ConfigError, CheckpointError, graft.GraftError, DataError) as error:
+    except (ConfigError, CheckpointError, graft.GraftError, row_shape.DataError) as error:
         raise SystemExit(f"train.py: {error}")
     with training_args.main_process_first(desc="output_dir"):
         checkpoint = output_plan.apply(training_args.process_index == 0)

@@ -21,9 +21,9 @@ TRL_KEYS = ("num_generations", "max_completion_length", "temperature", "beta", "
 
 
 def check_keys(data_args, run_args, training_args):
-    """What stage grpo refuses before anything loads: packing (GRPO builds its own batches), videos in no
-    way (TRL's GRPO reads images only; rows with a video are refused when read), rewards that name no
-    function, weights that do not match them."""
+    """What stage grpo refuses before anything loads: packing (GRPO builds its own batches), rewards that
+    name no function, weights that do not match them (video rows under use_vllm are refused once the data
+    is read: grpo.train)."""
     if data_args.packing:
         raise ConfigError("packing does not apply to stage grpo: GRPOTrainer batches prompts and their completions itself")
     try:
