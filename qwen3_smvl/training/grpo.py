@@ -144,9 +144,7 @@ class GraftGRPOTrainer(GRPOTrainer):
             return super()._tokenize_prompts(prompts)
         think = bool(self.chat_template_kwargs.get("enable_thinking"))
         encodings = [encode_prompt(self.processing_class, prompt, think) for prompt in prompts]
-        self.prompt_media = pad_media(encodings)
-        fields = {} if self.prompt_media is None else {key: value.to(self.accelerator.device)
-                                                       for key, value in self.prompt_media.items()}
+        fields = {key: value.to(self.accelerator.device) for key, value in (pad_media(encodings) or {}).items()}
         self.prompt_media = fields or None
         return [encoding["input_ids"][0].tolist() for encoding in encodings], None, fields
 
