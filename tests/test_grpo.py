@@ -82,6 +82,8 @@ def test_user_reward_by_import_path_and_refusals(tmp_path, monkeypatch, colours_
         configure([str(config), "--reward_weights", "1"])
     with pytest.raises(ConfigError, match="unknown key 'max_completion_length'"):  # a GRPO key under stage sft
         configure([str(config), "--stage", "sft"])
+    with pytest.raises(ConfigError, match=r"reads only enable_thinking; \['tools'\] would be ignored"):
+        configure([str(config), "--chat_template_kwargs", '{"enable_thinking": true, "tools": []}'])
 
 
 def test_bad_rows_are_named_before_training(tmp_path, stitched_dir):

@@ -38,6 +38,10 @@ def check_keys(data_args, run_args, training_args):
     if training_args.log_multimodal and training_args.world_size > 1:
         raise ConfigError("log_multimodal: true hangs a multi-process run when one rank draws only text-only prompts "
                           "(TRL 1.16 gathers the logged images on the ranks that have some); set it to false")
+    ignored = set(training_args.chat_template_kwargs or {}) - {"enable_thinking"}
+    if ignored and not training_args.use_vllm:  # prompts are built as inference builds them: thinking on or off
+        raise ConfigError(f"chat_template_kwargs: stage grpo renders prompts as infer.py does and reads only "
+                          f"enable_thinking; {sorted(ignored)} would be ignored")
     if training_args.use_vllm and training_args.vllm_model_impl != "transformers":
         raise ConfigError("use_vllm: vLLM knows Idefics3/SmolVLM but not this graft's Qwen3 text model; set "
                           "vllm_model_impl: transformers (vLLM then runs the model through transformers' code)")
