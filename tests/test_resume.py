@@ -49,9 +49,11 @@ def complete_steps(output_dir):
 
 
 def half_write(checkpoint):
-    """What a kill during `save_model` leaves: weights cut in the middle, nothing after them."""
+    """What a kill during `save_model` leaves: weights cut in the middle (if the kill came before them: none),
+    nothing after them."""
     weights = checkpoint / "model.safetensors"
-    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    if weights.exists():
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     for later in ("optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json"):
         (checkpoint / later).unlink(missing_ok=True)
 
