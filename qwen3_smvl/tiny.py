@@ -64,13 +64,16 @@ def _byte_level_alphabet():
     return [chr(b) for b in printable] + [chr(256 + i) for i in range(len(extra))]
 
 
-def build_standin_tokenizer(out_dir, base_vocab_size=512):
+def build_standin_tokenizer(out_dir, base_vocab_size=512, word_fillers=False):
     """A byte-level BPE tokenizer laid out like Qwen3's: `base_vocab_size` ordinary tokens, then
-    Qwen3's added tokens. With base_vocab_size=QWEN3_BASE_VOCAB every special token sits at its real id."""
+    Qwen3's added tokens. With base_vocab_size=QWEN3_BASE_VOCAB every special token sits at its real id.
+    With `word_fillers` the fillers decode as words after a space (" w7"), so a random model's text has word
+    boundaries as real text does (a text streamer emits up to the last space)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     alphabet = _byte_level_alphabet()
-    fillers = [f"<unused_{i}>" for i in range(base_vocab_size - len(alphabet))]
+    filler = "\u0120w{}" if word_fillers else "<unused_{}>"  # \u0120 (Ġ): byte-level BPE's space
+    fillers = [filler.format(i) for i in range(base_vocab_size - len(alphabet))]
     vocab = {token: i for i, token in enumerate(alphabet + fillers)}
     (out_dir / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
     (out_dir / "merges.txt").write_text("#version: 0.2\n")

@@ -59,12 +59,12 @@ def free_port():
 @pytest.fixture(scope="session")
 def qwen_tokenizer_dir(tmp_path_factory):
     """The real Qwen3 tokenizer when the shared assets are present, else a stand-in with
-    Qwen3's special tokens at their real ids."""
+    Qwen3's special tokens at their real ids, whose random text streams in words as real text does."""
     real = ASSETS / "qwen3-0.6b"
     if (real / "vocab.json").is_file():
         return real
     out = tmp_path_factory.mktemp("standin_tokenizer")
-    tiny.build_standin_tokenizer(out, base_vocab_size=tiny.QWEN3_BASE_VOCAB)
+    tiny.build_standin_tokenizer(out, base_vocab_size=tiny.QWEN3_BASE_VOCAB, word_fillers=True)
     return out
 
 
