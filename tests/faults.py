@@ -9,45 +9,34 @@ from qwen3_smvl.data import collate
 from qwen3_smvl.training import grpo
 
 
-def with_nan_pixels(batch):
-    batch["pixel_values"] = torch.full_like(batch["pixel_values"], math.nan)
-    return batch
+def plant(owner, method, numbers, origins, counted=lambda self: True):
+    """Wraps owner.method(self, rows) -> batch: from now on the batches whose numbers (1-based, counting the
+    calls `counted` accepts) are in `numbers` get NaN pixel values; `origins[number]` records their rows.
+    Returns the undo."""
+    for_real, count = getattr(owner, method), itertools.count(1)
 
-
-def plant_nan_batches(numbers, origins=None, collator=collate.Collator):
-    """From now on, the batches of `collator` (a collator class: the SFT one, or stage dpo's
-    PreferenceCollator) whose numbers (1-based, in this process's collation order) are in `numbers` get
-    NaN pixel values; `origins[number]` records their rows. Returns the undo."""
-    collate_for_real, count = collator.__call__, itertools.count(1)
-
-    def collate_with_nan(self, rows):
-        batch, number = collate_for_real(self, rows), next(count)
+    def with_nan(self, rows):
+        batch = for_real(self, rows)
+        number = next(count) if counted(self) else None
         if number in numbers:
-            batch = with_nan_pixels(batch)
+            batch["pixel_values"] = torch.full_like(batch["pixel_values"], math.nan)
             if origins is not None:
                 origins[number] = [row["origin"] for row in rows]
         return batch
 
-    collator.__call__ = collate_with_nan
-    return lambda: setattr(collator, "__call__", collate_for_real)
+    setattr(owner, method, with_nan)
+    return lambda: setattr(owner, method, for_real)
+
+
+def plant_nan_batches(numbers, origins=None, collator=collate.Collator):
+    """The batches of `collator` (a collator class: the SFT one, or stage dpo's PreferenceCollator) get NaN
+    pixels (plant), numbered in this process's collation order."""
+    return plant(collator, "__call__", numbers, origins)
 
 
 def plant_nan_generations(numbers, origins=None):
-    """From now on, stage grpo's training generation batches whose numbers (1-based, in this process's
-    order) are in `numbers` get NaN pixel values once generated and scored, so the forward of the loss
-    sees them; with num_iterations 1 and TRL's default steps_per_generation (gradient_accumulation_steps)
-    batch N is step N's. `origins[number]` records their rows. Returns the undo."""
-    trainer, count = grpo.GraftGRPOTrainer, itertools.count(1)
-    generate_for_real = trainer._generate_and_score_completions
-
-    def generate_with_nan(self, inputs):
-        batch = generate_for_real(self, inputs)
-        number = next(count) if self.model.training else None
-        if number in numbers:
-            batch = with_nan_pixels(batch)
-            if origins is not None:
-                origins[number] = [row["origin"] for row in inputs]
-        return batch
-
-    trainer._generate_and_score_completions = generate_with_nan
-    return lambda: setattr(trainer, "_generate_and_score_completions", generate_for_real)
+    """Stage grpo's training generation batches get NaN pixels once generated and scored (plant), so the
+    forward of the loss sees them; with num_iterations 1 and TRL's default steps_per_generation
+    (gradient_accumulation_steps) batch N is step N's."""
+    return plant(grpo.GraftGRPOTrainer, "_generate_and_score_completions", numbers, origins,
+                 counted=lambda self: self.model.training)

@@ -163,6 +163,26 @@ def supervised_logits(labels):
     return {"logits_to_keep": keep, "shift_labels": next_labels[keep]}
 
 
+def pad_tiles(rows, masks=None):
+    """(batch, tiles, 3, H, W) as SmolVLM's image processor pads a batch: `rows` holds each row's (3, H, W)
+    tiles; missing tiles are all-zero (the model drops them), smaller tiles are padded bottom/right; the mask
+    is True on real pixels (`masks`: each tile's own (H, W) mask, where a tile is already padded)."""
+    tiles = [tile for row in rows for tile in row]
+    if not tiles:
+        return {}
+    count = max(len(row) for row in rows)
+    height = max(tile.shape[1] for tile in tiles)
+    width = max(tile.shape[2] for tile in tiles)
+    pixel_values = torch.zeros((len(rows), count, tiles[0].shape[0], height, width), dtype=tiles[0].dtype)
+    pixel_attention_mask = torch.zeros((len(rows), count, height, width), dtype=torch.bool)
+    for index, row in enumerate(rows):
+        for position, tile in enumerate(row):
+            pixel_values[index, position, :, : tile.shape[1], : tile.shape[2]] = tile
+            pixel_attention_mask[index, position, : tile.shape[1], : tile.shape[2]] = (
+                masks[index][position] if masks else True)
+    return {"pixel_values": pixel_values, "pixel_attention_mask": pixel_attention_mask}
+
+
 class Collator:
     """Rows -> input_ids, attention_mask, labels (+ pixel_values, pixel_attention_mask).
 
@@ -379,18 +399,4 @@ class Collator:
         return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
     def pad_images(self, samples):
-        """(batch, tiles, 3, H, W) as SmolVLM's image processor pads a batch: missing tiles are all-zero
-        (the model drops them), smaller tiles are padded bottom/right; the mask is True on real pixels."""
-        tiles = [tile for sample in samples for tile in sample.tiles]
-        if not tiles:
-            return {}
-        count = max(len(sample.tiles) for sample in samples)
-        height = max(tile.shape[1] for tile in tiles)
-        width = max(tile.shape[2] for tile in tiles)
-        pixel_values = torch.zeros((len(samples), count, tiles[0].shape[0], height, width), dtype=tiles[0].dtype)
-        pixel_attention_mask = torch.zeros((len(samples), count, height, width), dtype=torch.bool)
-        for index, sample in enumerate(samples):
-            for position, tile in enumerate(sample.tiles):
-                pixel_values[index, position, :, : tile.shape[1], : tile.shape[2]] = tile
-                pixel_attention_mask[index, position, : tile.shape[1], : tile.shape[2]] = True
-        return {"pixel_values": pixel_values, "pixel_attention_mask": pixel_attention_mask}
+        return pad_tiles([sample.tiles for sample in samples])

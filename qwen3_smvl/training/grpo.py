@@ -25,7 +25,8 @@ from transformers import Trainer
 
 from qwen3_smvl import inference
 from qwen3_smvl.data import media, row_shape
-from qwen3_smvl.data.collate import Collator, check_media_mix, content_text, conversation, count_images, count_videos
+from qwen3_smvl.data.collate import (Collator, check_media_mix, content_text, conversation, count_images, count_videos,
+                                     pad_tiles)
 from qwen3_smvl.training import ConfigError, preemption, rewards, step_guard
 
 
@@ -104,25 +105,11 @@ def encode_prompt(processor, messages, think):
 
 def pad_media(encodings):
     """The rows' pixel_values and pixel_attention_mask in one (batch, frames or tiles, ...) tensor each, as
-    a batch of SmolVLM's processor holds them: missing tiles all-zero (the model drops them), smaller
-    ones padded bottom/right; None when no row has an image or a video."""
-    rows = [(encoding["pixel_values"][0], encoding["pixel_attention_mask"][0]) if "pixel_values" in encoding else None
-            for encoding in encodings]
-    present = [row for row in rows if row is not None]
-    if not present:
-        return None
-    count = max(values.shape[0] for values, _ in present)
-    height = max(values.shape[2] for values, _ in present)
-    width = max(values.shape[3] for values, _ in present)
-    channels, dtype = present[0][0].shape[1], present[0][0].dtype
-    pixel_values = torch.zeros((len(rows), count, channels, height, width), dtype=dtype)
-    pixel_attention_mask = torch.zeros((len(rows), count, height, width), dtype=torch.bool)
-    for index, row in enumerate(rows):
-        if row is not None:
-            values, mask = row
-            pixel_values[index, : values.shape[0], :, : values.shape[2], : values.shape[3]] = values
-            pixel_attention_mask[index, : mask.shape[0], : mask.shape[1], : mask.shape[2]] = mask.bool()
-    return {"pixel_values": pixel_values, "pixel_attention_mask": pixel_attention_mask}
+    the collator pads a batch; None when no row has an image or a video."""
+    rows = [list(encoding["pixel_values"][0]) if "pixel_values" in encoding else [] for encoding in encodings]
+    masks = [list(encoding["pixel_attention_mask"][0].bool()) if "pixel_values" in encoding else []
+             for encoding in encodings]
+    return pad_tiles(rows, masks) or None
 
 
 class GraftGRPOTrainer(GRPOTrainer):
