@@ -167,9 +167,10 @@ def test_dpo_with_lora_merges_into_a_model_that_matches_the_adapter(tmp_path, sm
     assert not torch.allclose(logits(AutoModelForImageTextToText.from_pretrained(small_graft), batch), expected, atol=1e-3)
 
 
-def test_shipped_dpo_recipe_on_two_ddp_ranks_with_a_text_only_row(tmp_path, small_graft):
-    """dpo_train.yaml under `accelerate launch` (its comment's second launch): two gloo ranks, batch 1,
-    one rank draws the text-only pair while the other draws an image pair."""
+@pytest.mark.parametrize("how", ["one process", "DDP"])
+def test_shipped_dpo_recipe_with_a_text_only_row(tmp_path, small_graft, how):
+    """dpo_train.yaml under both launches its comment names: `python train.py` and `accelerate launch` (two
+    gloo ranks, batch 1: one rank draws the text-only pair while the other draws an image pair)."""
     data = tmp_path / "pairs.jsonl"
     image = str(REPO / "examples" / "images" / "red.png")
     rows = [{"messages": [{"role": "user", "content": [{"type": "image", "image": image},
@@ -182,7 +183,10 @@ def test_shipped_dpo_recipe_on_two_ddp_ranks_with_a_text_only_row(tmp_path, smal
                 "save_strategy": "no", "report_to": "none", "use_cpu": "true", "bf16": "false",
                 "demo_max_new_tokens": 2, "output_dir": tmp_path / "out"}
     args = [item for key, value in settings.items() for item in (f"--{key}", str(value))]
-    launch("dpo_train.yaml", "DDP", args, tmp_path)
+    if how == "DDP":
+        launch("dpo_train.yaml", "DDP", args, tmp_path)
+    else:
+        train.main([str(REPO / "dpo_train.yaml"), *args])
     assert AutoModelForImageTextToText.from_pretrained(tmp_path / "out").config.model_type
 
 
